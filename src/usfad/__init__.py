@@ -1,0 +1,13 @@
+"""usfad: anomaly detection with uniformly scaling flows (USFs).
+
+>>> from usfad import USFlow
+>>> det = USFlow().fit(X_train)          # doctest: +SKIP
+>>> scores = det.decision_function(X)    # higher = more anomalous  # doctest: +SKIP
+"""
+
+from .detectors import BaseDetector, DeepSVDD, FlowDetector, NonUSFlow, USFlow, load
+from .flows import build_flow
+
+__version__ = "0.1.0"
+
+__all__ = ["BaseDetector", "DeepSVDD", "FlowDetector", "NonUSFlow", "USFlow", "__version__", "build_flow", "load"]

@@ -1,0 +1,278 @@
+"""The detector contract shared by every usfad model.
+
+scikit-learn's estimator rules (``__init__`` only stores parameters; ``fit`` returns
+``self``; learned state ends in ``_``) plus PyOD's names:
+
+- ``decision_function(X)``: anomaly score, higher = more anomalous;
+- ``score_samples(X) = -decision_function(X)`` (scikit-learn sign);
+- ``decision_scores_``, ``threshold_``, ``labels_`` (1 = anomaly) after ``fit``;
+- ``predict(X)`` and ``predict_proba(X)`` (PyOD's linear scaling of the training scores).
+
+Models are saved as one safetensors file (tensors) whose metadata holds a versioned JSON
+config; loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+from torch import Tensor, nn
+
+from ..errors import DataError, ModelFileError
+from ..train import History, TrainConfig
+from ..validation import check_array
+
+FORMAT = "usfad-detector"
+FORMAT_VERSION = 1
+THRESHOLDS = ("contamination", "chi2")
+
+_REGISTRY: dict[str, type[BaseDetector]] = {}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@contextmanager
+def seeded(seed: int) -> Any:
+    """Seed torch inside the block only, leaving the caller's global generator untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class BaseDetector(OutlierMixin, BaseEstimator):
+    """Common machinery; subclasses implement ``_build_model``, ``_loss`` and ``_score``."""
+
+    #: scores computed per batch at inference
+    score_batch_size: ClassVar[int] = 4096
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
+
+    # --- to implement -------------------------------------------------------------
+    def _build_model(self, n_features: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _loss(self, batch: Tensor) -> Tensor:
+        """Per-sample training loss."""
+        raise NotImplementedError
+
+    def _score(self, batch: Tensor) -> Tensor:
+        """Per-sample anomaly score (higher = more anomalous)."""
+        raise NotImplementedError
+
+    def _latent(self, batch: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _check_params(self) -> None:
+        """Raise ValueError for invalid hyper-parameters (called by ``fit``)."""
+
+    def _fit_model(self, data: Tensor, config: TrainConfig, generator: torch.Generator) -> History:
+        from ..train import fit_module
+
+        return fit_module(self.model_, self._loss, data, config, generator)
+
+    def _chi2_threshold(self) -> float:
+        raise ValueError(f"threshold='chi2' needs a uniformly scaling flow; {type(self).__name__} is not one")
+
+    def _extra_state(self) -> dict[str, Any]:
+        """JSON-serialisable fitted attributes other than tensors, for ``save``."""
+        return {}
+
+    # --- fitting ------------------------------------------------------------------
+    def _train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            validation_fraction=self.validation_fraction,
+            patience=self.patience,
+            max_steps=self.max_steps,
+            verbose=self.verbose,
+            desc=type(self).__name__,
+        )
+
+    def _check_common_params(self) -> None:
+        if not 0 < self.contamination <= 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5], got {self.contamination}")
+        if self.threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {self.threshold!r}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+
+    def fit(self, X: Any, y: Any = None) -> BaseDetector:
+        """Fit on normal data ``X`` (``y`` is ignored: training is unsupervised)."""
+        self._check_common_params()
+        self._check_params()
+        X = check_array(X, min_samples=2)
+        self.n_features_in_ = X.shape[1]
+        if self.standardize:
+            self.scaler_mean_ = X.mean(0)
+            std = X.std(0)
+            self.scaler_scale_ = np.where(std > 1e-12 * np.maximum(1.0, np.abs(self.scaler_mean_)), std, 1.0)
+        else:
+            self.scaler_mean_ = np.zeros(X.shape[1])
+            self.scaler_scale_ = np.ones(X.shape[1])
+        seed = self.random_state if self.random_state is not None else int(np.random.randint(2**31 - 1))
+        self.device_ = resolve_device(self.device)
+        data = self._to_tensor(X)
+        with seeded(int(seed)):
+            generator = torch.Generator().manual_seed(int(seed))
+            self.model_ = self._build_model(X.shape[1]).to(self.device_)
+            self.history_ = self._fit_model(data, self._train_config(), generator)
+        self.model_.eval()
+        self.decision_scores_ = self._scores_of(data)
+        self.threshold_ = self._threshold()
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+        return self
+
+    def _threshold(self) -> float:
+        if self.threshold == "chi2":
+            return float(self._chi2_threshold())
+        return float(np.quantile(self.decision_scores_, 1 - self.contamination))
+
+    # --- inference ----------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+
+    def _to_tensor(self, X: np.ndarray) -> Tensor:
+        Xs = (X - self.scaler_mean_) / self.scaler_scale_
+        return torch.as_tensor(Xs, dtype=torch.float32, device=self.device_)
+
+    def _validated(self, X: Any) -> Tensor:
+        self._check_fitted()
+        return self._to_tensor(check_array(X, n_features=self.n_features_in_))
+
+    @torch.no_grad()
+    def _batched(self, fn: Any, data: Tensor) -> np.ndarray:
+        self.model_.eval()
+        parts = [fn(data[i : i + self.score_batch_size]).cpu().double() for i in range(0, data.shape[0], self.score_batch_size)]  # noqa: E501
+        return torch.cat(parts).numpy()
+
+    def _scores_of(self, data: Tensor) -> np.ndarray:
+        scores = self._batched(self._score, data)
+        if np.isnan(scores).any():
+            raise DataError(f"{type(self).__name__} produced NaN scores for rows {np.flatnonzero(np.isnan(scores))[:10].tolist()}")  # noqa: E501
+        # +inf means "beyond float range": keep the order, stay finite for metrics.
+        return np.nan_to_num(scores, posinf=np.finfo(np.float64).max, neginf=np.finfo(np.float64).min)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Anomaly score per sample, higher = more anomalous."""
+        return self._scores_of(self._validated(X))
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """``-decision_function(X)`` (scikit-learn's sign: higher = more normal)."""
+        return -self.decision_function(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """1 for anomalies (score above ``threshold_``), 0 otherwise."""
+        return (self.decision_function(X) > self.threshold_).astype(int)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``(n, 2)`` [normal, anomaly] by min-max scaling against the training scores."""
+        scores = self.decision_function(X)
+        lo, hi = float(self.decision_scores_.min()), float(self.decision_scores_.max())
+        p = np.clip((scores - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+        return np.column_stack([1 - p, p])
+
+    def latent(self, X: Any) -> np.ndarray:
+        """The latent representation (flow output or Deep SVDD embedding) of ``X``."""
+        return self._batched(self._latent, self._validated(X))
+
+    # --- persistence --------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted detector to one safetensors file; returns the path."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in self.model_.state_dict().items()}
+        tensors["scaler_mean"] = torch.from_numpy(np.asarray(self.scaler_mean_, dtype=np.float64))
+        tensors["scaler_scale"] = torch.from_numpy(np.asarray(self.scaler_scale_, dtype=np.float64))
+        tensors["decision_scores"] = torch.from_numpy(np.asarray(self.decision_scores_, dtype=np.float64))
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
+        state = {"n_features_in_": self.n_features_in_, "threshold_": self.threshold_, **self._extra_state()}
+        metadata = {
+            "format": FORMAT,
+            "version": str(FORMAT_VERSION),
+            "class": type(self).__name__,
+            "params": json.dumps(params),
+            "state": json.dumps(state),
+        }
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str = "cpu") -> BaseDetector:
+        """Read a file written by :meth:`save`; validates format, version and class."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no model file at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except Exception as exc:
+            raise ModelFileError(f"{path} is not a readable usfad model file ({exc})") from None
+        if metadata.get("format") != FORMAT:
+            raise ModelFileError(f"{path} is not a usfad model file (format {metadata.get('format')!r})")
+        if metadata.get("version") != str(FORMAT_VERSION):
+            raise ModelFileError(
+                f"{path} has format version {metadata.get('version')}, this usfad reads version {FORMAT_VERSION}"
+            )
+        name = metadata.get("class", "")
+        klass = _REGISTRY.get(name)
+        if klass is None:
+            raise ModelFileError(f"{path} holds an unknown model class {name!r}")
+        if cls is not BaseDetector and not issubclass(klass, cls):
+            raise ModelFileError(f"{path} holds a {name}, not a {cls.__name__}")
+        try:
+            params = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(metadata["params"]).items()}
+            state = json.loads(metadata["state"])
+            det = klass(**params)
+            det.device_ = resolve_device(device)
+            det.n_features_in_ = int(state.pop("n_features_in_"))
+            det.threshold_ = float(state.pop("threshold_"))
+            for key, value in state.items():
+                setattr(det, key, value)
+            det.scaler_mean_ = tensors.pop("scaler_mean").numpy()
+            det.scaler_scale_ = tensors.pop("scaler_scale").numpy()
+            det.decision_scores_ = tensors.pop("decision_scores").numpy()
+            model = det._build_model(det.n_features_in_)
+            model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()}, strict=True)
+        except ModelFileError:
+            raise
+        except Exception as exc:
+            raise ModelFileError(f"{path} could not be restored as a {name}: {exc}") from None
+        det.model_ = model.to(det.device_).eval()
+        det.labels_ = (det.decision_scores_ > det.threshold_).astype(int)
+        return det
+
+
+def load(path: str | os.PathLike[str], device: str = "cpu") -> BaseDetector:
+    """Load any usfad detector saved with ``save``."""
+    return BaseDetector.load(path, device=device)

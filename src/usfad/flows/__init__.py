@@ -1,0 +1,27 @@
+"""Normalizing-flow bijections; ``build_flow(dim, flow="usf" | "affine")`` builds a flow."""
+
+from .base import Bijection, Conjugate, Sequential
+from .build import FLOWS, build_flow, check_flow, coupling
+from .coupling import AdditiveCoupling, AffineCoupling
+from .linear import LUConv1x1, LULinear, Permutation
+from .scale import ActNorm, Scale
+from .subnets import conv, mlp
+
+__all__ = [
+    "FLOWS",
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "Bijection",
+    "Conjugate",
+    "LUConv1x1",
+    "LULinear",
+    "Permutation",
+    "Scale",
+    "Sequential",
+    "build_flow",
+    "check_flow",
+    "conv",
+    "coupling",
+    "mlp",
+]

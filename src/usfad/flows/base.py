@@ -1,0 +1,103 @@
+"""The bijection contract and its composition.
+
+Every layer maps data to latent in ``forward`` and returns ``(y, logdet)`` where
+``logdet`` has shape ``(batch,)`` and equals ``log|det J_f(x)|`` per sample; ``inverse``
+maps latent back to data. Tensors are either vectors ``(batch, features)`` or feature
+maps ``(batch, channels, *spatial)``; layers act along dimension 1 and treat any
+trailing dimensions as positions.
+
+A class attribute ``constant_logdet`` says whether the layer's log-det is independent of
+its input. :class:`Sequential` combines it: a stack is a uniformly scaling flow (USF)
+exactly when every layer in it has ``constant_logdet = True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+def positions(x: Tensor) -> int:
+    """Number of positions per sample (1 for vectors, H*W for a 2-D feature map)."""
+    n = 1
+    for s in x.shape[2:]:
+        n *= s
+    return n
+
+
+class Bijection(nn.Module):
+    """An invertible map ``f`` with a tractable log-Jacobian determinant.
+
+    Subclasses implement ``forward(x, context=None) -> (y, logdet)`` and
+    ``inverse(y, context=None) -> x``. ``context`` is an optional conditioning tensor of
+    the same batch (and spatial) shape, used by conditional couplings and ignored by
+    everything else.
+    """
+
+    #: ``True`` when ``log|det J_f(x)|`` does not depend on ``x``.
+    constant_logdet: bool = True
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+class Sequential(Bijection):
+    """Composition ``f = f_n o ... o f_1``; log-dets add up.
+
+    ``constant_logdet`` is the conjunction over the layers (an instance attribute here,
+    since it depends on what was composed).
+    """
+
+    def __init__(self, layers: Iterable[Bijection]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        for layer in self.layers:
+            if not isinstance(layer, Bijection):
+                raise TypeError(f"Sequential takes Bijection layers, got {type(layer).__name__}")
+        self.constant_logdet = all(layer.constant_logdet for layer in self.layers)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logdet = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, ld = layer(x, context)
+            logdet = logdet + ld
+        return x, logdet
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        for layer in reversed(self.layers):
+            y = layer.inverse(y, context)
+        return y
+
+
+class Conjugate(Bijection):
+    """``outer^-1 o inner o outer``: the inner map seen in the basis chosen by ``outer``.
+
+    ``outer`` must have a constant log-det, so its two contributions cancel exactly and the
+    block's log-det is the inner one: an additive coupling conjugated by an LU linear map
+    is still volume preserving, yet it mixes all coordinates.
+    """
+
+    def __init__(self, inner: Bijection, outer: Bijection):
+        super().__init__()
+        if not outer.constant_logdet:
+            raise ValueError("Conjugate needs an outer map with a constant log-det")
+        self.inner = inner
+        self.outer = outer
+        self.constant_logdet = inner.constant_logdet
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h, ld_outer = self.outer(x, context)
+        h, ld_inner = self.inner(h, context)
+        # outer^-1 contributes exactly -ld_outer (a constant), so only ld_inner remains.
+        del ld_outer
+        return self.outer.inverse(h, context), ld_inner
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        h, _ = self.outer(y, context)
+        h = self.inner.inverse(h, context)
+        return self.outer.inverse(h, context)

@@ -1,0 +1,117 @@
+"""Coupling layers: the only input-dependent parts of a flow.
+
+The input is split along dimension 1 into a conditioning part ``a`` and a transformed
+part ``b`` (``swap`` exchanges the roles, so consecutive blocks alternate masks). A
+conditioner network ``g`` reads ``a`` (and an optional context):
+
+- :class:`AdditiveCoupling`: ``b' = b + t(a)``; ``log|det J| = 0`` for every input.
+- :class:`AffineCoupling`: ``b' = b * exp(clamp * tanh(s(a))) + t(a)``;
+  ``log|det J| = sum(clamp * tanh(s(a)))``, which varies with the input.
+
+The two differ in nothing else: this is the USF / non-USF switch.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from .base import Bijection
+from .subnets import SubnetFactory
+
+
+class _Coupling(Bijection):
+    #: conditioner outputs per transformed feature
+    params_per_feature: int = 1
+
+    def __init__(self, features: int, subnet: SubnetFactory, swap: bool = False, context_features: int = 0):
+        super().__init__()
+        if features < 1:
+            raise ValueError(f"features must be >= 1, got {features}")
+        self.features = features
+        self.swap = bool(swap)
+        first = features // 2
+        self.sizes = (first, features - first)
+        n_cond, n_trans = (self.sizes[1], self.sizes[0]) if self.swap else self.sizes
+        if n_trans == 0:  # one feature: condition on nothing, transform it
+            n_cond, n_trans = 0, features
+        self.n_cond, self.n_trans = n_cond, n_trans
+        with warnings.catch_warnings():  # an empty conditioning input is fine: it learns a shift
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            self.conditioner = subnet(n_cond + context_features, self.params_per_feature * n_trans)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.swap:
+            b, a = x[:, : self.n_trans], x[:, self.n_trans :]
+        else:
+            a, b = x[:, : self.n_cond], x[:, self.n_cond :]
+        return a, b
+
+    def _merge(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.cat((b, a) if self.swap else (a, b), dim=1)
+
+    def _params(self, a: Tensor, context: Tensor | None) -> Tensor:
+        inp = a if context is None else torch.cat((a, context), dim=1)
+        return self.conditioner(inp)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        a, b = self._split(x)
+        b, logdet = self._transform(b, self._params(a, context))
+        return self._merge(a, b), logdet
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        a, b = self._split(y)
+        return self._merge(a, self._untransform(b, self._params(a, context)))
+
+    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class AdditiveCoupling(_Coupling):
+    """``b' = b + t(a)``: volume preserving, so a USF building block."""
+
+    constant_logdet = True
+    params_per_feature = 1
+
+    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return b + params, b.new_zeros(b.shape[0])
+
+    def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
+        return b - params
+
+
+class AffineCoupling(_Coupling):
+    """``b' = b * exp(clamp * tanh(s(a))) + t(a)``: the non-USF control."""
+
+    constant_logdet = False
+    params_per_feature = 2
+
+    def __init__(
+        self,
+        features: int,
+        subnet: SubnetFactory,
+        swap: bool = False,
+        context_features: int = 0,
+        clamp: float = 2.0,
+    ):
+        super().__init__(features, subnet, swap, context_features)
+        if not clamp > 0:
+            raise ValueError(f"clamp must be > 0, got {clamp}")
+        self.clamp = float(clamp)
+
+    def _log_scale_shift(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = params.chunk(2, dim=1)
+        return self.clamp * torch.tanh(s), t
+
+    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        log_scale, shift = self._log_scale_shift(params)
+        return b * torch.exp(log_scale) + shift, log_scale.flatten(1).sum(1)
+
+    def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
+        log_scale, shift = self._log_scale_shift(params)
+        return (b - shift) * torch.exp(-log_scale)

@@ -1,0 +1,65 @@
+"""Per-feature (per-channel) scaling: the volume-changing layers of a USF.
+
+``y = x * exp(log_scale) (+ bias)``, so ``log|det J| = positions * sum(log_scale)``,
+independent of the input. :class:`ActNorm` sets ``bias`` and ``log_scale`` from the
+first batch it sees in training (zero mean, unit variance per channel) and is a plain
+input-independent affine map from then on.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import Bijection, positions
+
+
+def _broadcast(param: Tensor, x: Tensor) -> Tensor:
+    return param.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+class Scale(Bijection):
+    """``y = x * exp(log_scale)``; starts as the identity."""
+
+    constant_logdet = True
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(features))
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y = x * torch.exp(_broadcast(self.log_scale, x))
+        return y, (self.log_scale.sum() * positions(x)).expand(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        return y * torch.exp(-_broadcast(self.log_scale, y))
+
+
+class ActNorm(Bijection):
+    """``y = (x + bias) * exp(log_scale)`` with data-dependent initialisation."""
+
+    constant_logdet = True
+
+    def __init__(self, features: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.bias = nn.Parameter(torch.zeros(features))
+        self.log_scale = nn.Parameter(torch.zeros(features))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor) -> None:
+        flat = x.movedim(1, -1).reshape(-1, x.shape[1])
+        self.bias.copy_(-flat.mean(0))
+        std = flat.std(0) if flat.shape[0] > 1 else torch.ones_like(self.log_scale)
+        self.log_scale.copy_(-torch.log(std + self.eps))
+        self.initialized.fill_(True)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.training and not bool(self.initialized):
+            self._initialize(x)
+        y = (x + _broadcast(self.bias, x)) * torch.exp(_broadcast(self.log_scale, x))
+        return y, (self.log_scale.sum() * positions(x)).expand(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        return y * torch.exp(-_broadcast(self.log_scale, y)) - _broadcast(self.bias, y)

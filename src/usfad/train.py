@@ -1,0 +1,134 @@
+"""One training loop for every model: mini-batches, Adam, early stopping, a guard.
+
+``loss_fn(batch) -> per-sample losses`` is minimised by Adam over shuffled mini-batches
+(memory stays flat in the number of samples). When ``validation_fraction > 0`` a part of
+the *training* data is held out and the weights with the lowest validation loss are kept;
+training stops after ``patience`` epochs without improvement. A non-finite loss raises
+:class:`~usfad.errors.TrainingDivergedError` instead of returning garbage.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .errors import TrainingDivergedError
+
+
+@dataclass
+class History:
+    """Per-epoch losses of one training run."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    steps: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    validation_fraction: float = 0.1
+    patience: int = 10
+    max_steps: int | None = None
+    grad_clip: float | None = 10.0
+    verbose: bool = False
+    desc: str = "training"
+
+
+def split_validation(n: int, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Indices of a random train/validation split (no validation when too few samples)."""
+    perm = torch.randperm(n, generator=generator)
+    n_val = int(round(n * fraction)) if fraction > 0 else 0
+    if n - n_val < 2 or n_val < 2:
+        return perm, perm[:0]
+    return perm[n_val:], perm[:n_val]
+
+
+@torch.no_grad()
+def batched_mean(loss_fn: Callable[[Tensor], Tensor], data: Tensor, batch_size: int) -> float:
+    total = 0.0
+    for start in range(0, data.shape[0], batch_size):
+        total += float(loss_fn(data[start : start + batch_size]).sum())
+    return total / max(data.shape[0], 1)
+
+
+def fit_module(
+    module: nn.Module,
+    loss_fn: Callable[[Tensor], Tensor],
+    data: Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> History:
+    """Train ``module`` in place; returns the loss history (best weights restored)."""
+    from tqdm.auto import tqdm
+
+    history = History()
+    start_time = time.perf_counter()
+    train_idx, val_idx = split_validation(data.shape[0], config.validation_fraction, generator)
+    train, val = data[train_idx], data[val_idx]
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    batch_size = max(1, min(config.batch_size, train.shape[0]))
+    best, best_state, waited = math.inf, None, 0
+    bar = tqdm(range(config.epochs), desc=config.desc, disable=not config.verbose, leave=False)
+    for epoch in bar:
+        module.train()
+        perm = torch.randperm(train.shape[0], generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, train.shape[0], batch_size):
+            batch = train[perm[start : start + batch_size]]
+            if batch.shape[0] < 2 and count > 0:
+                continue  # a trailing batch of one adds noise, not signal
+            loss = loss_fn(batch).mean()
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"{config.desc}: the training loss became {float(loss)} at epoch {epoch + 1}, "
+                    f"step {history.steps + 1}; try a smaller lr (now {config.lr}) or a smaller clamp"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            total += loss.item() * batch.shape[0]
+            count += batch.shape[0]
+            history.steps += 1
+            if config.max_steps is not None and history.steps >= config.max_steps:
+                break
+        history.train_loss.append(total / max(count, 1))
+        module.eval()
+        monitored = history.train_loss[-1]
+        if val.shape[0] > 0:
+            monitored = batched_mean(loss_fn, val, 1024)
+            history.val_loss.append(monitored)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+        bar.set_postfix(loss=f"{history.train_loss[-1]:.4g}", val=f"{monitored:.4g}")
+        if math.isfinite(monitored) and monitored < best - 1e-4 * abs(best if math.isfinite(best) else 0):
+            best, waited, history.best_epoch = monitored, 0, epoch
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            waited += 1
+        if waited >= config.patience:
+            history.stopped_early = True
+            break
+        if config.max_steps is not None and history.steps >= config.max_steps:
+            break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    history.seconds = time.perf_counter() - start_time
+    return history

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``usfad`` command line (see :mod:`usfad.cli`)."""

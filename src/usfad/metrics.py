@@ -1,0 +1,61 @@
+"""Detection metrics (higher score = more anomalous, label 1 = anomaly) and alignment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+
+def _check(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"y_true has {y.size} entries but scores has {s.size}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinite values")
+    if set(np.unique(y)) - {0, 1}:
+        raise ValueError("y_true must contain only 0 (normal) and 1 (anomaly)")
+    if len(np.unique(y)) < 2:
+        raise ValueError("y_true must contain both normal (0) and anomalous (1) samples")
+    return y, s
+
+
+def roc_auc(y_true: Any, scores: Any) -> float:
+    y, s = _check(y_true, scores)
+    return float(roc_auc_score(y, s))
+
+
+def pr_auc(y_true: Any, scores: Any) -> float:
+    """Average precision (area under the precision-recall curve)."""
+    y, s = _check(y_true, scores)
+    return float(average_precision_score(y, s))
+
+
+def best_f1(y_true: Any, scores: Any) -> float:
+    """The best F1 over all thresholds of the precision-recall curve."""
+    y, s = _check(y_true, scores)
+    precision, recall, _ = precision_recall_curve(y, s)
+    denom = precision + recall
+    f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    return float(f1.max())
+
+
+def detection_metrics(y_true: Any, scores: Any) -> dict[str, float]:
+    """ROC-AUC, PR-AUC and best F1 in one dict."""
+    return {"roc_auc": roc_auc(y_true, scores), "pr_auc": pr_auc(y_true, scores), "best_f1": best_f1(y_true, scores)}
+
+
+def alignment(a: Any, b: Any) -> dict[str, float]:
+    """Pearson, Spearman and Kendall correlation between two score vectors."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"need two vectors of the same length >= 2, got {x.size} and {y.size}")
+    return {
+        "pearson": float(stats.pearsonr(x, y)[0]),
+        "spearman": float(stats.spearmanr(x, y)[0]),
+        "kendall": float(stats.kendalltau(x, y)[0]),
+    }

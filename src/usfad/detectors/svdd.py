@@ -164,7 +164,10 @@ class DeepSVDD(BaseDetector):
     def _warn_if_collapsed(self, data: Tensor, initial_spread: float) -> None:
         z = self._batched(self.model_, data)
         spread = float(np.mean(np.sum((z - z.mean(0)) ** 2, axis=1)))
-        self.collapsed_ = bool(spread < 1e-6 * max(initial_spread, 1e-12) or spread < 1e-10)
+        # "collapsed" = the spread is negligible next to both where it started and the
+        # size of the centre: the network has become (numerically) a constant map.
+        reference = max(initial_spread, float(self.model_.center.pow(2).sum()))
+        self.collapsed_ = bool(spread < 1e-5 * reference)
         if self.collapsed_:
             warnings.warn(
                 f"DeepSVDD's representation collapsed: the training data's spread in latent space fell from "

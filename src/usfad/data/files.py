@@ -1,0 +1,315 @@
+"""Tabular files in and scores out: CSV, NPZ and Parquet.
+
+- :func:`read_table` reads a whole file into a float64 matrix (and the labels, if asked);
+- :func:`iter_table` reads it in chunks of rows, so that scoring a large file keeps memory
+  flat (CSV through pandas' ``chunksize``, Parquet through pyarrow's ``iter_batches``, NPZ
+  by slicing a memory map of the ``X`` array when it is stored uncompressed);
+- :func:`write_scores` writes ``score,label`` rows, chunk by chunk, to a CSV file.
+
+Formats: ``.csv`` (a header row; every column numeric except the label column), ``.npz``
+(array ``X`` of shape ``(n, d)`` and optional labels ``y``), ``.parquet`` / ``.pq``
+(numeric columns; needs pyarrow, ``pip install usfad[parquet]``). Every problem is a
+:class:`~usfad.errors.DataError` that names the file. Missing values are read as NaN; the
+models reject them, Protocol T maps them to 0.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+FORMATS = {".csv": "csv", ".npz": "npz", ".parquet": "parquet", ".pq": "parquet"}
+NPZ_LABEL_KEY = "y"
+DEFAULT_CHUNK_SIZE = 65536
+
+PathLike = str | os.PathLike[str]
+
+
+def _format_of(path: Path) -> str:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{path}: unknown file type {path.suffix or '(no extension)'!r}; usfad reads {', '.join(FORMATS)}"
+        )
+    return fmt
+
+
+# --- column handling shared by CSV and Parquet --------------------------------------
+
+
+def _split_label(path: Path, columns: list[str], label_column: str | None) -> list[str]:
+    """The feature columns: all but ``label_column``, which must exist when given."""
+    if label_column is not None and label_column not in columns:
+        shown = columns if len(columns) <= 20 else [*columns[:20], "..."]
+        raise DataError(f"{path}: no label column {label_column!r}; the columns are {shown}")
+    features = [c for c in columns if c != label_column]
+    if not features:
+        raise DataError(f"{path}: no feature columns (only the label column {label_column!r})")
+    return features
+
+
+def _frame_to_matrix(path: Path, frame: Any, features: list[str], where: str = "") -> np.ndarray:
+    import pandas as pd
+
+    if len(frame) == 0:  # a header without rows has no dtypes to check
+        return np.empty((0, len(features)))
+    bad = [str(c) for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]  # noqa: E501
+    if bad:
+        raise DataError(f"{path}{where}: non-numeric columns {bad}; encode them as numbers or drop them")
+    return np.ascontiguousarray(frame[features].to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+def _labels(path: Path, values: Any, name: str) -> np.ndarray:
+    y = np.asarray(values)
+    if y.ndim != 1:
+        raise DataError(f"{path}: labels {name!r} must be one value per row, got shape {y.shape}")
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{path}: labels {name!r} must be numeric (1 = anomaly), got {y.dtype}")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
+            raise DataError(f"{path}: labels {name!r} must be whole numbers (0 normal, 1 anomaly)")
+    return y.astype(np.int64)
+
+
+def _read_csv_header(path: Path) -> list[str]:
+    import pandas as pd
+
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _parquet_file(path: Path) -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow; pip install 'usfad[parquet]'") from None
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid and friends
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _check_parquet_types(path: Path, schema: Any, features: list[str]) -> None:
+    import pyarrow.types as pat
+
+    bad = [
+        c
+        for c in features
+        if not (pat.is_integer(schema.field(c).type) or pat.is_floating(schema.field(c).type)
+                or pat.is_boolean(schema.field(c).type) or pat.is_decimal(schema.field(c).type))
+    ]
+    if bad:
+        raise DataError(f"{path}: non-numeric columns {bad}; encode them as numbers or drop them")
+
+
+# --- NPZ ----------------------------------------------------------------------------
+
+
+def _npz_keys(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def _npz_array(path: Path, key: str) -> np.ndarray:
+    """Array ``key`` of an .npz file: a read-only memory map when stored uncompressed."""
+    name = f"{key}.npy"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(name)
+            if info.compress_type == zipfile.ZIP_STORED:
+                mapped = _memmap_member(path, info)
+                if mapped is not None:
+                    return mapped
+            with zf.open(info) as member:
+                return np.lib.format.read_array(member, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: array {key!r} could not be read ({exc})") from None
+
+
+def _memmap_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return None
+        if dtype.hasobject or 0 in shape:
+            return None
+        return np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape, order="F" if fortran else "C")
+
+
+def _npz_label_key(path: Path, keys: list[str], label_column: str | None) -> str | None:
+    if label_column is not None:
+        if label_column not in keys:
+            raise DataError(f"{path}: no label array {label_column!r}; the arrays are {keys}")
+        return label_column
+    return NPZ_LABEL_KEY if NPZ_LABEL_KEY in keys else None
+
+
+def _npz_features(path: Path) -> np.ndarray:
+    keys = _npz_keys(path)
+    if "X" not in keys:
+        raise DataError(f"{path}: no array 'X' in this .npz (it holds {keys}); save the features as X=...")
+    X = _npz_array(path, "X")
+    if X.ndim != 2:
+        raise DataError(f"{path}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"{path}: X must be numeric, got dtype {X.dtype}")
+    return X
+
+
+# --- public API ---------------------------------------------------------------------
+
+
+def read_table(path: PathLike, *, label_column: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a whole file as ``(X, y)``: ``X`` float64 ``(n, d)``, ``y`` int labels or ``None``.
+
+    ``label_column`` names the column (CSV, Parquet) or array (NPZ) holding the labels: it
+    is removed from ``X`` and returned as ``y``. For NPZ files an array ``y`` is returned
+    as labels even when ``label_column`` is not given; CSV and Parquet files without
+    ``label_column`` return ``y = None`` and every column is a feature.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt == "csv":
+        import pandas as pd
+
+        columns = _read_csv_header(path)
+        features = _split_label(path, columns, label_column)
+        frame = pd.read_csv(path)
+        X = _frame_to_matrix(path, frame, features)
+        y = _labels(path, frame[label_column].to_numpy(), label_column) if label_column is not None else None
+    elif fmt == "parquet":
+        pf = _parquet_file(path)
+        features = _split_label(path, list(pf.schema_arrow.names), label_column)
+        _check_parquet_types(path, pf.schema_arrow, features)
+        frame = pf.read().to_pandas()
+        X = _frame_to_matrix(path, frame, features)
+        y = _labels(path, frame[label_column].to_numpy(), label_column) if label_column is not None else None
+    else:
+        X = np.array(_npz_features(path), dtype=np.float64, order="C")
+        key = _npz_label_key(path, _npz_keys(path), label_column)
+        y = _labels(path, _npz_array(path, key), key) if key is not None else None
+        if y is not None and len(y) != len(X):
+            raise DataError(f"{path}: X has {len(X)} rows but {key!r} has {len(y)} labels")
+    if X.shape[0] == 0:
+        raise DataError(f"{path}: no data rows")
+    return X, y
+
+
+def iter_table(
+    path: PathLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE, label_column: str | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the feature matrix of ``path`` in float64 chunks of at most ``chunk_size`` rows.
+
+    The label column (or NPZ array), if named, is left out; rows come in file order.
+    Raises :class:`DataError` before the first chunk for a missing or unreadable file, a
+    missing label column, non-numeric columns (Parquet, NPZ) or a file without rows; a
+    CSV column that turns non-numeric further down is reported with its rows.
+    """
+    if int(chunk_size) < 1:
+        raise DataError(f"chunk_size must be >= 1, got {chunk_size}")
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt == "csv":
+        chunks = _iter_csv(path, int(chunk_size), label_column)
+    elif fmt == "parquet":
+        chunks = _iter_parquet(path, int(chunk_size), label_column)
+    else:
+        chunks = _iter_npz(path, int(chunk_size), label_column)
+    # Pull the first chunk now so that an empty or broken file fails at the call.
+    first = next(chunks, None)
+    if first is None:
+        raise DataError(f"{path}: no data rows")
+    return _prepend(first, chunks)
+
+
+def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest
+
+
+def _iter_csv(path: Path, chunk_size: int, label_column: str | None) -> Iterator[np.ndarray]:
+    import pandas as pd
+
+    features = _split_label(path, _read_csv_header(path), label_column)
+    start = 0
+    with pd.read_csv(path, chunksize=chunk_size) as reader:
+        for frame in reader:
+            if len(frame) == 0:
+                continue
+            stop = start + len(frame)
+            yield _frame_to_matrix(path, frame, features, where=f" (rows {start}-{stop - 1})")
+            start = stop
+
+
+def _iter_parquet(path: Path, chunk_size: int, label_column: str | None) -> Iterator[np.ndarray]:
+    pf = _parquet_file(path)
+    features = _split_label(path, list(pf.schema_arrow.names), label_column)
+    _check_parquet_types(path, pf.schema_arrow, features)
+    for batch in pf.iter_batches(batch_size=chunk_size, columns=features):
+        if batch.num_rows:
+            yield _frame_to_matrix(path, batch.to_pandas(), features)
+
+
+def _iter_npz(path: Path, chunk_size: int, label_column: str | None) -> Iterator[np.ndarray]:
+    # The labels are never read: X is a separate array, so there is nothing to drop.
+    if label_column is not None:
+        _npz_label_key(path, _npz_keys(path), label_column)
+    X = _npz_features(path)
+    for start in range(0, X.shape[0], chunk_size):
+        yield np.array(X[start : start + chunk_size], dtype=np.float64, order="C")
+
+
+def write_scores(path: PathLike, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+    """Write ``score,label`` rows from ``(scores, labels)`` chunks; returns the row count.
+
+    The file appears only when every chunk is written (a temporary file is renamed at the
+    end), so a failure half-way leaves no truncated output behind.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write("score,label\n")
+            for scores, labels in chunks:
+                scores = np.asarray(scores, dtype=np.float64).ravel()
+                labels = np.asarray(labels).astype(np.int64).ravel()
+                if scores.shape != labels.shape:
+                    raise ValueError(f"{scores.size} scores but {labels.size} labels in one chunk")
+                # %.17g keeps every bit of a float64: the file round-trips exactly.
+                f.writelines(f"{s:.17g},{lab}\n" for s, lab in zip(scores.tolist(), labels.tolist()))
+                n += scores.size
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n

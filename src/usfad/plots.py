@@ -1,0 +1,142 @@
+"""Figures for reports: ROC curves, score histograms and the density-alignment scatter.
+
+Each function takes plain arrays keyed by dataset (and model), draws one figure with a
+panel per dataset and writes it as a PNG. Figures are made with matplotlib's object API
+and the Agg canvas, never ``pyplot``: nothing depends on (or changes) the global backend,
+and no window opens.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+#: ``{dataset: {model: (y_true, scores)}}``
+ScoresByDataset = Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]
+#: ``{dataset: {model: (latent_distance, nll, y_true)}}``
+AlignmentByDataset = Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+
+NORMAL_COLOR = "tab:blue"
+ANOMALY_COLOR = "tab:red"
+
+
+def _figure(n_rows: int, n_cols: int, panel: tuple[float, float] = (4.0, 3.2)) -> tuple[object, np.ndarray]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel[0] * n_cols, panel[1] * n_rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False))
+    return fig, axes
+
+
+def _save(fig: object, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=100)  # type: ignore[attr-defined]
+    return path
+
+
+def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _clip_range(values: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> tuple[float, float]:
+    """A display range that keeps a few extreme scores from squashing the rest."""
+    lo, hi = np.percentile(values, [lower, upper])
+    if not hi > lo:
+        lo, hi = float(values.min()), float(values.max())
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return float(lo), float(hi)
+
+
+def plot_roc_curves(results: ScoresByDataset, path: str | os.PathLike[str]) -> Path:
+    """One panel per dataset, one ROC curve per model (with its AUC in the legend)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    n_rows, n_cols = _grid(len(results))
+    fig, axes = _figure(n_rows, n_cols, panel=(4.0, 3.8))
+    for ax, (dataset, by_model) in zip(axes.flat, results.items()):
+        for model, (y, scores) in by_model.items():
+            fpr, tpr, _ = roc_curve(y, scores)
+            ax.plot(fpr, tpr, label=f"{model} ({roc_auc_score(y, scores):.3f})", linewidth=1.4)
+        ax.plot([0, 1], [0, 1], color="0.7", linestyle=":", linewidth=1)
+        ax.set(title=dataset, xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+        ax.legend(fontsize="small", loc="lower right")
+    for ax in axes.flat[len(results) :]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def plot_score_histograms(results: ScoresByDataset, path: str | os.PathLike[str], bins: int = 30) -> Path:
+    """A grid (dataset x model) of score histograms, normal versus anomalous test samples.
+
+    Scores outside the 0.5-99.5% range of each panel are piled into its edge bins.
+    """
+    models = list(dict.fromkeys(m for by_model in results.values() for m in by_model))
+    fig, axes = _figure(len(results), len(models), panel=(3.0, 2.3))
+    for row, (dataset, by_model) in enumerate(results.items()):
+        for col, model in enumerate(models):
+            ax = axes[row, col]
+            if model not in by_model:
+                ax.set_visible(False)
+                continue
+            y, scores = (np.asarray(a) for a in by_model[model])
+            lo, hi = _clip_range(scores)
+            edges = np.linspace(lo, hi, bins + 1)
+            clipped = np.clip(scores, lo, hi)
+            ax.hist(clipped[y == 0], bins=edges, density=True, alpha=0.6, color=NORMAL_COLOR, label="normal")
+            ax.hist(clipped[y == 1], bins=edges, density=True, alpha=0.6, color=ANOMALY_COLOR, label="anomaly")
+            ax.set_yticks([])
+            ax.tick_params(labelsize="x-small")
+            if row == 0:
+                ax.set_title(model, fontsize="medium")
+            if col == 0:
+                ax.set_ylabel(dataset)
+            if row == 0 and col == 0:
+                ax.legend(fontsize="x-small")
+    fig.suptitle("anomaly scores on test data (higher = more anomalous)")
+    return _save(fig, path)
+
+
+def plot_density_alignment(results: AlignmentByDataset, path: str | os.PathLike[str]) -> Path:
+    """NLL against latent distance ``||f(x) - c||``, a row per dataset, a column per model.
+
+    For a uniformly scaling flow the points lie on one increasing curve (NLL is a function
+    of the distance); for a flow with input-dependent log-det they form a cloud. The
+    Spearman correlation is printed in each panel's title.
+    """
+    from scipy import stats
+
+    models = list(dict.fromkeys(m for by_model in results.values() for m in by_model))
+    fig, axes = _figure(len(results), len(models), panel=(3.8, 3.0))
+    for row, (dataset, by_model) in enumerate(results.items()):
+        for col, model in enumerate(models):
+            ax = axes[row, col]
+            if model not in by_model:
+                ax.set_visible(False)
+                continue
+            dist, nll, y = (np.asarray(a) for a in by_model[model])
+            rho = float(stats.spearmanr(dist, nll)[0])
+            for label, color, name in ((0, NORMAL_COLOR, "normal"), (1, ANOMALY_COLOR, "anomaly")):
+                ax.scatter(dist[y == label], nll[y == label], s=6, alpha=0.6, color=color, label=name, linewidths=0)
+            ax.set_xlim(*_pad(_clip_range(dist, 0.0, 99.0)))
+            ax.set_ylim(*_pad(_clip_range(nll, 0.0, 99.0)))
+            ax.set_title(f"{dataset}: {model}\nSpearman {rho:.4f}", fontsize="medium")
+            ax.set_xlabel("latent distance ||f(x) - c||")
+            ax.set_ylabel("NLL")
+            ax.tick_params(labelsize="x-small")
+            if row == 0 and col == 0:
+                ax.legend(fontsize="x-small", markerscale=2)
+    return _save(fig, path)
+
+
+def _pad(limits: tuple[float, float], fraction: float = 0.05) -> tuple[float, float]:
+    lo, hi = limits
+    margin = (hi - lo) * fraction
+    return lo - margin, hi + margin

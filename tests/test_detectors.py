@@ -1,0 +1,162 @@
+"""The detector contract: scikit-learn estimator rules, PyOD names, save/load, thresholds."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from sklearn.base import clone
+
+from usfad import DeepSVDD, FlowDetector, NonUSFlow, USFlow, load
+from usfad.errors import ModelFileError, RepresentationCollapseWarning
+
+FAST = {"epochs": 5, "hidden_features": (16,), "n_blocks": 2, "batch_size": 64}
+FAST_SVDD = {"epochs": 5, "hidden_features": (16,), "latent_features": 4, "batch_size": 64}
+DETECTORS = [
+    pytest.param(USFlow, FAST, id="usflow"),
+    pytest.param(NonUSFlow, FAST, id="nonusflow"),
+    pytest.param(DeepSVDD, FAST_SVDD, id="deepsvdd"),
+    pytest.param(DeepSVDD, {**FAST_SVDD, "objective": "soft-boundary", "warm_up_epochs": 2}, id="deepsvdd-soft"),
+]
+
+
+@pytest.mark.parametrize(("cls", "params"), DETECTORS)
+def test_estimator_contract(cls, params, gaussian_data):
+    det = cls(**params)
+    assert det.get_params()["epochs"] == 5
+    copy = clone(det)
+    assert copy.get_params() == det.get_params() and copy is not det
+    det.set_params(contamination=0.2)
+    assert det.contamination == 0.2
+    assert det.fit(gaussian_data) is det
+    n = len(gaussian_data)
+    assert det.n_features_in_ == 3
+    assert det.decision_scores_.shape == (n,) and det.labels_.shape == (n,)
+    assert set(np.unique(det.labels_)) <= {0, 1}
+    assert abs(det.labels_.mean() - 0.2) < 0.02  # threshold_ by contamination
+    X = gaussian_data[:7]
+    scores = det.decision_function(X)
+    assert scores.shape == (7,) and np.isfinite(scores).all()
+    assert np.array_equal(det.score_samples(X), -scores)
+    assert np.array_equal(det.predict(X), (scores > det.threshold_).astype(int))
+    proba = det.predict_proba(X)
+    assert proba.shape == (7, 2) and np.allclose(proba.sum(1), 1) and (proba >= 0).all()
+    assert det.latent(X).shape[0] == 7
+    assert not hasattr(clone(det), "model_")  # clone copies parameters, not fitted state
+
+
+@pytest.mark.parametrize(("cls", "params"), DETECTORS)
+def test_save_load_round_trip_gives_identical_scores(cls, params, gaussian_data, tmp_path):
+    det = cls(**params).fit(gaussian_data)
+    path = det.save(tmp_path / "model.usfad")
+    again = load(path)
+    assert type(again) is cls and again.get_params() == det.get_params()
+    X = gaussian_data[::13] * 1.5
+    assert np.array_equal(again.decision_function(X), det.decision_function(X))
+    assert again.threshold_ == det.threshold_
+    assert np.array_equal(again.labels_, det.labels_)
+    assert type(cls.load(path)) is cls
+
+
+def test_fit_is_reproducible_and_leaves_global_rng_alone(gaussian_data):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = USFlow(**FAST, random_state=7).fit(gaussian_data).decision_function(gaussian_data)
+    assert torch.equal(torch.rand(1), expected_next)
+    b = USFlow(**FAST, random_state=7).fit(gaussian_data).decision_function(gaussian_data)
+    c = USFlow(**FAST, random_state=8).fit(gaussian_data).decision_function(gaussian_data)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_usflow_scores_rank_exactly_like_latent_distance(gaussian_data):
+    det = USFlow(**FAST).fit(gaussian_data)
+    X = np.random.default_rng(1).normal(size=(300, 3)) * 3
+    dist = np.linalg.norm(det.latent(X), axis=1)
+    assert stats.spearmanr(det.decision_function(X), dist)[0] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_chi2_threshold_flags_about_alpha_of_fresh_normal_data():
+    rng = np.random.default_rng(0)
+    cov = np.array([[1.0, 0.6, 0.0], [0.6, 1.0, 0.3], [0.0, 0.3, 1.0]])
+    X = rng.multivariate_normal([1, -2, 0.5], cov, size=2000)
+    fresh = rng.multivariate_normal([1, -2, 0.5], cov, size=5000)
+    det = USFlow(threshold="chi2", alpha=0.05, epochs=20, hidden_features=(32, 32), n_blocks=2).fit(X)
+    assert 0.03 < det.predict(fresh).mean() < 0.07
+
+
+def test_chi2_threshold_needs_a_usf(gaussian_data):
+    with pytest.raises(ValueError, match="uniformly scaling flow"):
+        NonUSFlow(threshold="chi2", **FAST).fit(gaussian_data)
+    with pytest.raises(ValueError, match="uniformly scaling flow"):
+        DeepSVDD(threshold="chi2", **FAST_SVDD).fit(gaussian_data)
+
+
+def test_flow_switch_is_fixed_by_the_presets():
+    assert USFlow().flow_ == "usf" and NonUSFlow().flow_ == "affine"
+    assert FlowDetector(flow="affine").flow_ == "affine"
+    with pytest.raises(ValueError, match="USFlow is flow='usf'"):
+        USFlow(flow="affine").fit(np.zeros((4, 2)))
+
+
+def test_kappa_is_only_defined_for_usf(gaussian_data):
+    assert np.isfinite(USFlow(**FAST).fit(gaussian_data).kappa_)
+    with pytest.raises(AttributeError, match="USF"):
+        _ = NonUSFlow(**FAST).fit(gaussian_data).kappa_
+
+
+def test_deepsvdd_centre_avoids_near_zero_coordinates(gaussian_data):
+    det = DeepSVDD(**FAST_SVDD, eps=0.1).fit(gaussian_data)
+    assert (det.model_.center.abs() >= 0.1 - 1e-7).all()
+
+
+def test_deepsvdd_is_bias_free_by_default(gaussian_data):
+    det = DeepSVDD(**FAST_SVDD).fit(gaussian_data)
+    assert all(m.bias is None for m in det.model_.modules() if isinstance(m, torch.nn.Linear))
+
+
+def test_deepsvdd_warns_when_its_representation_collapses(gaussian_data):
+    collapsing = DeepSVDD(bias=True, epochs=300, lr=1e-2, weight_decay=0.1, patience=1000, validation_fraction=0)
+    with pytest.warns(RepresentationCollapseWarning, match="collapsed"):
+        collapsing.fit(gaussian_data)
+    assert collapsing.collapsed_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RepresentationCollapseWarning)
+        assert not DeepSVDD(**FAST_SVDD).fit(gaussian_data).collapsed_
+
+
+def test_soft_boundary_sets_a_radius(gaussian_data):
+    det = DeepSVDD(**{**FAST_SVDD, "objective": "soft-boundary", "nu": 0.2, "warm_up_epochs": 1}).fit(gaussian_data)
+    radius = float(det.model_.radius)
+    assert radius > 0
+    dist = np.sum((det.latent(gaussian_data) - det.model_.center.numpy()) ** 2, axis=1)
+    assert np.allclose(det.decision_scores_, dist - radius**2, atol=1e-4)
+
+
+def test_load_rejects_missing_corrupt_and_foreign_files(tmp_path, gaussian_data):
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        load(tmp_path / "missing.usfad")
+    garbage = tmp_path / "garbage.usfad"
+    garbage.write_bytes(b"\x00\x01not a model at all")
+    with pytest.raises(ModelFileError, match="not a readable usfad model"):
+        load(garbage)
+    path = USFlow(**FAST).fit(gaussian_data).save(tmp_path / "usf.usfad")
+    with pytest.raises(ModelFileError, match="holds a USFlow, not a DeepSVDD"):
+        DeepSVDD.load(path)
+    truncated = tmp_path / "truncated.usfad"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelFileError):
+        load(truncated)
+
+
+def test_load_rejects_other_format_versions(tmp_path, gaussian_data):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = USFlow(**FAST).fit(gaussian_data).save(tmp_path / "usf.usfad")
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    save_file(tensors, str(tmp_path / "v99.usfad"), metadata={**meta, "version": "99"})
+    with pytest.raises(ModelFileError, match="format version 99"):
+        load(tmp_path / "v99.usfad")

@@ -1,0 +1,177 @@
+"""The bijection contract, checked for every layer and both whole flows in float64."""
+
+import pytest
+import torch
+
+from usfad.flows import (
+    FLOWS,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    Conjugate,
+    LUConv1x1,
+    LULinear,
+    Permutation,
+    Scale,
+    Sequential,
+    build_flow,
+    conv,
+    mlp,
+)
+
+
+def _perturb(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Move every parameter away from its (identity) initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+def _actnorm(features):
+    layer = ActNorm(features)
+    layer.train()
+    layer(torch.randn(32, features) * 3 + 1)  # data-dependent initialisation
+    return layer
+
+
+VECTOR_CASES = {
+    "lu_linear": lambda: LULinear(5),
+    "permutation": lambda: Permutation(5),
+    "scale": lambda: Scale(5),
+    "actnorm": lambda: _actnorm(5),
+    "additive": lambda: AdditiveCoupling(5, mlp((8,))),
+    "additive_swap": lambda: AdditiveCoupling(5, mlp((8,)), swap=True),
+    "affine": lambda: AffineCoupling(5, mlp((8,)), clamp=1.9),
+    "affine_swap": lambda: AffineCoupling(5, mlp((8,)), swap=True),
+    "additive_1d": lambda: AdditiveCoupling(1, mlp((8,))),
+    "conjugate_additive": lambda: Conjugate(AdditiveCoupling(5, mlp((8,))), LULinear(5)),
+    "usf": lambda: build_flow(5, "usf", n_blocks=3, hidden_features=(8, 8)),
+    "affine_flow": lambda: build_flow(5, "affine", n_blocks=3, hidden_features=(8, 8)),
+    "usf_1d": lambda: build_flow(1, "usf", n_blocks=2, hidden_features=(4,)),
+}
+
+MAP_CASES = {
+    "lu_conv1x1": lambda: LUConv1x1(2),
+    "actnorm_map": lambda: _actnorm_map(2),
+    "scale_map": lambda: Scale(2),
+    "additive_conv": lambda: AdditiveCoupling(2, conv(4)),
+    "affine_conv": lambda: AffineCoupling(2, conv(4)),
+    "usf_conv": lambda: build_flow(2, "usf", n_blocks=2, subnet=conv(4)),
+    "affine_conv_flow": lambda: build_flow(2, "affine", n_blocks=2, subnet=conv(4)),
+}
+
+
+def _actnorm_map(channels):
+    layer = ActNorm(channels)
+    layer.train()
+    layer(torch.randn(8, channels, 3, 3) * 2 - 1)
+    return layer
+
+
+def _case(factory, seed=0):
+    torch.manual_seed(seed)
+    module = _perturb(factory()).double()
+    module.eval()
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(VECTOR_CASES))
+def test_vector_bijection_inverts_and_reports_exact_logdet(name, float64):
+    f = _case(VECTOR_CASES[name])
+    d = 5 if "1d" not in name else 1
+    x = torch.randn(6, d)
+    y, logdet = f(x)
+    assert logdet.shape == (6,)
+    assert torch.allclose(f.inverse(y), x, atol=1e-6)
+    for i in range(3):
+        jac = torch.autograd.functional.jacobian(lambda v: f(v[None])[0][0], x[i])
+        assert torch.allclose(torch.linalg.slogdet(jac)[1], logdet[i], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(MAP_CASES))
+def test_feature_map_bijection_inverts_and_reports_exact_logdet(name, float64):
+    f = _case(MAP_CASES[name])
+    x = torch.randn(3, 2, 1, 3)  # 6 numbers per sample
+    y, logdet = f(x)
+    assert y.shape == x.shape and logdet.shape == (3,)
+    assert torch.allclose(f.inverse(y), x, atol=1e-6)
+    for i in range(3):
+        jac = torch.autograd.functional.jacobian(lambda v: f(v[None])[0][0], x[i]).reshape(6, 6)
+        assert torch.allclose(torch.linalg.slogdet(jac)[1], logdet[i], atol=1e-6)
+
+
+def test_conditional_coupling_uses_context_and_inverts(float64):
+    f = _case(lambda: build_flow(4, "affine", n_blocks=2, hidden_features=(8,), context_features=3))
+    x, ctx = torch.randn(5, 4), torch.randn(5, 3)
+    y, _ = f(x, ctx)
+    assert torch.allclose(f.inverse(y, ctx), x, atol=1e-6)
+    y_other, _ = f(x, ctx + 1.0)
+    assert not torch.allclose(y, y_other)
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_switch_sets_constant_logdet_flag(flow):
+    f = build_flow(4, flow, n_blocks=2, hidden_features=(8,))
+    assert f.constant_logdet is (flow == "usf")
+
+
+def test_usf_logdet_is_input_independent(float64):
+    f = _case(lambda: build_flow(6, "usf", n_blocks=4, hidden_features=(16, 16)))
+    x = torch.randn(200, 6) * torch.logspace(-2, 2, 200)[:, None]  # inputs of very different sizes
+    _, logdet = f(x)
+    assert torch.allclose(logdet, logdet[0].expand_as(logdet), atol=1e-10)
+    assert abs(logdet[0].item()) > 1e-3  # kappa is learned, not forced to 0
+
+
+def test_nonusf_logdet_varies_with_input(float64):
+    f = _case(lambda: build_flow(6, "affine", n_blocks=4, hidden_features=(16, 16)))
+    _, logdet = f(torch.randn(200, 6))
+    assert float(logdet.std()) > 1e-2
+
+
+def test_switch_changes_only_the_couplings():
+    def kinds(flow):
+        return [type(m).__name__ for m in build_flow(4, flow, n_blocks=3, hidden_features=(8,)).modules()]
+
+    usf, affine = kinds("usf"), kinds("affine")
+    assert len(usf) == len(affine)
+    diff = {(a, b) for a, b in zip(usf, affine) if a != b}
+    assert diff == {("AdditiveCoupling", "AffineCoupling")}
+
+
+def test_couplings_start_as_identity():
+    f = build_flow(4, "affine", n_blocks=2, hidden_features=(8,))
+    coupling = f.layers[0].inner
+    x = torch.randn(10, 4)
+    y, logdet = coupling(x)
+    assert torch.equal(y, x) and torch.equal(logdet, torch.zeros(10))
+
+
+def test_masks_alternate_between_blocks():
+    f = build_flow(4, "usf", n_blocks=4, hidden_features=(8,))
+    swaps = [block.inner.swap for block in f.layers[:4]]
+    assert swaps == [False, True, False, True]
+
+
+def test_actnorm_initialises_from_data_then_stays_fixed():
+    layer = ActNorm(3)
+    layer.train()
+    x = torch.randn(500, 3) * torch.tensor([2.0, 0.5, 4.0]) + torch.tensor([1.0, -3.0, 0.0])
+    y, _ = layer(x)
+    assert torch.allclose(y.mean(0), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(y.std(0), torch.ones(3), atol=1e-3)
+    _, ld1 = layer(torch.randn(4, 3))
+    _, ld2 = layer(100 * torch.randn(4, 3))
+    assert torch.equal(ld1, ld2)
+
+
+def test_sequential_rejects_non_bijections():
+    with pytest.raises(TypeError, match="Bijection"):
+        Sequential([torch.nn.Linear(2, 2)])
+
+
+def test_build_flow_rejects_unknown_switch():
+    with pytest.raises(ValueError, match="flow must be one of"):
+        build_flow(3, "nice")

@@ -95,7 +95,7 @@ def fit_module(
             loss = loss_fn(batch).mean()
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"{config.desc}: the training loss became {float(loss)} at epoch {epoch + 1}, "
+                    f"{config.desc}: the training loss became {loss.item()} at epoch {epoch + 1}, "
                     f"step {history.steps + 1}; try a smaller lr (now {config.lr}) or a smaller clamp"
                 )
             optimizer.zero_grad(set_to_none=True)

@@ -19,7 +19,9 @@ def check_array(X: Any, *, n_features: int | None = None, min_samples: int = 1, 
     columns = getattr(X, "columns", None)
     dtypes = getattr(X, "dtypes", None)
     if columns is not None and dtypes is not None:  # a pandas DataFrame
-        bad = [str(c) for c, t in zip(columns, dtypes) if not (np.issubdtype(np.dtype(t), np.number) or np.dtype(t) == bool)]  # noqa: E501
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        bad = [str(c) for c, t in zip(columns, dtypes) if not (is_numeric_dtype(t) or is_bool_dtype(t))]
         if bad:
             raise DataError(f"{what} has non-numeric columns {bad}; encode them as numbers first")
     try:

@@ -43,6 +43,7 @@ class FlowDetector(BaseDetector):
         :func:`usfad.flows.build_flow`).
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
+    noise: standard deviation of Gaussian noise added to standardised training batches.
     standardize: standardise features with the training mean and deviation first.
     contamination: expected anomaly share, sets ``threshold_`` when
         ``threshold="contamination"``.
@@ -66,7 +67,8 @@ class FlowDetector(BaseDetector):
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int = 10,
-        max_steps: int | None = None,
+        max_steps: int | None = 3000,
+        noise: float = 0.2,
         standardize: bool = True,
         contamination: float = 0.1,
         threshold: str = "contamination",
@@ -86,6 +88,7 @@ class FlowDetector(BaseDetector):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.max_steps = max_steps
+        self.noise = noise
         self.standardize = standardize
         self.contamination = contamination
         self.threshold = threshold
@@ -115,6 +118,10 @@ class FlowDetector(BaseDetector):
         return FlowModel(flow, GaussianBase(n_features))
 
     def _loss(self, batch: Tensor) -> Tensor:
+        if self.noise > 0 and self.model_.training:
+            # Gaussian noise on the (standardised) training batch: smooths the density so
+            # that features taking few distinct values cannot produce spikes of likelihood.
+            batch = batch + self.noise * torch.randn_like(batch)
         return self.model_.nll(batch)
 
     def _score(self, batch: Tensor) -> Tensor:

@@ -111,7 +111,9 @@ def find_dataset(name: str, root: str | os.PathLike[str] | None = None) -> Datas
     if not matches:
         close = [d.qualified_name for d in everything if stem.lower() in d.name.lower()][:10]
         hint = f"; similar: {', '.join(close)}" if close else ""
-        raise FileNotFoundError(f"no dataset {name!r} in {base} (looked for {wanted}.npz in it and its sub-folders){hint}")
+        raise FileNotFoundError(
+            f"no dataset {name!r} in {base} (looked for {wanted}.npz in it and its sub-folders){hint}"
+        )
     if len(matches) > 1:
         options = ", ".join(d.qualified_name for d in matches)
         raise FileNotFoundError(f"dataset name {name!r} is ambiguous in {base}; name one of: {options}")

@@ -15,18 +15,22 @@ from torch import Tensor, nn
 from .base import Bijection, positions
 
 
-def _apply_channels(matrix: Tensor, x: Tensor) -> Tensor:
-    """``matrix @ x`` along dimension 1 (channels) at every position."""
-    if x.dim() == 2:
-        return x @ matrix.T
-    return torch.einsum("ij,bj...->bi...", matrix, x)
+def _as_rows(x: Tensor) -> Tensor:
+    """``(batch, C, *spatial) -> (batch * positions, C)``; vectors pass unchanged."""
+    return x if x.dim() == 2 else x.movedim(1, -1).reshape(-1, x.shape[1])
+
+
+def _from_rows(rows: Tensor, like: Tensor) -> Tensor:
+    return rows if like.dim() == 2 else rows.reshape(like.movedim(1, -1).shape).movedim(-1, 1)
 
 
 class LULinear(Bijection):
     """Invertible linear map (or 1x1 convolution) in LU form.
 
     Initialised from the LU decomposition of a random rotation drawn from torch's global
-    generator, so that consecutive layers mix coordinates differently.
+    generator, so that consecutive layers mix coordinates differently. ``W`` is never
+    formed: the factors are applied one after the other (``O(d^2)`` per sample), and the
+    inverse is two triangular solves.
     """
 
     constant_logdet = True
@@ -40,9 +44,12 @@ class LULinear(Bijection):
         p, lower, upper = torch.linalg.lu(q)
         diag = torch.diagonal(upper)
         dtype = torch.get_default_dtype()
-        self.register_buffer("permutation", p.to(dtype))
+        # (P v)[i] = v[order[i]]
+        order = p.argmax(dim=1)
+        self.register_buffer("order", order)
+        self.register_buffer("inverse_order", torch.argsort(order))
         self.register_buffer("sign", torch.sign(diag).to(dtype))
-        self.register_buffer("lower_mask", torch.tril(torch.ones(features, features), -1))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(features, features, dtype=dtype), -1))
         self.lower = nn.Parameter(torch.tril(lower, -1).to(dtype))
         self.upper = nn.Parameter(torch.triu(upper, 1).to(dtype))
         self.log_diag = nn.Parameter(torch.log(diag.abs()).to(dtype))
@@ -54,27 +61,27 @@ class LULinear(Bijection):
         return lower, upper
 
     def weight(self) -> Tensor:
-        """The matrix ``W``."""
+        """The matrix ``W = P L U`` (for inspection; the layer itself never forms it)."""
         lower, upper = self._factors()
-        return self.permutation @ lower @ upper
+        return (lower @ upper)[self.order]
 
     def logabsdet(self) -> Tensor:
         """``log|det W|`` (a scalar)."""
         return self.log_diag.sum()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y = _apply_channels(self.weight(), x)
+        lower, upper = self._factors()
+        rows = _as_rows(x) @ upper.T @ lower.T  # rows of (L U x)
+        y = _from_rows(rows[:, self.order], x)
         logdet = (self.logabsdet() * positions(x)).expand(x.shape[0])
         return y, logdet
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         lower, upper = self._factors()
-        cols = y.movedim(1, -1).reshape(-1, self.features).T  # (features, n)
-        cols = self.permutation.T @ cols
+        cols = _as_rows(y)[:, self.inverse_order].T  # P^T y, one column per sample
         cols = torch.linalg.solve_triangular(lower, cols, upper=False, unitriangular=True)
         cols = torch.linalg.solve_triangular(upper, cols, upper=True)
-        moved_shape = y.movedim(1, -1).shape
-        return cols.T.reshape(moved_shape).movedim(-1, 1)
+        return _from_rows(cols.T, y)
 
 
 class LUConv1x1(LULinear):

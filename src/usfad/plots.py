@@ -12,8 +12,13 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: ``{dataset: {model: (y_true, scores)}}``
 ScoresByDataset = Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]
@@ -24,7 +29,7 @@ NORMAL_COLOR = "tab:blue"
 ANOMALY_COLOR = "tab:red"
 
 
-def _figure(n_rows: int, n_cols: int, panel: tuple[float, float] = (4.0, 3.2)) -> tuple[object, np.ndarray]:
+def _figure(n_rows: int, n_cols: int, panel: tuple[float, float] = (4.0, 3.2)) -> tuple[Figure, np.ndarray]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -34,25 +39,15 @@ def _figure(n_rows: int, n_cols: int, panel: tuple[float, float] = (4.0, 3.2)) -
     return fig, axes
 
 
-def _save(fig: object, path: str | os.PathLike[str]) -> Path:
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    fig.savefig(path, dpi=100)  # type: ignore[attr-defined]
+    fig.savefig(path, dpi=100)
     return path
 
 
 def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
     cols = min(n, max_cols)
     return math.ceil(n / cols), cols
-
-
-def _clip_range(values: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> tuple[float, float]:
-    """A display range that keeps a few extreme scores from squashing the rest."""
-    lo, hi = np.percentile(values, [lower, upper])
-    if not hi > lo:
-        lo, hi = float(values.min()), float(values.max())
-    if not hi > lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    return float(lo), float(hi)
 
 
 def plot_roc_curves(results: ScoresByDataset, path: str | os.PathLike[str]) -> Path:
@@ -73,10 +68,32 @@ def plot_roc_curves(results: ScoresByDataset, path: str | os.PathLike[str]) -> P
     return _save(fig, path)
 
 
+def _bin_edges(ax: Axes, scores: np.ndarray, bins: int) -> np.ndarray:
+    """Linear bins, or symmetric-log bins (and axis) for heavy-tailed scores.
+
+    NLL scores of far-out anomalies can be orders of magnitude above the normal data's;
+    on a linear axis the normal data would fill a single bin.
+    """
+    from matplotlib.scale import SymmetricalLogTransform
+
+    lo, hi = float(scores.min()), float(scores.max())
+    if not hi > lo:
+        return np.linspace(lo - 0.5, hi + 0.5, bins + 1)
+    q25, q75 = np.percentile(scores, [25, 75])
+    iqr = float(q75 - q25)
+    if iqr <= 0 or hi - lo < 20 * iqr:
+        return np.linspace(lo, hi, bins + 1)
+    linthresh = max(iqr, 1e-12)
+    transform = SymmetricalLogTransform(base=10, linthresh=linthresh, linscale=1.0)
+    ends = transform.transform(np.array([lo, hi]))
+    ax.set_xscale("symlog", linthresh=linthresh)
+    return transform.inverted().transform(np.linspace(ends[0], ends[1], bins + 1))
+
+
 def plot_score_histograms(results: ScoresByDataset, path: str | os.PathLike[str], bins: int = 30) -> Path:
     """A grid (dataset x model) of score histograms, normal versus anomalous test samples.
 
-    Scores outside the 0.5-99.5% range of each panel are piled into its edge bins.
+    Heavy-tailed scores get a symmetric-log axis, so both groups stay visible.
     """
     models = list(dict.fromkeys(m for by_model in results.values() for m in by_model))
     fig, axes = _figure(len(results), len(models), panel=(3.0, 2.3))
@@ -87,13 +104,14 @@ def plot_score_histograms(results: ScoresByDataset, path: str | os.PathLike[str]
                 ax.set_visible(False)
                 continue
             y, scores = (np.asarray(a) for a in by_model[model])
-            lo, hi = _clip_range(scores)
-            edges = np.linspace(lo, hi, bins + 1)
-            clipped = np.clip(scores, lo, hi)
-            ax.hist(clipped[y == 0], bins=edges, density=True, alpha=0.6, color=NORMAL_COLOR, label="normal")
-            ax.hist(clipped[y == 1], bins=edges, density=True, alpha=0.6, color=ANOMALY_COLOR, label="anomaly")
+            edges = _bin_edges(ax, scores, bins)
+            for label, color, name in ((0, NORMAL_COLOR, "normal"), (1, ANOMALY_COLOR, "anomaly")):
+                group = scores[y == label]
+                # share of the group per bin (not a density: log bins have unequal widths)
+                weights = np.full(group.shape, 1.0 / max(group.size, 1))
+                ax.hist(group, bins=edges, weights=weights, alpha=0.6, color=color, label=name)
             ax.set_yticks([])
-            ax.tick_params(labelsize="x-small")
+            ax.tick_params(which="both", labelsize="x-small")
             if row == 0:
                 ax.set_title(model, fontsize="medium")
             if col == 0:
@@ -107,9 +125,10 @@ def plot_score_histograms(results: ScoresByDataset, path: str | os.PathLike[str]
 def plot_density_alignment(results: AlignmentByDataset, path: str | os.PathLike[str]) -> Path:
     """NLL against latent distance ``||f(x) - c||``, a row per dataset, a column per model.
 
-    For a uniformly scaling flow the points lie on one increasing curve (NLL is a function
-    of the distance); for a flow with input-dependent log-det they form a cloud. The
-    Spearman correlation is printed in each panel's title.
+    Axes are logarithmic (symmetric-log for the NLL, which may be negative). For a
+    uniformly scaling flow the points lie on one increasing curve (NLL is a function of the
+    distance); for a flow with input-dependent log-det they form a cloud. The Spearman
+    correlation is printed in each panel's title.
     """
     from scipy import stats
 
@@ -125,18 +144,19 @@ def plot_density_alignment(results: AlignmentByDataset, path: str | os.PathLike[
             rho = float(stats.spearmanr(dist, nll)[0])
             for label, color, name in ((0, NORMAL_COLOR, "normal"), (1, ANOMALY_COLOR, "anomaly")):
                 ax.scatter(dist[y == label], nll[y == label], s=6, alpha=0.6, color=color, label=name, linewidths=0)
-            ax.set_xlim(*_pad(_clip_range(dist, 0.0, 99.0)))
-            ax.set_ylim(*_pad(_clip_range(nll, 0.0, 99.0)))
+            # Log axes: anomalies lie orders of magnitude out, the normal data's cloud near 1.
+            ax.set_xscale("log")
+            lo, hi = float(nll.min()), float(nll.max())
+            if lo > 0:
+                ax.set_yscale("log")
+                ax.set_ylim(lo / 1.25, hi * 1.25)
+            else:  # an NLL can be negative: symmetric log, linear near 0
+                ax.set_yscale("symlog", linthresh=max(1.0, float(np.percentile(np.abs(nll), 5))))
+                ax.set_ylim(lo - 0.25 * abs(lo) - 1.0, hi + 0.25 * abs(hi) + 1.0)
             ax.set_title(f"{dataset}: {model}\nSpearman {rho:.4f}", fontsize="medium")
             ax.set_xlabel("latent distance ||f(x) - c||")
             ax.set_ylabel("NLL")
-            ax.tick_params(labelsize="x-small")
+            ax.tick_params(which="both", labelsize="x-small")
             if row == 0 and col == 0:
                 ax.legend(fontsize="x-small", markerscale=2)
     return _save(fig, path)
-
-
-def _pad(limits: tuple[float, float], fraction: float = 0.05) -> tuple[float, float]:
-    lo, hi = limits
-    margin = (hi - lo) * fraction
-    return lo - margin, hi + margin

@@ -52,7 +52,9 @@ def load_breast_cancer(*, random_state: int = 0) -> tuple[np.ndarray, np.ndarray
     return np.asarray(data.data, dtype=np.float64), (data.target == 0).astype(int)
 
 
-def load_wine(*, normal_class: int = 1, anomaly_ratio: float = 0.1, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:  # noqa: E501
+def load_wine(
+    *, normal_class: int = 1, anomaly_ratio: float = 0.1, random_state: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """13 features; cultivar ``normal_class`` (71 samples for the default 1) + ~10% anomalies."""
     from sklearn.datasets import load_wine as sk_load
 
@@ -60,7 +62,9 @@ def load_wine(*, normal_class: int = 1, anomaly_ratio: float = 0.1, random_state
     return _one_vs_rest(data.data, data.target, normal_class, anomaly_ratio, random_state)
 
 
-def load_digits(*, normal_class: int = 0, anomaly_ratio: float = 0.1, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:  # noqa: E501
+def load_digits(
+    *, normal_class: int = 0, anomaly_ratio: float = 0.1, random_state: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """8x8 images as 64 features; digit ``normal_class`` (178 samples for 0) + ~10% other digits."""
     from sklearn.datasets import load_digits as sk_load
 

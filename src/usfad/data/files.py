@@ -64,7 +64,11 @@ def _frame_to_matrix(path: Path, frame: Any, features: list[str], where: str = "
 
     if len(frame) == 0:  # a header without rows has no dtypes to check
         return np.empty((0, len(features)))
-    bad = [str(c) for c in features if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]  # noqa: E501
+    bad = [
+        str(c)
+        for c in features
+        if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+    ]
     if bad:
         raise DataError(f"{path}{where}: non-numeric columns {bad}; encode them as numbers or drop them")
     return np.ascontiguousarray(frame[features].to_numpy(dtype=np.float64, na_value=np.nan))
@@ -76,9 +80,8 @@ def _labels(path: Path, values: Any, name: str) -> np.ndarray:
         raise DataError(f"{path}: labels {name!r} must be one value per row, got shape {y.shape}")
     if y.dtype.kind not in "biuf":
         raise DataError(f"{path}: labels {name!r} must be numeric (1 = anomaly), got {y.dtype}")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
-            raise DataError(f"{path}: labels {name!r} must be whole numbers (0 normal, 1 anomaly)")
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.array_equal(y, np.round(y))):
+        raise DataError(f"{path}: labels {name!r} must be whole numbers (0 normal, 1 anomaly)")
     return y.astype(np.int64)
 
 
@@ -110,8 +113,12 @@ def _check_parquet_types(path: Path, schema: Any, features: list[str]) -> None:
     bad = [
         c
         for c in features
-        if not (pat.is_integer(schema.field(c).type) or pat.is_floating(schema.field(c).type)
-                or pat.is_boolean(schema.field(c).type) or pat.is_decimal(schema.field(c).type))
+        if not (
+            pat.is_integer(schema.field(c).type)
+            or pat.is_floating(schema.field(c).type)
+            or pat.is_boolean(schema.field(c).type)
+            or pat.is_decimal(schema.field(c).type)
+        )
     ]
     if bad:
         raise DataError(f"{path}: non-numeric columns {bad}; encode them as numbers or drop them")
@@ -203,7 +210,10 @@ def read_table(path: PathLike, *, label_column: str | None = None) -> tuple[np.n
 
         columns = _read_csv_header(path)
         features = _split_label(path, columns, label_column)
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except pd.errors.ParserError as exc:
+            raise DataError(f"{path}: not a readable CSV file ({exc})") from None
         X = _frame_to_matrix(path, frame, features)
         y = _labels(path, frame[label_column].to_numpy(), label_column) if label_column is not None else None
     elif fmt == "parquet":
@@ -262,7 +272,13 @@ def _iter_csv(path: Path, chunk_size: int, label_column: str | None) -> Iterator
     features = _split_label(path, _read_csv_header(path), label_column)
     start = 0
     with pd.read_csv(path, chunksize=chunk_size) as reader:
-        for frame in reader:
+        while True:
+            try:
+                frame = next(reader)
+            except StopIteration:
+                return
+            except pd.errors.ParserError as exc:
+                raise DataError(f"{path}: not a readable CSV file after row {start} ({exc})") from None
             if len(frame) == 0:
                 continue
             stop = start + len(frame)

@@ -166,13 +166,18 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     @torch.no_grad()
     def _batched(self, fn: Any, data: Tensor) -> np.ndarray:
         self.model_.eval()
-        parts = [fn(data[i : i + self.score_batch_size]).cpu().double() for i in range(0, data.shape[0], self.score_batch_size)]  # noqa: E501
+        parts = [
+            fn(data[i : i + self.score_batch_size]).cpu().double()
+            for i in range(0, data.shape[0], self.score_batch_size)
+        ]  # noqa: E501
         return torch.cat(parts).numpy()
 
     def _scores_of(self, data: Tensor) -> np.ndarray:
         scores = self._batched(self._score, data)
         if np.isnan(scores).any():
-            raise DataError(f"{type(self).__name__} produced NaN scores for rows {np.flatnonzero(np.isnan(scores))[:10].tolist()}")  # noqa: E501
+            raise DataError(
+                f"{type(self).__name__} produced NaN scores for rows {np.flatnonzero(np.isnan(scores))[:10].tolist()}"
+            )  # noqa: E501
         # +inf means "beyond float range": keep the order, stay finite for metrics.
         return np.nan_to_num(scores, posinf=np.finfo(np.float64).max, neginf=np.finfo(np.float64).min)
 

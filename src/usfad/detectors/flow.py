@@ -10,6 +10,7 @@ distance plus a constant, so its scores rank samples exactly like its latent dis
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 

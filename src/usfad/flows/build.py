@@ -69,8 +69,10 @@ def build_flow(
         raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
     subnet = subnet or mlp(hidden_features)
     layers: list[Bijection] = [
-        Conjugate(coupling(flow, features, subnet, swap=i % 2 == 1, clamp=clamp,
-                           context_features=context_features), LULinear(features))
+        Conjugate(
+            coupling(flow, features, subnet, swap=i % 2 == 1, clamp=clamp, context_features=context_features),
+            LULinear(features),
+        )
         for i in range(n_blocks)
     ]
     layers += [LULinear(features), Scale(features)]

@@ -36,9 +36,7 @@ def mlp(hidden_features: Sequence[int] = (256, 256), activation: type[nn.Module]
     return make
 
 
-def conv(
-    hidden_channels: int = 64, kernel_size: int = 3, activation: type[nn.Module] = nn.ReLU
-) -> SubnetFactory:
+def conv(hidden_channels: int = 64, kernel_size: int = 3, activation: type[nn.Module] = nn.ReLU) -> SubnetFactory:
     """Factory of two-layer convolutional conditioners for feature maps (FastFlow style)."""
 
     def make(in_channels: int, out_channels: int) -> nn.Module:

@@ -1,0 +1,177 @@
+"""``usfad fit`` and ``usfad score``: train a detector on a file, score another file.
+
+``usfad fit DATA --model usflow -o MODEL`` reads DATA whole (CSV, NPZ or Parquet; see
+:mod:`usfad.data.files`) and saves the fitted detector as one safetensors file. With
+``--label-column`` the labels are split off and only the rows labelled 0 are used for
+training: the detectors are one-class and must see normal data only.
+
+``usfad score MODEL DATA`` reads DATA in chunks of rows, so memory stays flat however long
+the file, and writes one ``score,label`` row per input row, in order (label 1 = score
+above the model's threshold). Without ``-o`` it prints a summary instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.files import DEFAULT_CHUNK_SIZE, iter_table, read_table, write_scores
+from ..errors import DataError
+from ..validation import check_array
+
+MODELS = {"usflow": "USFlow", "nonusflow": "NonUSFlow", "deepsvdd": "DeepSVDD"}
+
+
+def _detector(name: str, args: argparse.Namespace) -> Any:
+    from .. import detectors
+
+    params: dict[str, Any] = {"random_state": args.random_state, "verbose": args.verbose}
+    for key in ("epochs", "contamination", "threshold"):
+        value = getattr(args, key)
+        if value is not None:
+            params[key] = value
+    return getattr(detectors, MODELS[name])(**params)
+
+
+def _normal_rows(path: str, X: np.ndarray, y: np.ndarray, label_column: str) -> np.ndarray:
+    values = set(np.unique(y).tolist())
+    if values - {0, 1}:
+        raise DataError(
+            f"{path}: label column {label_column!r} must hold 0 (normal) and 1 (anomaly), got {sorted(values)[:10]}"
+        )
+    normal = X[y == 0]
+    if len(normal) < 2:
+        raise DataError(f"{path}: only {len(normal)} row(s) labelled 0 (normal); fitting needs at least 2")
+    return normal
+
+
+def fit(args: argparse.Namespace) -> int:
+    X, y = read_table(args.data, label_column=args.label_column)
+    n_rows = len(X)
+    if args.label_column is not None and y is not None:
+        X = _normal_rows(args.data, X, y, args.label_column)
+    elif y is not None:  # an .npz with an array y, not named: train on every row, but say so
+        print(f"note: {args.data} holds labels 'y'; pass --label-column y to train on the rows labelled 0 only")
+    X = check_array(X, min_samples=2, what=str(args.data))
+    detector = _detector(args.model, args)
+    start = time.perf_counter()
+    detector.fit(X)
+    seconds = time.perf_counter() - start
+    path = detector.save(args.output)
+    left_out = f" ({n_rows - len(X)} anomalous row(s) left out)" if n_rows > len(X) else ""
+    print(
+        f"fitted {type(detector).__name__} on {len(X)} rows x {X.shape[1]} features{left_out} in {seconds:.1f} s; "
+        f"threshold {detector.threshold_:.6g} ({detector.threshold}); saved to {path}"
+    )
+    return 0
+
+
+def _scored_chunks(
+    detector: Any, path: str, chunks: Iterator[np.ndarray], stats: dict[str, float]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    start = 0
+    for chunk in chunks:
+        stop = start + len(chunk)
+        X = check_array(chunk, n_features=detector.n_features_in_, what=f"{path} (rows {start}-{stop - 1})")
+        scores = detector.decision_function(X)
+        labels = (scores > detector.threshold_).astype(np.int64)
+        stats["n"] += len(scores)
+        stats["flagged"] += int(labels.sum())
+        stats["sum"] += float(scores.sum())
+        stats["min"] = min(stats["min"], float(scores.min()))
+        stats["max"] = max(stats["max"], float(scores.max()))
+        yield scores, labels
+        start = stop
+
+
+def score(args: argparse.Namespace) -> int:
+    from ..detectors import load
+
+    detector = load(args.model)
+    chunks = iter_table(args.data, chunk_size=args.chunk_size, label_column=args.label_column)
+    stats = {"n": 0, "flagged": 0, "sum": 0.0, "min": math.inf, "max": -math.inf}
+    scored = _scored_chunks(detector, args.data, chunks, stats)
+    if args.output is not None:
+        write_scores(args.output, scored)
+    else:
+        for _ in scored:
+            pass
+    n = int(stats["n"])
+    summary = (
+        f"scored {n} rows with {type(detector).__name__}: {int(stats['flagged'])} flagged as anomalies "
+        f"({stats['flagged'] / n:.1%}) at threshold {detector.threshold_:.6g}; "
+        f"scores min {stats['min']:.6g}, mean {stats['sum'] / n:.6g}, max {stats['max']:.6g}"
+    )
+    print(f"{summary}; written to {args.output}" if args.output is not None else summary)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "fit",
+        help="fit a detector on a CSV, NPZ or Parquet file and save it",
+        description="Fit a detector on normal data read from DATA and save it to MODEL (safetensors).",
+    )
+    p.add_argument("data", metavar="DATA", help="training data: .csv, .npz (array X) or .parquet")
+    p.add_argument("--model", choices=sorted(MODELS), default="usflow", help="detector (default: usflow)")
+    p.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="column (NPZ: array) of 0/1 labels; dropped from the features, rows labelled 1 left out",
+    )
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="training epochs (default: the model's)")
+    p.add_argument(
+        "--contamination",
+        type=float,
+        metavar="C",
+        help="expected anomaly share, sets the threshold (default: the model's, 0.1)",
+    )
+    p.add_argument(
+        "--threshold",
+        choices=("contamination", "chi2"),
+        help="how to set the threshold; chi2 needs usflow (default: contamination)",
+    )
+    p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed (default: 0)")
+    p.add_argument("--verbose", action="store_true", help="show training progress")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL", type=Path, help="model file to write")
+    p.set_defaults(func=fit)
+
+    p = subparsers.add_parser(
+        "score",
+        help="score a file with a saved detector, streaming it in chunks",
+        description="Score every row of DATA with the detector in MODEL; one score,label row per input row.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model file written by usfad fit")
+    p.add_argument("data", metavar="DATA", help="data to score: .csv, .npz (array X) or .parquet")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.csv",
+        type=Path,
+        help="write score,label per row here (default: print a summary only)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
+        help=f"rows read at a time (default: {DEFAULT_CHUNK_SIZE})",
+    )
+    p.add_argument("--label-column", metavar="NAME", help="a label column to leave out of the features")
+    p.set_defaults(func=score)

@@ -1,0 +1,168 @@
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from usfad import load
+from usfad.cli import main
+
+HAS_PYOD = importlib.util.find_spec("pyod") is not None
+HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
+PARQUET = pytest.param(".parquet", marks=pytest.mark.skipif(not HAS_PYARROW, reason="needs pyarrow"))
+
+
+def _write(path, X, y=None):
+    if path.suffix == ".npz":
+        np.savez(path, **({"X": X} if y is None else {"X": X, "label": y}))
+        return path
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    if y is not None:
+        frame["label"] = y
+    frame.to_csv(path, index=False) if path.suffix == ".csv" else frame.to_parquet(path, index=False)
+    return path
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    y = np.zeros(80, dtype=int)
+    y[:8] = 1
+    X[:8] += 6.0
+    return X, y
+
+
+def test_demo_quick_writes_a_report_with_every_model(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--no-progress", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    models = ["USFlow", "NonUSFlow", "DeepSVDD"] + (["IForest", "KNN"] if HAS_PYOD else [])
+    report = (out / "report.md").read_text()
+    for model in models:
+        assert model in printed and f"| {model} |" in report
+    for dataset in ["breast_cancer", "wine", "digits", "gmm"]:
+        assert dataset in printed and dataset in report
+    assert "Density alignment" in report and "Spearman" in report
+    for png in ["roc_curves.png", "score_histograms.png", "density_alignment.png"]:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 4 * len(models)
+    assert results["roc_auc"].between(0, 1).all()
+
+
+def test_demo_no_plots_writes_no_png(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--no-progress", "--no-plots", "--datasets", "wine", "--seeds", "1,2", "-o", str(out)]
+    assert main(args) == 0
+    assert (out / "report.md").exists()
+    assert not list(out.glob("*.png"))
+    assert set(pd.read_csv(out / "results.csv")["seed"]) == {1, 2}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz", PARQUET])
+def test_fit_then_score_round_trip(tmp_path, data, capsys, suffix):
+    X, y = data
+    path = _write(tmp_path / f"data{suffix}", X, y)
+    model = tmp_path / "model.safetensors"
+    rc = main(["fit", str(path), "--model", "usflow", "--label-column", "label", "--epochs", "2", "-o", str(model)])
+    assert rc == 0
+    assert "72 rows x 3 features (8 anomalous row(s) left out)" in capsys.readouterr().out
+    out = tmp_path / "scores.csv"
+    rc = main(["score", str(model), str(path), "--label-column", "label", "--chunk-size", "7", "-o", str(out)])
+    assert rc == 0
+    scores = pd.read_csv(out)
+    assert list(scores.columns) == ["score", "label"] and len(scores) == len(X)
+    detector = load(model)
+    np.testing.assert_array_equal(scores["score"].to_numpy(), detector.decision_function(X))
+    np.testing.assert_array_equal(scores["label"].to_numpy(), detector.predict(X))
+    # the planted anomalies score higher than the rest
+    assert scores["score"][:8].mean() > scores["score"][8:].mean()
+
+
+def test_score_without_output_prints_a_summary(tmp_path, data, capsys):
+    X, _ = data
+    path = _write(tmp_path / "data.csv", X)
+    model = tmp_path / "m.safetensors"
+    assert (
+        main(["fit", str(path), "--model", "deepsvdd", "--epochs", "1", "--contamination", "0.2", "-o", str(model)])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["score", str(model), str(path), "--chunk-size", "30"]) == 0
+    printed = capsys.readouterr().out
+    assert "scored 80 rows with DeepSVDD" in printed and "flagged" in printed
+
+
+def test_fit_chi2_threshold_for_usflow(tmp_path, data, capsys):
+    path = _write(tmp_path / "data.csv", data[0])
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", str(path), "--epochs", "1", "--threshold", "chi2", "-o", str(model)]) == 0
+    assert "(chi2)" in capsys.readouterr().out
+
+
+def _error(capsys):
+    return capsys.readouterr().err.strip()
+
+
+def test_missing_data_file_fails_with_its_name(tmp_path, capsys):
+    rc = main(["fit", str(tmp_path / "absent.csv"), "-o", str(tmp_path / "m.safetensors")])
+    assert rc == 1
+    err = _error(capsys)
+    assert err.startswith("usfad fit: error:") and "absent.csv: no such file" in err
+    assert "\n" not in err
+
+
+def test_missing_model_file_fails(tmp_path, data, capsys):
+    path = _write(tmp_path / "data.csv", data[0])
+    assert main(["score", str(tmp_path / "absent.safetensors"), str(path)]) == 1
+    assert "absent.safetensors" in _error(capsys)
+
+
+def test_non_numeric_column_is_named(tmp_path, capsys):
+    path = tmp_path / "data.csv"
+    pd.DataFrame({"x": np.arange(20.0), "city": ["a", "b"] * 10}).to_csv(path, index=False)
+    assert main(["fit", str(path), "--epochs", "1", "-o", str(tmp_path / "m.safetensors")]) == 1
+    err = _error(capsys)
+    assert "data.csv" in err and "non-numeric columns ['city']" in err
+
+
+def test_wrong_feature_count_at_scoring(tmp_path, data, capsys):
+    X, _ = data
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", str(_write(tmp_path / "train.csv", X)), "--epochs", "1", "-o", str(model)]) == 0
+    wide = _write(tmp_path / "wide.csv", np.hstack([X, X[:, :1]]))
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(model), str(wide), "-o", str(out)]) == 1
+    err = _error(capsys)
+    assert "wide.csv" in err and "has 4 features, but the model was fitted with 3" in err
+    assert not out.exists()
+
+
+def test_unknown_extension_and_bad_labels(tmp_path, data, capsys):
+    path = tmp_path / "data.txt"
+    path.write_text("1,2\n")
+    assert main(["fit", str(path), "-o", str(tmp_path / "m.safetensors")]) == 1
+    assert "unknown file type '.txt'" in _error(capsys)
+    X, _ = data
+    bad = _write(tmp_path / "bad.csv", X, np.arange(80) % 3)
+    assert main(["fit", str(bad), "--label-column", "label", "-o", str(tmp_path / "m.safetensors")]) == 1
+    assert "must hold 0 (normal) and 1 (anomaly)" in _error(capsys)
+
+
+def test_chi2_threshold_needs_a_usf(tmp_path, data, capsys):
+    path = _write(tmp_path / "data.csv", data[0])
+    args = ["fit", str(path), "--model", "deepsvdd", "--threshold", "chi2", "-o", str(tmp_path / "m.safetensors")]
+    assert main(args) == 1
+    assert "chi2" in _error(capsys)
+
+
+def test_fit_on_npz_with_unnamed_labels_trains_on_every_row_and_says_so(tmp_path, data, capsys):
+    X, y = data
+    path = tmp_path / "data.npz"
+    np.savez(path, X=X, y=y)
+    assert main(["fit", str(path), "--epochs", "1", "-o", str(tmp_path / "m.safetensors")]) == 0
+    printed = capsys.readouterr().out
+    assert "--label-column y" in printed and "on 80 rows" in printed
+    assert main(["fit", str(path), "--label-column", "y", "--epochs", "1", "-o", str(tmp_path / "m.safetensors")]) == 0
+    assert "on 72 rows" in capsys.readouterr().out

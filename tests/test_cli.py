@@ -35,7 +35,7 @@ def data():
 
 def test_demo_quick_writes_a_report_with_every_model(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--no-progress", "-o", str(out)]) == 0
+    assert main(["demo", "--quick", "--seeds", "42", "--no-progress", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     models = ["USFlow", "NonUSFlow", "DeepSVDD"] + (["IForest", "KNN"] if HAS_PYOD else [])
     report = (out / "report.md").read_text()

@@ -42,6 +42,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     patience: int = 10
     max_steps: int | None = None
+    warmup_steps: int = 0
     grad_clip: float | None = 10.0
     verbose: bool = False
     desc: str = "training"
@@ -81,6 +82,10 @@ def fit_module(
     train, val = data[train_idx], data[val_idx]
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    # Linear warm-up: Adam's first steps are full-size whatever the gradient's scale, and
+    # in high dimension a few of them can push the couplings into a blow-up.
+    warmup = max(int(config.warmup_steps), 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
     batch_size = max(1, min(config.batch_size, train.shape[0]))
     best, best_state, waited = math.inf, None, 0
     bar = tqdm(range(config.epochs), desc=config.desc, disable=not config.verbose, leave=False)
@@ -103,6 +108,7 @@ def fit_module(
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
+            scheduler.step()
             total += loss.item() * batch.shape[0]
             count += batch.shape[0]
             history.steps += 1

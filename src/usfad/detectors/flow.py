@@ -9,6 +9,8 @@ distance plus a constant, so its scores rank samples exactly like its latent dis
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 
 import torch
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 from ..density import GaussianBase, chi2_nll_threshold
 from ..flows import build_flow, check_flow
 from ..flows.base import Bijection
+from ..train import TrainConfig
 from .base import BaseDetector
 
 
@@ -44,6 +47,7 @@ class FlowDetector(BaseDetector):
         :func:`usfad.flows.build_flow`).
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
+        Above 128 features the step size is ``lr * sqrt(128 / n_features)``.
     noise: standard deviation of Gaussian noise added to standardised training batches.
     standardize: standardise features with the training mean and deviation first.
     contamination: expected anomaly share, sets ``threshold_`` when
@@ -111,6 +115,18 @@ class FlowDetector(BaseDetector):
             )
         if self.threshold == "chi2" and self.flow_ != "usf":
             self._chi2_threshold()
+
+    #: ``lr`` applies as given up to this many features; see :meth:`_train_config`.
+    lr_reference_features: int = 128
+
+    def _train_config(self) -> TrainConfig:
+        # Adam moves every weight by about lr per step, so a conditioner unit with fan-in k
+        # sees its pre-activation move by about lr * k: in high dimension (InternetAds,
+        # d = 1555) that compounds through the blocks and the loss blows up. Scaling lr by
+        # sqrt(reference / d) above the reference keeps low-dimensional data untouched.
+        config = super()._train_config()
+        scale = min(1.0, math.sqrt(self.lr_reference_features / self.n_features_in_))
+        return dataclasses.replace(config, lr=config.lr * scale)
 
     def _build_model(self, n_features: int) -> FlowModel:
         flow = build_flow(

@@ -81,7 +81,7 @@ class DeepSVDD(BaseDetector):
         weight_decay: float = 1e-6,
         validation_fraction: float = 0.1,
         patience: int = 10,
-        max_steps: int | None = None,
+        max_steps: int | None = 3000,
         standardize: bool = True,
         contamination: float = 0.1,
         threshold: str = "contamination",

@@ -166,3 +166,16 @@ def test_fit_on_npz_with_unnamed_labels_trains_on_every_row_and_says_so(tmp_path
     assert "--label-column y" in printed and "on 80 rows" in printed
     assert main(["fit", str(path), "--label-column", "y", "--epochs", "1", "-o", str(tmp_path / "m.safetensors")]) == 0
     assert "on 72 rows" in capsys.readouterr().out
+
+
+def test_fit_flow_switch_on_the_command_line(tmp_path, data, capsys):
+    X, _ = data
+    csv = _write(tmp_path / "train.csv", X)
+    out = tmp_path / "affine.usfad"
+    assert (
+        main(["fit", str(csv), "--model", "flow", "--flow", "affine", "--epochs", "2", "--quiet", "-o", str(out)]) == 0
+    )
+    model = load(out)
+    assert model.flow_ == "affine" and not model.model_.flow.constant_logdet
+    assert main(["fit", str(csv), "--model", "deepsvdd", "--flow", "usf", "-o", str(tmp_path / "x.usfad")]) == 1
+    assert "--flow goes with --model flow" in capsys.readouterr().err

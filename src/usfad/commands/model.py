@@ -25,13 +25,17 @@ from ..data.files import DEFAULT_CHUNK_SIZE, iter_table, read_table, write_score
 from ..errors import DataError
 from ..validation import check_array
 
-MODELS = {"usflow": "USFlow", "nonusflow": "NonUSFlow", "deepsvdd": "DeepSVDD"}
+MODELS = {"usflow": "USFlow", "nonusflow": "NonUSFlow", "flow": "FlowDetector", "deepsvdd": "DeepSVDD"}
 
 
 def _detector(name: str, args: argparse.Namespace) -> Any:
     from .. import detectors
 
-    params: dict[str, Any] = {"random_state": args.random_state, "verbose": args.verbose}
+    params: dict[str, Any] = {"random_state": args.random_state, "verbose": not args.quiet}
+    if args.flow is not None:
+        if name != "flow":
+            raise ValueError(f"--flow goes with --model flow (--model {name} fixes its own flow)")
+        params["flow"] = args.flow
     for key in ("epochs", "contamination", "threshold"):
         value = getattr(args, key)
         if value is not None:
@@ -129,7 +133,17 @@ def add_commands(subparsers: Any) -> None:
         description="Fit a detector on normal data read from DATA and save it to MODEL (safetensors).",
     )
     p.add_argument("data", metavar="DATA", help="training data: .csv, .npz (array X) or .parquet")
-    p.add_argument("--model", choices=sorted(MODELS), default="usflow", help="detector (default: usflow)")
+    p.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default="usflow",
+        help="detector (default: usflow); usflow = flow --flow usf, nonusflow = flow --flow affine",
+    )
+    p.add_argument(
+        "--flow",
+        choices=("usf", "affine"),
+        help="with --model flow: additive (usf, a uniformly scaling flow) or affine couplings",
+    )
     p.add_argument(
         "--label-column",
         metavar="NAME",
@@ -148,7 +162,7 @@ def add_commands(subparsers: Any) -> None:
         help="how to set the threshold; chi2 needs usflow (default: contamination)",
     )
     p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed (default: 0)")
-    p.add_argument("--verbose", action="store_true", help="show training progress")
+    p.add_argument("--quiet", action="store_true", help="no training progress bar")
     p.add_argument("-o", "--output", required=True, metavar="MODEL", type=Path, help="model file to write")
     p.set_defaults(func=fit)
 

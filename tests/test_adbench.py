@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import DATA, needs_data
 from usfad.data.adbench import (
     ENV_VAR,
     data_root,
@@ -19,11 +19,6 @@ from usfad.data.adbench import (
     select_datasets,
 )
 from usfad.errors import DataError
-
-DATA = Path(os.environ.get(ENV_VAR) or Path(__file__).resolve().parents[2] / "shared/data/adbench")
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"ADBench data not found at {DATA} (set {ENV_VAR} or put shared/ beside the repo)"
-)
 
 
 def _write(path: Path, X: np.ndarray, y: np.ndarray, **extra: np.ndarray) -> Path:

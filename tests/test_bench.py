@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from helpers import DATA, needs_data
 from usfad.bench import report as rep
 from usfad.bench.commands import add_commands
 from usfad.bench.runner import CellJob, plan_jobs, run_benchmark, run_cell
@@ -27,14 +27,10 @@ from usfad.bench.spec import (
     preset_label,
 )
 from usfad.bench.store import ResultStore, StoreLockedError, read_results, row_key
-from usfad.data.adbench import ENV_VAR, select_datasets
+from usfad.data.adbench import select_datasets
 from usfad.detectors import NonUSFlow, USFlow
 from usfad.errors import TrainingDivergedError
 
-DATA = Path(os.environ.get(ENV_VAR) or Path(__file__).resolve().parents[2] / "shared/data/adbench")
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"ADBench data not found at {DATA} (set {ENV_VAR} or put shared/ beside the repo)"
-)
 #: a few optimiser steps of a small network: enough to exercise a cell, fast on one core
 TINY = {"epochs": 2, "max_steps": 3, "hidden_features": (8, 8), "n_blocks": 2}
 SMALL = ["Classical/42_WBC", "Classical/14_glass"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -89,6 +90,10 @@ def add_commands(subparsers: Any) -> None:
     report.set_defaults(func=run_report)
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from .runner import run_benchmark
 
@@ -96,6 +101,8 @@ def run_bench(args: argparse.Namespace) -> int:
         print(describe_presets())
         return 0
     overrides = dict(parse_override(text) for text in args.param)
+    # A plain `kill` (SIGTERM) must unwind like Ctrl-C, so the executor stops its workers.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         outcome = run_benchmark(
             args.data,
@@ -116,6 +123,8 @@ def run_bench(args: argparse.Namespace) -> int:
     except (MissingDependencyError, StoreLockedError) as exc:
         print(f"usfad bench: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(
         f"{outcome.planned} cells planned, {outcome.skipped} already in {outcome.results}, "
         f"{outcome.ok} ok, {outcome.failed} failed, in {outcome.seconds:.1f} s"

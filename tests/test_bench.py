@@ -379,3 +379,18 @@ def test_cli_bench_and_report(grid: Path, tmp_path: Path, capsys: pytest.Capture
     assert "14_glass" in text and "iforest" in text
     args = parser.parse_args(["bench", "--show-presets"])
     assert args.func(args) == 0 and "paper" in capsys.readouterr().out
+
+
+def test_report_merges_several_result_files(tmp_path) -> None:
+    import json
+
+    def row(model, seed, auc):
+        return {"dataset": "d1", "group": "G", "model": model, "preset": "default", "seed": seed,
+                "roc_auc": auc, "pr_auc": auc, "best_f1": auc, "status": "ok"}  # fmt: skip
+
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("\n".join(json.dumps(r) for r in [row("usflow", 0, 0.5), row("usflow", 1, 0.7)]) + "\n")
+    second.write_text("\n".join(json.dumps(r) for r in [row("usflow", 1, 0.9), row("knn", 0, 0.6)]) + "\n")
+    df = rep.results_frame([first, second])
+    assert len(df) == 3  # the cell (usflow, seed 1) is in both files: the later file's row wins
+    assert sorted(df.loc[df["model"] == "usflow", "roc_auc"]) == [0.5, 0.9]

@@ -81,7 +81,7 @@ def add_commands(subparsers: Any) -> None:
         help="tables, tests and plots from a benchmark result file",
         description="Write report.md (tables, ranks, win/tie/loss, Wilcoxon test, failures) and PNG plots.",
     )
-    report.add_argument("results", metavar="RESULTS", help="result file written by usfad bench")
+    report.add_argument("results", metavar="RESULTS", nargs="+", help="result file(s) written by usfad bench (merged)")
     report.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for report.md and the plots")
     report.add_argument("--reference", default="usflow", help="model compared with every other (default: usflow)")
     report.add_argument("--control", default="nonusflow", help="model for the Wilcoxon test (default: nonusflow)")

@@ -39,6 +39,15 @@ METRIC_NAMES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "best_f1": "best F1"}
 PLOTS = ("average_rank.png", "usf_vs_nonusf.png", "stability.png", "time_per_model.png")
 
 
+def _source_names(results: ResultSource) -> str:
+    if isinstance(results, str | os.PathLike):
+        return f"`{Path(results).name}`"
+    items = list(results)
+    if items and all(isinstance(item, str | os.PathLike) for item in items):
+        return ", ".join(f"`{Path(item).name}`" for item in items)
+    return "rows given in memory"
+
+
 # --- tables -----------------------------------------------------------------------------
 
 
@@ -53,15 +62,31 @@ def _natural(name: str) -> tuple[str, int, str]:
     return (group, int(match.group(1)) if match else 10**9, stem.lower())
 
 
-def results_frame(rows: Sequence[dict[str, Any]] | str | os.PathLike[str], preset: str | None = None) -> pd.DataFrame:
+ResultSource = Sequence[dict[str, Any]] | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def _read_sources(source: ResultSource) -> list[dict[str, Any]]:
+    """Rows from one result file, several (a later file's row wins for the same cell), or rows."""
+    if isinstance(source, str | os.PathLike):
+        return list(read_results(source))
+    items = list(source)
+    if items and all(isinstance(item, str | os.PathLike) for item in items):
+        cells: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for path in items:
+            for row in read_results(path):
+                key = (row.get("group"), row.get("dataset"), row.get("model"), row.get("preset"), row.get("seed"))
+                cells[key] = row
+        return list(cells.values())
+    return items
+
+
+def results_frame(rows: ResultSource, preset: str | None = None) -> pd.DataFrame:
     """Rows as a DataFrame with a ``method`` column (and ``ds``, a unique dataset name).
 
     ``preset`` keeps only the usfad models' rows of that preset (and the anchors' rows),
     and labels methods by model name alone.
     """
-    if isinstance(rows, str | os.PathLike):
-        rows = read_results(rows)
-    df = pd.DataFrame(list(rows))
+    df = pd.DataFrame(_read_sources(rows))
     if df.empty:
         raise ValueError("the result file holds no rows")
     for col in ("group", "error", "fit_seconds", "score_seconds", "wall_seconds", *METRICS):
@@ -333,7 +358,7 @@ def plot_time(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_report(
-    results: str | os.PathLike[str],
+    results: ResultSource,
     outdir: str | os.PathLike[str],
     *,
     reference: str = "usflow",
@@ -361,7 +386,7 @@ def write_report(
     md = [
         "# usfad benchmark report",
         "",
-        f"Source: `{Path(results)}`: {len(df)} cells, {df['ds'].nunique()} datasets, seeds {seeds}; "
+        f"Source: {_source_names(results)}: {len(df)} cells, {df['ds'].nunique()} datasets, seeds {seeds}; "
         f"{int((df['status'] == 'ok').sum())} ok, {int((df['status'] != 'ok').sum())} failed. "
         f"Scores per dataset are means over seeds; {name} unless said otherwise.",
         "",

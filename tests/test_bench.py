@@ -64,7 +64,13 @@ def test_paper_preset_is_the_authors_settings_for_both_flows() -> None:
     non.pop("clamp")
     assert usf == non
     # the default preset is exactly what a user gets from the classes
-    assert DEFAULT_SETTINGS == {"usflow": {}, "nonusflow": {}, "deepsvdd": {}}
+    assert DEFAULT_SETTINGS["usflow"] == DEFAULT_SETTINGS["nonusflow"] == DEFAULT_SETTINGS["deepsvdd"] == {}
+    # the VAE rows differ only in the prior switch
+    assert {k: v for k, v in DEFAULT_SETTINGS.items() if k.startswith("vaeflow")} == {
+        "vaeflow_usf": {"prior": "usf"},
+        "vaeflow_affine": {"prior": "affine"},
+        "vaeflow_normal": {"prior": "normal"},
+    }
     assert model_params("usflow", "default") == model_params("nonusflow", "default")
 
 

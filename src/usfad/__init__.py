@@ -5,9 +5,20 @@
 >>> scores = det.decision_function(X)    # higher = more anomalous  # doctest: +SKIP
 """
 
-from .detectors import BaseDetector, DeepSVDD, FlowDetector, NonUSFlow, USFlow, load
+from .detectors import BaseDetector, DeepSVDD, DeepSVDDVAE, FlowDetector, NonUSFlow, USFlow, VAEFlow, load
 from .flows import build_flow
 
 __version__ = "0.1.0"
 
-__all__ = ["BaseDetector", "DeepSVDD", "FlowDetector", "NonUSFlow", "USFlow", "__version__", "build_flow", "load"]
+__all__ = [
+    "BaseDetector",
+    "DeepSVDD",
+    "DeepSVDDVAE",
+    "FlowDetector",
+    "NonUSFlow",
+    "USFlow",
+    "VAEFlow",
+    "__version__",
+    "build_flow",
+    "load",
+]

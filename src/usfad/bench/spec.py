@@ -39,7 +39,16 @@ ANCHOR_PRESET = "default"
 
 #: usfad models, preset ``default``: the detectors' own defaults, i.e. exactly what a user
 #: gets from ``USFlow()``. Tune them in the detector classes, never here or per dataset.
-DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {"usflow": {}, "nonusflow": {}, "deepsvdd": {}}
+#: The VAE rows differ only in the prior, the VAE's own switch.
+DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
+    "usflow": {},
+    "nonusflow": {},
+    "deepsvdd": {},
+    "vaeflow_usf": {"prior": "usf"},
+    "vaeflow_affine": {"prior": "affine"},
+    "vaeflow_normal": {"prior": "normal"},
+    "deepsvddvae": {},
+}
 
 # The authors' run (BENCHMARK.md): early stopping on the training loss (no validation
 # split), patience 5; the epoch cap only bounds a run whose loss keeps improving.
@@ -59,6 +68,10 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
     "usflow": _PAPER_FLOW,
     "nonusflow": {**_PAPER_FLOW, "clamp": 1.9},
     "deepsvdd": {"hidden_features": (256, 256, 256, 256), "latent_features": 32, **_PAPER_TRAINING},
+    "vaeflow_usf": {"prior": "usf", **_PAPER_TRAINING},
+    "vaeflow_affine": {"prior": "affine", "clamp": 1.9, **_PAPER_TRAINING},
+    "vaeflow_normal": {"prior": "normal", **_PAPER_TRAINING},
+    "deepsvddvae": dict(_PAPER_TRAINING),
 }
 
 #: PyOD anchors: PyOD's defaults (only the seed and silence are set by the runner).
@@ -110,6 +123,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("usflow", "usfad", "usfad.detectors.flow:USFlow", "uniformly scaling flow (additive couplings)"),
         ModelSpec("nonusflow", "usfad", "usfad.detectors.flow:NonUSFlow", "non-USF control (affine couplings)"),
         ModelSpec("deepsvdd", "usfad", "usfad.detectors.svdd:DeepSVDD", "Deep SVDD (usfad)"),
+        ModelSpec("vaeflow_usf", "usfad", "usfad.detectors.vae:VAEFlow", "VAE with a USF prior (VAE-USFlow)"),
+        ModelSpec("vaeflow_affine", "usfad", "usfad.detectors.vae:VAEFlow", "VAE with an affine-flow prior"),
+        ModelSpec("vaeflow_normal", "usfad", "usfad.detectors.vae:VAEFlow", "VAE with an N(0, I) prior"),
+        ModelSpec("deepsvddvae", "usfad", "usfad.detectors.vae:DeepSVDDVAE", "Deep SVDD-VAE (Zhou et al. 2021)"),
         ModelSpec("iforest", "pyod", "pyod.models.iforest:IForest", "Isolation Forest (PyOD)"),
         ModelSpec("ecod", "pyod", "pyod.models.ecod:ECOD", "ECOD (PyOD)", seed_param=None),
         ModelSpec("knn", "pyod", "pyod.models.knn:KNN", "k nearest neighbours (PyOD)", seed_param=None),

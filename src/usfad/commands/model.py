@@ -25,7 +25,14 @@ from ..data.files import DEFAULT_CHUNK_SIZE, iter_table, read_table, write_score
 from ..errors import DataError
 from ..validation import check_array
 
-MODELS = {"usflow": "USFlow", "nonusflow": "NonUSFlow", "flow": "FlowDetector", "deepsvdd": "DeepSVDD"}
+MODELS = {
+    "usflow": "USFlow",
+    "nonusflow": "NonUSFlow",
+    "flow": "FlowDetector",
+    "deepsvdd": "DeepSVDD",
+    "vaeflow": "VAEFlow",
+    "deepsvddvae": "DeepSVDDVAE",
+}
 
 
 def _detector(name: str, args: argparse.Namespace) -> Any:

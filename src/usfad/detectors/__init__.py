@@ -3,5 +3,6 @@
 from .base import BaseDetector, load
 from .flow import FlowDetector, NonUSFlow, USFlow
 from .svdd import DeepSVDD
+from .vae import DeepSVDDVAE, VAEFlow
 
-__all__ = ["BaseDetector", "DeepSVDD", "FlowDetector", "NonUSFlow", "USFlow", "load"]
+__all__ = ["BaseDetector", "DeepSVDD", "DeepSVDDVAE", "FlowDetector", "NonUSFlow", "USFlow", "VAEFlow", "load"]

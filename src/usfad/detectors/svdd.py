@@ -30,6 +30,18 @@ from .base import BaseDetector
 OBJECTIVES = ("one-class", "soft-boundary")
 
 
+def center_with_eps_guard(mean: Tensor, eps: float) -> Tensor:
+    """Deep SVDD's centre: ``mean`` with coordinates closer to 0 than ``eps`` set to ``+-eps``.
+
+    A zero coordinate is trivially matched by zero weights, so it is pushed away from 0.
+    """
+    c = mean.clone()
+    small = c.abs() < eps
+    c[small & (c < 0)] = -eps
+    c[small & (c >= 0)] = eps
+    return c
+
+
 class SVDDNet(nn.Module):
     """MLP ``phi`` with the centre and radius kept as buffers (saved with the weights)."""
 
@@ -142,10 +154,7 @@ class DeepSVDD(BaseDetector):
     @torch.no_grad()
     def _init_center(self, data: Tensor) -> None:
         z = torch.cat([self.model_(data[i : i + 4096]) for i in range(0, data.shape[0], 4096)])
-        c = z.mean(0)
-        c[(c.abs() < self.eps) & (c < 0)] = -self.eps
-        c[(c.abs() < self.eps) & (c >= 0)] = self.eps
-        self.model_.center.copy_(c)
+        self.model_.center.copy_(center_with_eps_guard(z.mean(0), self.eps))
 
     def _fit_model(self, data: Tensor, config: TrainConfig, generator: torch.Generator) -> History:
         self.model_.eval()

@@ -35,6 +35,7 @@ from ..flows import Sequential, build_flow
 from ..train import History, TrainConfig, fit_module
 from .base import BaseDetector
 from .flow import FlowModel
+from .svdd import center_with_eps_guard
 
 #: standard deviation of the Gaussian reconstruction likelihood (standardised data)
 RECON_SIGMA = 0.1
@@ -57,18 +58,6 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(nn.LeakyReLU())
     return nn.Sequential(*layers)
-
-
-def center_with_eps_guard(mean: Tensor, eps: float) -> Tensor:
-    """Deep SVDD's centre: ``mean`` with coordinates closer to 0 than ``eps`` set to ``+-eps``.
-
-    A zero coordinate is trivially matched by zero weights, so it is pushed away from 0.
-    """
-    c = mean.clone()
-    small = c.abs() < eps
-    c[small & (c < 0)] = -eps
-    c[small & (c >= 0)] = eps
-    return c
 
 
 class VAENet(nn.Module):

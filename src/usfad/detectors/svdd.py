@@ -178,10 +178,11 @@ class DeepSVDD(BaseDetector):
         reference = max(initial_spread, float(self.model_.center.pow(2).sum()))
         self.collapsed_ = bool(spread < 1e-5 * reference)
         if self.collapsed_:
+            advice = "a larger weight decay or fewer epochs" if not self.bias else "bias=False"
             warnings.warn(
                 f"DeepSVDD's representation collapsed: the training data's spread in latent space fell from "
-                f"{initial_spread:.3g} to {spread:.3g}, so its scores carry little information. "
-                "Use bias=False, a larger weight decay or fewer epochs, or a USFlow, which cannot collapse",
+                f"{initial_spread:.3g} to {spread:.3g}, so its scores carry little information "
+                f"(near-constant training data does this too). Try {advice}, or a USFlow, which cannot collapse",
                 RepresentationCollapseWarning,
                 stacklevel=4,
             )

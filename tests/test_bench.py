@@ -400,3 +400,15 @@ def test_report_merges_several_result_files(tmp_path) -> None:
     df = rep.results_frame([first, second])
     assert len(df) == 3  # the cell (usflow, seed 1) is in both files: the later file's row wins
     assert sorted(df.loc[df["model"] == "usflow", "roc_auc"]) == [0.5, 0.9]
+
+
+def test_report_keeps_one_dataset_group_when_asked() -> None:
+    rows = [
+        {"dataset": "a", "group": "Classical", "model": "usflow", "preset": "default", "seed": 0, "roc_auc": 0.9,
+         "status": "ok"},
+        {"dataset": "b", "group": "CV", "model": "usflow", "preset": "default", "seed": 0, "roc_auc": 0.8,
+         "status": "ok"},
+    ]  # fmt: skip
+    assert list(rep.results_frame(rows, group="Classical")["dataset"]) == ["a"]
+    with pytest.raises(ValueError, match="no rows of dataset group 'NLP'"):
+        rep.results_frame(rows, group="NLP")

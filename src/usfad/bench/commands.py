@@ -86,6 +86,7 @@ def add_commands(subparsers: Any) -> None:
     report.add_argument("--reference", default="usflow", help="model compared with every other (default: usflow)")
     report.add_argument("--control", default="nonusflow", help="model for the Wilcoxon test (default: nonusflow)")
     report.add_argument("--preset", help="keep only this preset's rows of usfad's models (anchors are kept)")
+    report.add_argument("--group", help="keep only this dataset group, e.g. Classical or CV_by_ResNet18")
     report.add_argument("--metric", choices=("roc_auc", "pr_auc", "best_f1"), default="roc_auc")
     report.set_defaults(func=run_report)
 
@@ -144,6 +145,7 @@ def run_report(args: argparse.Namespace) -> int:
         reference=args.reference,
         control=args.control,
         preset=args.preset,
+        group=args.group,
         metric=args.metric,
     )
     print(f"report written to {path}")

@@ -80,7 +80,7 @@ def _read_sources(source: ResultSource) -> list[dict[str, Any]]:
     return items
 
 
-def results_frame(rows: ResultSource, preset: str | None = None) -> pd.DataFrame:
+def results_frame(rows: ResultSource, preset: str | None = None, group: str | None = None) -> pd.DataFrame:
     """Rows as a DataFrame with a ``method`` column (and ``ds``, a unique dataset name).
 
     ``preset`` keeps only the usfad models' rows of that preset (and the anchors' rows),
@@ -93,6 +93,10 @@ def results_frame(rows: ResultSource, preset: str | None = None) -> pd.DataFrame
         if col not in df:
             df[col] = None
     df["group"] = df["group"].fillna("")
+    if group is not None:
+        df = df[df["group"] == group]
+        if df.empty:
+            raise ValueError(f"no rows of dataset group {group!r}")
     for col in ("fit_seconds", "score_seconds", "wall_seconds", *METRICS):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["preset"] = df["preset"].astype(str)
@@ -364,13 +368,14 @@ def write_report(
     reference: str = "usflow",
     control: str = "nonusflow",
     preset: str | None = None,
+    group: str | None = None,
     metric: str = "roc_auc",
     tie_tolerance: float = 1e-3,
 ) -> Path:
     """Write ``report.md``, ``per_dataset_<metric>.csv`` and the PNG plots to ``outdir``."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    df = results_frame(results, preset=preset)
+    df = results_frame(results, preset=preset, group=group)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     name = METRIC_NAMES[metric]

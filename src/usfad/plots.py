@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,26 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
+
+
+def model_panels(
+    results: Mapping[Any, Mapping[str, Any]], panel: tuple[float, float]
+) -> tuple[Figure, list[tuple[int, int, Any, str, Axes, Any]]]:
+    """A grid with a row per key of ``results`` and a column per model seen in any row.
+
+    Returns the figure and ``(row, col, key, model, ax, value)`` for every present cell;
+    the axes of a model missing from a row are hidden.
+    """
+    models = list(dict.fromkeys(m for by_model in results.values() for m in by_model))
+    fig, axes = _figure(len(results), len(models), panel=panel)
+    cells = []
+    for row, (key, by_model) in enumerate(results.items()):
+        for col, model in enumerate(models):
+            if model in by_model:
+                cells.append((row, col, key, model, axes[row, col], by_model[model]))
+            else:
+                axes[row, col].set_visible(False)
+    return fig, cells
 
 
 def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
@@ -95,29 +115,23 @@ def plot_score_histograms(results: ScoresByDataset, path: str | os.PathLike[str]
 
     Heavy-tailed scores get a symmetric-log axis, so both groups stay visible.
     """
-    models = list(dict.fromkeys(m for by_model in results.values() for m in by_model))
-    fig, axes = _figure(len(results), len(models), panel=(3.0, 2.3))
-    for row, (dataset, by_model) in enumerate(results.items()):
-        for col, model in enumerate(models):
-            ax = axes[row, col]
-            if model not in by_model:
-                ax.set_visible(False)
-                continue
-            y, scores = (np.asarray(a) for a in by_model[model])
-            edges = _bin_edges(ax, scores, bins)
-            for label, color, name in ((0, NORMAL_COLOR, "normal"), (1, ANOMALY_COLOR, "anomaly")):
-                group = scores[y == label]
-                # share of the group per bin (not a density: log bins have unequal widths)
-                weights = np.full(group.shape, 1.0 / max(group.size, 1))
-                ax.hist(group, bins=edges, weights=weights, alpha=0.6, color=color, label=name)
-            ax.set_yticks([])
-            ax.tick_params(which="both", labelsize="x-small")
-            if row == 0:
-                ax.set_title(model, fontsize="medium")
-            if col == 0:
-                ax.set_ylabel(dataset)
-            if row == 0 and col == 0:
-                ax.legend(fontsize="x-small")
+    fig, cells = model_panels(results, panel=(3.0, 2.3))
+    for row, col, dataset, model, ax, value in cells:
+        y, scores = (np.asarray(a) for a in value)
+        edges = _bin_edges(ax, scores, bins)
+        for label, color, name in ((0, NORMAL_COLOR, "normal"), (1, ANOMALY_COLOR, "anomaly")):
+            group = scores[y == label]
+            # share of the group per bin (not a density: log bins have unequal widths)
+            weights = np.full(group.shape, 1.0 / max(group.size, 1))
+            ax.hist(group, bins=edges, weights=weights, alpha=0.6, color=color, label=name)
+        ax.set_yticks([])
+        ax.tick_params(which="both", labelsize="x-small")
+        if row == 0:
+            ax.set_title(model, fontsize="medium")
+        if col == 0:
+            ax.set_ylabel(dataset)
+        if row == 0 and col == 0:
+            ax.legend(fontsize="x-small")
     fig.suptitle("anomaly scores on test data (higher = more anomalous)")
     return _save(fig, path)
 
@@ -132,31 +146,25 @@ def plot_density_alignment(results: AlignmentByDataset, path: str | os.PathLike[
     """
     from scipy import stats
 
-    models = list(dict.fromkeys(m for by_model in results.values() for m in by_model))
-    fig, axes = _figure(len(results), len(models), panel=(3.8, 3.0))
-    for row, (dataset, by_model) in enumerate(results.items()):
-        for col, model in enumerate(models):
-            ax = axes[row, col]
-            if model not in by_model:
-                ax.set_visible(False)
-                continue
-            dist, nll, y = (np.asarray(a) for a in by_model[model])
-            rho = float(stats.spearmanr(dist, nll)[0])
-            for label, color, name in ((0, NORMAL_COLOR, "normal"), (1, ANOMALY_COLOR, "anomaly")):
-                ax.scatter(dist[y == label], nll[y == label], s=6, alpha=0.6, color=color, label=name, linewidths=0)
-            # Log axes: anomalies lie orders of magnitude out, the normal data's cloud near 1.
-            ax.set_xscale("log")
-            lo, hi = float(nll.min()), float(nll.max())
-            if lo > 0:
-                ax.set_yscale("log")
-                ax.set_ylim(lo / 1.25, hi * 1.25)
-            else:  # an NLL can be negative: symmetric log, linear near 0
-                ax.set_yscale("symlog", linthresh=max(1.0, float(np.percentile(np.abs(nll), 5))))
-                ax.set_ylim(lo - 0.25 * abs(lo) - 1.0, hi + 0.25 * abs(hi) + 1.0)
-            ax.set_title(f"{dataset}: {model}\nSpearman {rho:.4f}", fontsize="medium")
-            ax.set_xlabel("latent distance ||f(x) - c||")
-            ax.set_ylabel("NLL")
-            ax.tick_params(which="both", labelsize="x-small")
-            if row == 0 and col == 0:
-                ax.legend(fontsize="x-small", markerscale=2)
+    fig, cells = model_panels(results, panel=(3.8, 3.0))
+    for row, col, dataset, model, ax, value in cells:
+        dist, nll, y = (np.asarray(a) for a in value)
+        rho = float(stats.spearmanr(dist, nll)[0])
+        for label, color, name in ((0, NORMAL_COLOR, "normal"), (1, ANOMALY_COLOR, "anomaly")):
+            ax.scatter(dist[y == label], nll[y == label], s=6, alpha=0.6, color=color, label=name, linewidths=0)
+        # Log axes: anomalies lie orders of magnitude out, the normal data's cloud near 1.
+        ax.set_xscale("log")
+        lo, hi = float(nll.min()), float(nll.max())
+        if lo > 0:
+            ax.set_yscale("log")
+            ax.set_ylim(lo / 1.25, hi * 1.25)
+        else:  # an NLL can be negative: symmetric log, linear near 0
+            ax.set_yscale("symlog", linthresh=max(1.0, float(np.percentile(np.abs(nll), 5))))
+            ax.set_ylim(lo - 0.25 * abs(lo) - 1.0, hi + 0.25 * abs(hi) + 1.0)
+        ax.set_title(f"{dataset}: {model}\nSpearman {rho:.4f}", fontsize="medium")
+        ax.set_xlabel("latent distance ||f(x) - c||")
+        ax.set_ylabel("NLL")
+        ax.tick_params(which="both", labelsize="x-small")
+        if row == 0 and col == 0:
+            ax.legend(fontsize="x-small", markerscale=2)
     return _save(fig, path)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..plots import _figure, _grid, _save
+from ..plots import _figure, _grid, _save, model_panels
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -40,28 +40,22 @@ def plot_alignment_scatter(
     """
     from scipy import stats
 
-    models = list(dict.fromkeys(m for by_model in points.values() for m in by_model))
-    fig, axes = _figure(len(points), len(models), panel=(3.6, 3.0))
-    for row, (d, by_model) in enumerate(points.items()):
-        for col, model in enumerate(models):
-            ax = axes[row, col]
-            if model not in by_model:
-                ax.set_visible(False)
-                continue
-            nll, dist = (np.asarray(a, dtype=np.float64) for a in by_model[model])
-            ok = np.isfinite(nll) & np.isfinite(dist)
-            if ok.sum() < 2:
-                ax.text(0.5, 0.5, "no result", ha="center", va="center", transform=ax.transAxes)
-                ax.set_title(f"d = {d}: {model}", fontsize="medium")
-                continue
-            nll, dist = nll[ok], dist[ok]
-            rho = float(stats.spearmanr(nll, dist)[0])
-            keep = _subset(nll.size)
-            ax.scatter(nll[keep], dist[keep], s=4, alpha=0.4, linewidths=0)
-            ax.set_title(f"d = {d}: {model}\nSpearman {rho:.3f}", fontsize="medium")
-            ax.set_xlabel("true NLL")
-            ax.set_ylabel("latent distance ||z - c||")
-            ax.tick_params(which="both", labelsize="x-small")
+    fig, cells = model_panels(points, panel=(3.6, 3.0))
+    for _, _, d, model, ax, value in cells:
+        nll, dist = (np.asarray(a, dtype=np.float64) for a in value)
+        ok = np.isfinite(nll) & np.isfinite(dist)
+        if ok.sum() < 2:
+            ax.text(0.5, 0.5, "no result", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(f"d = {d}: {model}", fontsize="medium")
+            continue
+        nll, dist = nll[ok], dist[ok]
+        rho = float(stats.spearmanr(nll, dist)[0])
+        keep = _subset(nll.size)
+        ax.scatter(nll[keep], dist[keep], s=4, alpha=0.4, linewidths=0)
+        ax.set_title(f"d = {d}: {model}\nSpearman {rho:.3f}", fontsize="medium")
+        ax.set_xlabel("true NLL")
+        ax.set_ylabel("latent distance ||z - c||")
+        ax.tick_params(which="both", labelsize="x-small")
     return _save(fig, path)
 
 

@@ -7,24 +7,10 @@ import signal
 import sys
 from typing import Any
 
+from ..commands.args import int_list, split_list
 from ..data.protocol import SEEDS
 from .spec import PRESETS, MissingDependencyError, default_models, describe_presets, parse_override
 from .store import StoreLockedError
-
-
-def _split(values: list[str] | None) -> list[str]:
-    """``["a,b", "c"]`` -> ``["a", "b", "c"]`` (comma- or space-separated lists both work)."""
-    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
-
-
-def _seeds(values: list[str] | None) -> list[int]:
-    out = []
-    for item in _split(values):
-        try:
-            out.append(int(item))
-        except ValueError:
-            raise ValueError(f"seeds must be integers, got {item!r}") from None
-    return out
 
 
 def add_commands(subparsers: Any) -> None:
@@ -108,9 +94,9 @@ def run_bench(args: argparse.Namespace) -> int:
         outcome = run_benchmark(
             args.data,
             args.results,
-            models=_split(args.models) or list(default_models()),
-            datasets=_split(args.datasets) or None,
-            seeds=_seeds(args.seeds),
+            models=split_list(args.models) or list(default_models()),
+            datasets=split_list(args.datasets) or None,
+            seeds=int_list(args.seeds, "seeds"),
             preset=args.preset,
             overrides=overrides,
             jobs=args.jobs,

@@ -19,21 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.protocol import SEEDS
-
-
-def _split(values: list[str] | None) -> list[str]:
-    """``["a,b", "c"]`` -> ``["a", "b", "c"]`` (comma- or space-separated lists both work)."""
-    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
-
-
-def _ints(values: list[str] | None, what: str) -> list[int]:
-    out = []
-    for item in _split(values):
-        try:
-            out.append(int(item))
-        except ValueError:
-            raise ValueError(f"{what} must be integers, got {item!r}") from None
-    return out
+from .args import int_list, split_list
 
 
 def run_alignment_command(args: argparse.Namespace) -> int:
@@ -46,7 +32,7 @@ def run_alignment_command(args: argparse.Namespace) -> int:
         n_train = n_train if n_train is not None else 500
         n_eval = n_eval if n_eval is not None else 500
     result = run_alignment(
-        dims=_ints(args.dims, "dims"),
+        dims=int_list(args.dims, "dims"),
         n_train=50_000 if n_train is None else n_train,
         n_eval=10_000 if n_eval is None else n_eval,
         seed=args.seed,
@@ -75,9 +61,9 @@ def run_stability_command(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     result = run_stability(
-        datasets=_split(args.datasets) or list(DEFAULT_DATASETS),
-        models=_split(args.models) or list(DEFAULT_MODELS),
-        seeds=_ints(args.seeds, "seeds"),
+        datasets=split_list(args.datasets) or list(DEFAULT_DATASETS),
+        models=split_list(args.models) or list(DEFAULT_MODELS),
+        seeds=int_list(args.seeds, "seeds"),
         data_dir=args.data,
         preset=args.preset,
         quick=args.quick,

@@ -266,7 +266,7 @@ def read_idx(path: PathLike) -> np.ndarray:
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise DataError(f"{path}: header says shape {tuple(dims)} but holds {body.size} values")
-    return body.reshape(tuple(int(d) for d in dims))
+    return body.reshape(tuple(int(d) for d in dims)).copy()  # writable, independent of the file buffer
 
 
 class FashionMNISTOneClass(Dataset):
@@ -289,7 +289,7 @@ class FashionMNISTOneClass(Dataset):
                 raise DataError(f"{root}: missing {f.name} (the original Fashion-MNIST IDX files)")
         images, classes = read_idx(names[0]), read_idx(names[1])
         keep = classes == normal_class if split == "train" else np.ones(len(classes), dtype=bool)
-        self.images = torch.from_numpy(images[keep].copy())
+        self.images = torch.from_numpy(images[keep])
         self.classes = classes[keep].astype(np.int64)
         self.normal_class = int(normal_class)
         self.image_size = _size(image_size)

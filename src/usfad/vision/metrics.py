@@ -32,9 +32,11 @@ def image_auroc(labels: Any, scores: Any) -> float:
 
 
 def _masks_and_maps(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``bool [N, H, W]`` masks and ``float32 [N, H, W]`` maps; ``[N, 1, H, W]`` is squeezed."""
+    """``bool [N, H, W]`` masks and float ``[N, H, W]`` maps; ``[N, 1, H, W]`` is squeezed."""
     m = np.asarray(masks.detach().cpu() if hasattr(masks, "detach") else masks)
-    a = np.asarray(maps.detach().cpu() if hasattr(maps, "detach") else maps, dtype=np.float32)
+    a = np.asarray(maps.detach().cpu() if hasattr(maps, "detach") else maps)
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)  # float maps keep their precision (float32 maps stay float32: memory)
     if m.ndim == 4 and m.shape[1] == 1:
         m = m[:, 0]
     if a.ndim == 4 and a.shape[1] == 1:

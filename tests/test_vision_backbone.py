@@ -76,6 +76,14 @@ def test_backbone_is_frozen_and_stays_in_eval_mode():
     assert torch.equal(bn.running_mean, before)  # eval-mode batch norm: statistics untouched
 
 
+def test_integer_or_grayscale_images_are_rejected():
+    net = build_backbone("squeezenet1_1", weights=None)
+    with pytest.raises(ValueError, match=r"float RGB images in \[0, 1\]"):
+        net(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        net(torch.zeros(1, 1, 32, 32))
+
+
 def test_imagenet_normalisation_maps_the_mean_colour_to_zero():
     net = build_backbone("resnet18", weights=None)
     img = torch.tensor(bb.IMAGENET_MEAN).view(1, 3, 1, 1).expand(1, 3, 4, 4)
@@ -102,6 +110,9 @@ def test_weights_from_a_path_are_loaded_exactly(tmp_path):
     torch.save(state, tmp_path / "sq.pth")
     net = build_backbone("squeezenet1_1", weights=tmp_path / "sq.pth")
     assert torch.equal(net.body.stages[0].weight, state["features.0.weight"].float())
+    assert net.preprocessing == "caffe"  # the offline Caffe-converted weights' convention
+    torch.save(ref.state_dict(), tmp_path / "squeezenet1_1-b8a52dc0.pth")  # torchvision's own file name
+    assert build_backbone("squeezenet1_1", weights=tmp_path / "squeezenet1_1-b8a52dc0.pth").preprocessing == "imagenet"
 
 
 def test_weights_of_another_architecture_fail_the_strict_key_check(tmp_path):

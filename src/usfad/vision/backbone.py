@@ -28,8 +28,9 @@ torchvision's and timm's local caches. Nothing is ever downloaded; when nothing 
 :class:`WeightsNotFoundError` says what to install or which path to pass.
 
 SqueezeNet 1.1's offline weights (converted from Caffe) expect Caffe preprocessing (BGR,
-0..255 minus the mean pixel), which is its default here; pass ``preprocessing="imagenet"``
-with torchvision's own SqueezeNet file. Its first convolution has no padding, so the input
+0..255 minus the mean pixel), which is its default here; torchvision's own SqueezeNet file
+(``squeezenet1_1-b8a52dc0.pth``) is recognised by name and gets ImageNet mean/std; under
+another name pass ``preprocessing="imagenet"``. Its first convolution has no padding, so the input
 is padded by one pixel to make the feature sizes exactly ``H / r``.
 """
 
@@ -130,8 +131,10 @@ class Backbone(nn.Module):
         return F.pad(x, (self.pad,) * 4) if self.pad else x
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected RGB images of shape [B, 3, H, W], got {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(
+                f"expected float RGB images in [0, 1] of shape [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
+            )
         return list(self.body(self.normalize(images)))
 
     def _probe(self) -> tuple[list[int], list[int]]:
@@ -191,6 +194,13 @@ class _Spec:
     default_files: tuple[str, ...]  # candidate weight files, by name, searched in the usual places
     preprocessing: str = "imagenet"
     pad: int = 0
+    other_preprocessing: tuple[str, ...] = ()  # known weight files that need the other normalisation
+
+    def preprocessing_of(self, path: Path) -> str:
+        """The normalisation the weights file ``path`` was trained with (by its known file name)."""
+        if path.name in self.other_preprocessing:
+            return "imagenet" if self.preprocessing == "caffe" else "caffe"
+        return self.preprocessing
 
 
 def _features_body(model: nn.Module, layers: Sequence[int]) -> nn.Module:
@@ -200,6 +210,9 @@ def _features_body(model: nn.Module, layers: Sequence[int]) -> nn.Module:
 def _resnet_body(model: nn.Module, layers: Sequence[int]) -> nn.Module:
     stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
     return _SequentialTaps([stem, model.layer1, model.layer2, model.layer3, model.layer4], layers)
+
+
+_TV_SQUEEZENET = "squeezenet1_1-b8a52dc0.pth"  # torchvision's own file: ImageNet mean/std
 
 
 def _torchvision(arch: str) -> Callable[[], nn.Module]:
@@ -215,9 +228,10 @@ _SPECS: dict[str, _Spec] = {
         (4, 7, 12),
         _torchvision("squeezenet1_1"),
         _features_body,
-        ("squeezenet1_1_imagenet/squeezenet1_1_imagenet_fp16.pth", "squeezenet1_1_imagenet_fp16.pth"),
+        ("squeezenet1_1_imagenet/squeezenet1_1_imagenet_fp16.pth", "squeezenet1_1_imagenet_fp16.pth", _TV_SQUEEZENET),
         preprocessing="caffe",
         pad=1,
+        other_preprocessing=(_TV_SQUEEZENET,),
     ),
     "resnet18": _Spec(5, (1, 2, 3), _torchvision("resnet18"), _resnet_body, ("resnet18-f37072fd.pth", "resnet18.pth")),
     "wide_resnet50_2": _Spec(
@@ -286,9 +300,7 @@ def find_default_weights(name: str) -> tuple[Path, str]:
             path = d / f
             tried.append(str(path))
             if path.is_file():
-                # torchvision's own squeezenet file (in its cache) is ImageNet-normalised
-                pre = "imagenet" if "checkpoints" in path.parts and name == "squeezenet1_1" else spec.preprocessing
-                return path, pre
+                return path, spec.preprocessing_of(path)
     if name.startswith("cait_"):  # timm's Hugging Face cache
         hub = Path(os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache/huggingface/hub")
         hits = sorted(glob.glob(str(hub / f"models--timm--{name}.*" / "snapshots" / "*" / "model.safetensors")))
@@ -383,6 +395,7 @@ def build_backbone(
             path, pre = find_default_weights(name)
         else:
             path = Path(weights)
+            pre = spec.preprocessing_of(path)
         _load_strict(model, load_state_dict(path), path, name)
     return Backbone(name, spec.body(model, chosen), chosen, preprocessing or pre, spec.pad)
 

@@ -10,15 +10,14 @@ stays in ``eval()`` mode whatever ``train()`` is called with.
 The architectures are the libraries' own (torchvision models, timm CaiT), never copies.
 Levels (``layers``) are named per family:
 
-==================  =========================================  ========================  ==========
-name                ``layers`` index                           default (channels@stride)  library
-==================  =========================================  ========================  ==========
-mobilenet_v2        output of ``features[i]``, 0..18           3, 6, 13: 24@4 32@8 96@16  torchvision
-squeezenet1_1       output of ``features[i]``, 0..12           4, 7, 12: 128@4 256@8 512@16 torchvision
-resnet18            0 = stem, 1..4 = ``layer1..layer4``        1, 2, 3: 64@4 128@8 256@16 torchvision
-wide_resnet50_2     as resnet18                                1, 2, 3: 256@4 512@8 1024@16 torchvision
-cait_*              output of ``blocks[i]`` + final norm       40 (m48), depth - 1 else   timm
-==================  =========================================  ========================  ==========
+- ``mobilenet_v2`` (torchvision): ``layers`` index the outputs of ``features[0..18]``;
+  default 3, 6, 13 = 24 ch at stride 4, 32 at 8, 96 at 16.
+- ``squeezenet1_1`` (torchvision): ``features[0..12]``; default 4, 7, 12 = 128 at 4, 256 at 8, 512 at 16.
+- ``resnet18``, ``wide_resnet50_2`` (torchvision): 0 = stem, 1..4 = ``layer1..layer4``; default
+  1, 2, 3 = 64/128/256 (resnet18) or 256/512/1024 (wide_resnet50_2) channels at 4, 8, 16.
+- ``cait_m48_448`` and any timm ``cait_*``: the output of ``blocks[i]`` through the final norm, one
+  map at stride 16 (768 channels for ``cait_m48_448``) by default (block 40, FastFlow's choice; ``depth - 1`` for
+  shallower CaiTs). CaiT needs its native input size (448 for ``cait_m48_448``).
 
 Weights (``weights=``): ``None`` = random initialisation (tests); a path = that file
 (``torch.load(weights_only=True)`` or safetensors; the keys must match the library's model

@@ -148,7 +148,9 @@ def onnx_session(path: PathLike, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(session: Any, inputs: np.ndarray | Sequence[np.ndarray], batch_size: int | None = None) -> list[np.ndarray]:
+def run_onnx(
+    session: Any, inputs: np.ndarray | Sequence[np.ndarray], batch_size: int | None = None
+) -> list[np.ndarray]:
     """Every output of ``session`` on ``inputs`` (in input order), ``batch_size`` rows per run."""
     arrays = (inputs,) if isinstance(inputs, np.ndarray) else tuple(inputs)
     names = [i.name for i in session.get_inputs()]
@@ -259,14 +261,15 @@ def verify_onnx(
     *,
     batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
     rtol: float = RTOL,
-    threads: int | None = None,
+    threads: int | None = 1,
 ) -> VerifyReport:
     """Score ``X`` with the ONNX file at ``path`` and with ``detector.decision_function``.
 
     ONNX Runtime runs ``X`` (raw features) in batches of each size in ``batch_sizes``; the
     report holds, per batch size, the :func:`relative_difference` from PyTorch's scores
     (``passed`` when all are within ``rtol``) and the time each side took on the whole of
-    ``X`` (PyTorch's ``decision_function``; ONNX at the largest batch size).
+    ``X`` (PyTorch's ``decision_function``; ONNX at the largest batch size). ONNX Runtime
+    uses ``threads`` intra-op threads (``None``: its default, all cores).
     """
     from .validation import check_array
 

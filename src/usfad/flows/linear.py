@@ -17,11 +17,13 @@ from .base import Bijection, positions
 
 def _as_rows(x: Tensor) -> Tensor:
     """``(batch, C, *spatial) -> (batch * positions, C)``; vectors pass unchanged."""
-    return x if x.dim() == 2 else x.movedim(1, -1).reshape(-1, x.shape[1])
+    # Non-negative axes throughout: the ONNX exporter mistranslates movedim(..., -1).
+    return x if x.dim() == 2 else x.movedim(1, x.dim() - 1).reshape(-1, x.shape[1])
 
 
 def _from_rows(rows: Tensor, like: Tensor) -> Tensor:
-    return rows if like.dim() == 2 else rows.reshape(like.movedim(1, -1).shape).movedim(-1, 1)
+    last = like.dim() - 1
+    return rows if like.dim() == 2 else rows.reshape(like.movedim(1, last).shape).movedim(last, 1)
 
 
 class LULinear(Bijection):

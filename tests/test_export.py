@@ -13,6 +13,7 @@ from usfad.export import (
     onnx_session,
     relative_difference,
     run_onnx,
+    verify_module,
     verify_onnx,
 )
 from usfad.flows import AdditiveCoupling, Conjugate, FixedLinear, LUConv1x1, LULinear, Sequential, conv
@@ -151,6 +152,8 @@ def test_export_module_writes_several_named_outputs_with_a_dynamic_batch(tmp_pat
         assert maps.shape == (5, 1, 6, 6)
         assert relative_difference(scores, want_scores.numpy()) < 1e-5
         assert relative_difference(maps, want_maps.numpy()) < 1e-5
+    report = verify_module(reference, path, x, batch_sizes=(1, 5))
+    assert report.passed and set(report.max_rel_diff) == {1, 5}
 
 
 def test_export_module_says_when_output_names_do_not_match(tmp_path):

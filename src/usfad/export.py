@@ -9,7 +9,8 @@ Generic machinery (any ``nn.Module``, also the image detectors' several-output h
 - :func:`export_module` writes ``module(*inputs)`` to an ONNX file with named inputs and
   outputs (one or several) and a dynamic batch axis (axis 0 of every input and output);
 - :func:`onnx_session`, :func:`run_onnx` and :func:`relative_difference` run a file with
-  ONNX Runtime, batch by batch, and compare its outputs with PyTorch's.
+  ONNX Runtime, batch by batch, and compare its outputs with PyTorch's;
+  :func:`verify_module` does all of it for a module and its exported file.
 
 Tabular detectors: :func:`export_detector` (``detector.export_onnx(path)``) exports a graph
 that takes RAW features, float64 ``(batch, n_features)`` as in ``decision_function``:
@@ -104,6 +105,7 @@ def export_module(
     Export :func:`inference_copy` of a model that holds LU layers. ``metadata`` goes into
     the model's ``metadata_props`` (values written as strings).
     """
+    onnx = _require("onnx")  # torch's exporter needs it too: fail with the install hint first
     inputs = (example_inputs,) if isinstance(example_inputs, Tensor) else tuple(example_inputs)
     if len(input_names) != len(inputs):
         raise ValueError(f"{len(inputs)} example input(s) but {len(input_names)} input name(s)")
@@ -129,7 +131,6 @@ def export_module(
             dynamo=False,
         )
     if metadata:
-        onnx = _require("onnx")
         model = onnx.load(str(path))
         for key, value in metadata.items():
             entry = model.metadata_props.add()
@@ -173,6 +174,77 @@ def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
     if actual.size == 0:
         return 0.0
     return float(np.max(np.abs(actual - expected) / np.maximum(np.abs(expected), 1.0)))
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_onnx` or :func:`verify_module` found: the largest difference per batch size."""
+
+    model: str
+    n_rows: int
+    rtol: float
+    #: batch size -> :func:`relative_difference` of ONNX Runtime's outputs from PyTorch's (worst output)
+    max_rel_diff: dict[int, float] = field(default_factory=dict)
+    #: batch size -> largest absolute difference
+    max_abs_diff: dict[int, float] = field(default_factory=dict)
+    torch_seconds: float = float("nan")
+    onnx_seconds: float = float("nan")
+
+    @property
+    def worst(self) -> float:
+        return max(self.max_rel_diff.values(), default=0.0)
+
+    @property
+    def passed(self) -> bool:
+        return self.worst <= self.rtol
+
+    def __str__(self) -> str:
+        per = ", ".join(f"batch {b}: {v:.2e}" for b, v in self.max_rel_diff.items())
+        verdict = "OK" if self.passed else f"FAILED (tolerance {self.rtol:g})"
+        return f"{self.model}: ONNX vs PyTorch on {self.n_rows} rows, max relative difference {per}: {verdict}"
+
+
+def _compare(
+    report: VerifyReport,
+    session: Any,
+    inputs: Sequence[np.ndarray],
+    expected: Sequence[np.ndarray],
+    batch_sizes: Sequence[int],
+) -> VerifyReport:
+    """Fill ``report`` with the worst difference over the outputs, per batch size."""
+    for b in batch_sizes:
+        start = time.perf_counter()
+        actual = run_onnx(session, inputs, batch_size=b)
+        if b == max(batch_sizes):
+            report.onnx_seconds = time.perf_counter() - start
+        report.max_rel_diff[int(b)] = max(relative_difference(a, e) for a, e in zip(actual, expected))
+        report.max_abs_diff[int(b)] = max(float(np.max(np.abs(a - e), initial=0.0)) for a, e in zip(actual, expected))
+    return report
+
+
+def verify_module(
+    module: nn.Module,
+    path: PathLike,
+    inputs: Tensor | Sequence[Tensor],
+    *,
+    batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
+    rtol: float = RTOL,
+    threads: int | None = 1,
+) -> VerifyReport:
+    """Run ``module(*inputs)`` in PyTorch and the ONNX file at ``path`` in batches; compare.
+
+    Every output counts (the report keeps the worst per batch size). For modules exported
+    with :func:`export_module`, e.g. an image head returning scores and anomaly maps.
+    """
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    session = onnx_session(path, threads=threads)
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = module.eval()(*inputs)
+    outputs = [out] if isinstance(out, Tensor) else list(out)
+    report = VerifyReport(type(module).__name__, len(inputs[0]), rtol, torch_seconds=time.perf_counter() - start)
+    arrays = [t.detach().cpu().numpy() for t in inputs]
+    return _compare(report, session, arrays, [o.detach().cpu().numpy() for o in outputs], batch_sizes)
 
 
 # --- tabular detectors -------------------------------------------------------------------
@@ -226,34 +298,6 @@ def export_detector(detector: Any, path: PathLike, *, opset: int = OPSET) -> Pat
     )
 
 
-@dataclass
-class VerifyReport:
-    """What :func:`verify_onnx` found: the largest difference per batch size."""
-
-    model: str
-    n_rows: int
-    rtol: float
-    #: batch size -> :func:`relative_difference` of ONNX Runtime's scores from PyTorch's
-    max_rel_diff: dict[int, float] = field(default_factory=dict)
-    #: batch size -> largest absolute difference
-    max_abs_diff: dict[int, float] = field(default_factory=dict)
-    torch_seconds: float = float("nan")
-    onnx_seconds: float = float("nan")
-
-    @property
-    def worst(self) -> float:
-        return max(self.max_rel_diff.values(), default=0.0)
-
-    @property
-    def passed(self) -> bool:
-        return self.worst <= self.rtol
-
-    def __str__(self) -> str:
-        per = ", ".join(f"batch {b}: {v:.2e}" for b, v in self.max_rel_diff.items())
-        verdict = "OK" if self.passed else f"FAILED (tolerance {self.rtol:g})"
-        return f"{self.model}: ONNX vs PyTorch on {self.n_rows} rows, max relative difference {per}: {verdict}"
-
-
 def verify_onnx(
     detector: Any,
     path: PathLike,
@@ -278,11 +322,4 @@ def verify_onnx(
     start = time.perf_counter()
     expected = detector.decision_function(X)
     report = VerifyReport(type(detector).__name__, len(X), rtol, torch_seconds=time.perf_counter() - start)
-    for b in batch_sizes:
-        start = time.perf_counter()
-        (actual,) = run_onnx(session, X, batch_size=b)
-        if b == max(batch_sizes):
-            report.onnx_seconds = time.perf_counter() - start
-        report.max_rel_diff[int(b)] = relative_difference(actual, expected)
-        report.max_abs_diff[int(b)] = float(np.max(np.abs(actual - expected))) if len(X) else 0.0
-    return report
+    return _compare(report, session, [X], [expected], batch_sizes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import platform
 import statistics
@@ -28,14 +29,21 @@ import numpy as np
 import torch
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+def median_seconds(fn: Callable[[], object], repeats: int, min_time: float = 0.25) -> float:
+    """Median seconds per call of ``fn()`` over ``repeats`` timings, after a warm-up call.
+
+    Each timing loops ``fn`` enough times to last about ``min_time`` seconds, so that fast
+    calls are not lost in the noise of a shared machine.
+    """
+    start = time.perf_counter()
     fn()
+    loops = max(1, math.ceil(min_time / max(time.perf_counter() - start, 1e-9)))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for _ in range(loops):
+            fn()
+        times.append((time.perf_counter() - start) / loops)
     return statistics.median(times)
 
 

@@ -106,11 +106,11 @@ def test_non_numeric_columns_are_named(tmp_path, suffix):
         list(iter_table(path))
 
 
-def test_csv_column_turning_non_numeric_late_is_reported_with_rows(tmp_path):
+def test_csv_value_turning_non_numeric_late_is_reported_with_its_line(tmp_path):
     path = tmp_path / "data.csv"
     path.write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(10)) + "1,oops\n")
     chunks = iter_table(path, chunk_size=4)
-    with pytest.raises(DataError, match=r"rows 8-10.*\['b'\]"):
+    with pytest.raises(DataError, match=r"line 12: column 'b' holds 'oops', not a number"):
         list(chunks)
 
 
@@ -161,13 +161,25 @@ def test_write_scores_round_trips_exactly(tmp_path):
     np.testing.assert_array_equal(frame["label"].to_numpy(), labels)
 
 
-def test_write_scores_leaves_no_file_when_a_chunk_fails(tmp_path):
+def test_write_scores_keeps_the_rows_before_a_bad_input_row(tmp_path):
     def chunks():
-        yield np.zeros(3), np.zeros(3)
-        raise DataError("broken chunk")
+        yield np.arange(3.0), np.zeros(3)
+        raise DataError("bad row")
 
     path = tmp_path / "scores.csv"
     with pytest.raises(DataError):
+        write_scores(path, chunks())
+    assert list(tmp_path.iterdir()) == [path]
+    np.testing.assert_array_equal(pd.read_csv(path)["score"].to_numpy(), [0.0, 1.0, 2.0])
+
+
+def test_write_scores_leaves_no_file_when_something_else_fails(tmp_path):
+    def chunks():
+        yield np.zeros(3), np.zeros(3)
+        raise RuntimeError("not a data problem")
+
+    path = tmp_path / "scores.csv"
+    with pytest.raises(RuntimeError):
         write_scores(path, chunks())
     assert list(tmp_path.iterdir()) == []
 
@@ -177,5 +189,5 @@ def test_malformed_csv_rows_are_reported_with_the_file(tmp_path):
     path.write_text("a,b\n" + "1,2\n" * 10 + "1,2,3,4\n")
     with pytest.raises(DataError, match=r"ragged\.csv: not a readable CSV"):
         read_table(path)
-    with pytest.raises(DataError, match=r"ragged\.csv: not a readable CSV"):
+    with pytest.raises(DataError, match=r"ragged\.csv: line 12: 4 field\(s\) where the header has 2"):
         list(iter_table(path, chunk_size=4))

@@ -1,4 +1,4 @@
-"""The ``usfad`` command line: ``usfad demo | fit | score | bench | report | study``.
+"""The ``usfad`` command line: ``usfad demo | fit | score | export | bench | report | study``.
 
 Each sub-command lives in a module with ``add_commands(subparsers)`` that registers its
 parsers and sets ``func`` (taking the parsed ``argparse.Namespace``, returning an exit
@@ -17,6 +17,7 @@ from .errors import DataError, ModelFileError, TrainingDivergedError
 COMMAND_MODULES = (
     "usfad.commands.demo",
     "usfad.commands.model",
+    "usfad.commands.export",
     "usfad.bench.commands",
     "usfad.commands.study",
 )
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (DataError, ModelFileError, TrainingDivergedError, FileNotFoundError, ValueError) as exc:
+    except (DataError, ModelFileError, TrainingDivergedError, FileNotFoundError, ValueError, ImportError) as exc:
         print(f"usfad {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

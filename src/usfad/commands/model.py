@@ -7,7 +7,11 @@ training: the detectors are one-class and must see normal data only.
 
 ``usfad score MODEL DATA`` reads DATA in chunks of rows, so memory stays flat however long
 the file, and writes one ``score,label`` row per input row, in order (label 1 = score
-above the model's threshold). Without ``-o`` it prints a summary instead.
+above the model's threshold). Without ``-o`` it prints a summary instead. A bad row (a
+non-numeric value, a wrong number of fields, a missing, NaN or infinite value) stops the
+run with status 1 and an error naming its line in DATA (CSV; its row index for NPZ and
+Parquet); every row before it is scored and written to the output first, and the error
+says how many.
 """
 
 from __future__ import annotations
@@ -105,14 +109,21 @@ def score(args: argparse.Namespace) -> int:
     from ..detectors import load
 
     detector = load(args.model)
-    chunks = iter_table(args.data, chunk_size=args.chunk_size, label_column=args.label_column)
     stats = {"n": 0, "flagged": 0, "sum": 0.0, "min": math.inf, "max": -math.inf}
-    scored = _scored_chunks(detector, args.data, chunks, stats)
-    if args.output is not None:
-        write_scores(args.output, scored)
-    else:
-        for _ in scored:
-            pass
+    try:
+        chunks = iter_table(args.data, chunk_size=args.chunk_size, label_column=args.label_column, finite=True)
+        scored = _scored_chunks(detector, args.data, chunks, stats)
+        if args.output is not None:
+            write_scores(args.output, scored)
+        else:
+            for _ in scored:
+                pass
+    except DataError as exc:
+        n = int(stats["n"])
+        if n == 0:
+            raise DataError(f"{exc}; no row was scored") from None
+        where = f"written to {args.output}" if args.output is not None else "scored"
+        raise DataError(f"{exc}; the {n} row(s) before it were {where} (stopped there)") from None
     n = int(stats["n"])
     summary = (
         f"scored {n} rows with {type(detector).__name__}: {int(stats['flagged'])} flagged as anomalies "

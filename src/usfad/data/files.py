@@ -15,6 +15,8 @@ models reject them, Protocol T maps them to 0.
 
 from __future__ import annotations
 
+import io
+import itertools
 import os
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -235,25 +237,31 @@ def read_table(path: PathLike, *, label_column: str | None = None) -> tuple[np.n
 
 
 def iter_table(
-    path: PathLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE, label_column: str | None = None
+    path: PathLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE, label_column: str | None = None, finite: bool = False
 ) -> Iterator[np.ndarray]:
     """Yield the feature matrix of ``path`` in float64 chunks of at most ``chunk_size`` rows.
 
     The label column (or NPZ array), if named, is left out; rows come in file order.
     Raises :class:`DataError` before the first chunk for a missing or unreadable file, a
-    missing label column, non-numeric columns (Parquet, NPZ) or a file without rows; a
-    CSV column that turns non-numeric further down is reported with its rows.
+    missing label column, non-numeric columns (Parquet, NPZ) or a file without rows.
+
+    A bad row further down (CSV: a line with another number of fields than the header,
+    or a feature that is not a number; with ``finite=True``, any format: a missing, NaN
+    or infinite feature) ends the stream: the rows before it are yielded first, then a
+    :class:`DataError` names it by its LINE NUMBER in the file (CSV; line 1 is the
+    header) or its row index (NPZ, Parquet; from 0). CSV files hold one row per line
+    (no line breaks inside quoted fields); blank lines are skipped.
     """
     if int(chunk_size) < 1:
         raise DataError(f"chunk_size must be >= 1, got {chunk_size}")
     path = Path(path)
     fmt = _format_of(path)
     if fmt == "csv":
-        chunks = _iter_csv(path, int(chunk_size), label_column)
+        chunks = _iter_csv(path, int(chunk_size), label_column, finite)
     elif fmt == "parquet":
-        chunks = _iter_parquet(path, int(chunk_size), label_column)
+        chunks = _checked(path, _iter_parquet(path, int(chunk_size), label_column), finite)
     else:
-        chunks = _iter_npz(path, int(chunk_size), label_column)
+        chunks = _checked(path, _iter_npz(path, int(chunk_size), label_column), finite)
     # Pull the first chunk now so that an empty or broken file fails at the call.
     first = next(chunks, None)
     if first is None:
@@ -266,24 +274,101 @@ def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarr
     yield from rest
 
 
-def _iter_csv(path: Path, chunk_size: int, label_column: str | None) -> Iterator[np.ndarray]:
+def _first_non_finite(X: np.ndarray) -> tuple[int, int, str] | None:
+    """``(row, column, "NaN or missing" | "infinite")`` of the first non-finite value, or ``None``."""
+    finite = np.isfinite(X)
+    if finite.all():
+        return None
+    row = int(np.argmin(finite.all(axis=1)))
+    col = int(np.argmin(finite[row]))
+    return row, col, "NaN or missing" if np.isnan(X[row, col]) else "infinite"
+
+
+def _checked(path: Path, chunks: Iterator[np.ndarray], finite: bool) -> Iterator[np.ndarray]:
+    """NPZ and Parquet chunks, cut at the first non-finite row when ``finite``."""
+    start = 0
+    for X in chunks:
+        bad = _first_non_finite(X) if finite else None
+        if bad is not None:
+            row, col, kind = bad
+            if row:
+                yield X[:row]
+            raise DataError(f"{path}: row {start + row} (counting from 0): feature {col} is {kind}")
+        yield X
+        start += len(X)
+
+
+def _iter_csv(path: Path, chunk_size: int, label_column: str | None, finite: bool) -> Iterator[np.ndarray]:
+    """CSV chunks read line by line, so that a bad row is known by its line number."""
+    columns = _read_csv_header(path)
+    features = _split_label(path, columns, label_column)
+    n_fields = len(columns)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        f.readline()  # the header, read by pandas above
+        next_line = 2
+        while True:
+            raw = list(itertools.islice(f, chunk_size))
+            if not raw:
+                return
+            numbers = range(next_line, next_line + len(raw))
+            next_line += len(raw)
+            kept = [i for i, line in enumerate(raw) if line.strip()]
+            lines = [raw[i] for i in kept]
+            line_of = [numbers[i] for i in kept]
+            # Field counts: a wrong count ends the chunk there (pandas would fail on the whole chunk).
+            bad: tuple[int, str] | None = None
+            for i, line in enumerate(lines):
+                count = line.count(",") + 1
+                if count != n_fields:
+                    bad = (i, f"{count} field(s) where the header has {n_fields}")
+                    break
+            good = lines if bad is None else lines[: bad[0]]
+            X, problem = _csv_matrix(path, good, columns, features, finite)
+            if problem is not None and (bad is None or problem[0] < bad[0]):
+                bad = problem
+            if bad is not None:
+                row, reason = bad
+                if row:
+                    yield X[:row]
+                raise DataError(f"{path}: line {line_of[row]}: {reason}")
+            if len(X):
+                yield X
+
+
+def _csv_matrix(
+    path: Path, lines: list[str], columns: list[str], features: list[str], finite: bool
+) -> tuple[np.ndarray, tuple[int, str] | None]:
+    """Parse CSV lines (each with the header's field count) into a float64 matrix.
+
+    Returns the matrix and ``(row, reason)`` of the first row holding a feature that is
+    not a number (or, with ``finite``, NaN, missing or infinite), else ``None``; the rows
+    before that one are correct in the matrix.
+    """
     import pandas as pd
 
-    features = _split_label(path, _read_csv_header(path), label_column)
-    start = 0
-    with pd.read_csv(path, chunksize=chunk_size) as reader:
-        while True:
-            try:
-                frame = next(reader)
-            except StopIteration:
-                return
-            except pd.errors.ParserError as exc:
-                raise DataError(f"{path}: not a readable CSV file after row {start} ({exc})") from None
-            if len(frame) == 0:
-                continue
-            stop = start + len(frame)
-            yield _frame_to_matrix(path, frame, features, where=f" (rows {start}-{stop - 1})")
-            start = stop
+    if not lines:
+        return np.empty((0, len(features))), None
+    try:
+        frame = pd.read_csv(io.StringIO("".join(lines)), header=None, names=columns, index_col=False)
+    except pd.errors.ParserError as exc:  # e.g. an unbalanced quote
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    X = np.empty((len(frame), len(features)))
+    first: tuple[int, str] | None = None
+    for j, c in enumerate(features):
+        col = frame[c]
+        if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+            numeric = pd.to_numeric(col, errors="coerce")
+            wrong = np.flatnonzero(numeric.isna().to_numpy() & col.notna().to_numpy())
+            if len(wrong) and (first is None or wrong[0] < first[0]):
+                first = (int(wrong[0]), f"column {c!r} holds {col.iloc[wrong[0]]!r}, not a number")
+            col = numeric
+        X[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if finite:
+        bad = _first_non_finite(X if first is None else X[: first[0]])
+        if bad is not None:
+            row, j, kind = bad
+            first = (row, f"column {features[j]!r} is {kind}")
+    return X, first
 
 
 def _iter_parquet(path: Path, chunk_size: int, label_column: str | None) -> Iterator[np.ndarray]:
@@ -307,8 +392,11 @@ def _iter_npz(path: Path, chunk_size: int, label_column: str | None) -> Iterator
 def write_scores(path: PathLike, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
     """Write ``score,label`` rows from ``(scores, labels)`` chunks; returns the row count.
 
-    The file appears only when every chunk is written (a temporary file is renamed at the
-    end), so a failure half-way leaves no truncated output behind.
+    Rows go to a temporary file that is renamed to ``path`` at the end. When ``chunks``
+    raises a :class:`DataError` (a bad input row) the rows written so far are kept: the
+    file is flushed, closed and renamed to ``path`` before the error propagates, so every
+    row scored before the bad one is there, in order. A failure before the first row, or
+    any other failure, leaves no file.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -325,6 +413,12 @@ def write_scores(path: PathLike, chunks: Iterable[tuple[np.ndarray, np.ndarray]]
                 f.writelines(f"{s:.17g},{lab}\n" for s, lab in zip(scores.tolist(), labels.tolist()))
                 n += scores.size
         os.replace(tmp, path)
+    except DataError:
+        if n:
+            os.replace(tmp, path)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -204,6 +204,20 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """The latent representation (flow output or Deep SVDD embedding) of ``X``."""
         return self._batched(self._latent, self._validated(X))
 
+    # --- deployment ---------------------------------------------------------------
+    def export_onnx(self, path: str | os.PathLike[str], *, opset: int | None = None) -> Path:
+        """Write the fitted detector as an ONNX graph that scores like ``decision_function``.
+
+        The graph takes RAW features (input ``"X"``, float64, shape ``(batch, n_features)``,
+        batch size free) and returns ``"score"`` (float64 ``(batch,)``, higher = more
+        anomalous): the standardisation is inside. Opset :data:`usfad.export.OPSET` unless
+        ``opset`` is given. Check a file with :func:`usfad.export.verify_onnx`. Needs
+        ``pip install 'usfad[onnx]'``.
+        """
+        from ..export import OPSET, export_detector
+
+        return export_detector(self, path, opset=OPSET if opset is None else opset)
+
     # --- persistence --------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fitted detector to one safetensors file; returns the path."""

@@ -76,6 +76,10 @@ class VAENet(nn.Module):
         self.encoder = _mlp([n_features, *hidden, 2 * latent_features])
         self.decoder = _mlp([latent_features, *reversed(hidden), n_features])
         self.prior = prior
+        # The fixed draws behind ``neg_elbo``: a buffer (moves with the model, a constant in
+        # exported graphs) that is not saved, since it is always the same.
+        draws = torch.randn(ELBO_SAMPLES, latent_features, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("elbo_draws", draws, persistent=False)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(mu, log_var)`` of ``q(z|x)``, each ``(batch, latent)``."""
@@ -112,8 +116,7 @@ class VAENet(nn.Module):
         The draws are the same for every sample (common random numbers), so a sample's
         score depends on nothing but the sample: not on its batch, not on a generator.
         """
-        generator = torch.Generator().manual_seed(0)
-        draws = torch.randn(ELBO_SAMPLES, self.latent_features, generator=generator).to(x)
+        draws = self.elbo_draws.to(x)
         total = x.new_zeros(x.shape[0])
         for eps in draws:
             total = total + self.sampled_loss(x, beta, eps.expand(x.shape[0], -1))

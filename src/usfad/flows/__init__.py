@@ -3,7 +3,7 @@
 from .base import Bijection, Conjugate, Sequential
 from .build import FLOWS, build_flow, check_flow, coupling
 from .coupling import AdditiveCoupling, AffineCoupling
-from .linear import LUConv1x1, LULinear, Permutation
+from .linear import FixedLinear, LUConv1x1, LULinear, Permutation
 from .scale import ActNorm, Scale
 from .subnets import conv, mlp
 
@@ -14,6 +14,7 @@ __all__ = [
     "AffineCoupling",
     "Bijection",
     "Conjugate",
+    "FixedLinear",
     "LUConv1x1",
     "LULinear",
     "Permutation",

@@ -17,11 +17,13 @@ from .base import Bijection, positions
 
 def _as_rows(x: Tensor) -> Tensor:
     """``(batch, C, *spatial) -> (batch * positions, C)``; vectors pass unchanged."""
-    return x if x.dim() == 2 else x.movedim(1, -1).reshape(-1, x.shape[1])
+    # Non-negative axes throughout: the ONNX exporter mistranslates movedim(..., -1).
+    return x if x.dim() == 2 else x.movedim(1, x.dim() - 1).reshape(-1, x.shape[1])
 
 
 def _from_rows(rows: Tensor, like: Tensor) -> Tensor:
-    return rows if like.dim() == 2 else rows.reshape(like.movedim(1, -1).shape).movedim(-1, 1)
+    last = like.dim() - 1
+    return rows if like.dim() == 2 else rows.reshape(like.movedim(1, last).shape).movedim(last, 1)
 
 
 class LULinear(Bijection):
@@ -82,6 +84,37 @@ class LULinear(Bijection):
         cols = torch.linalg.solve_triangular(lower, cols, upper=False, unitriangular=True)
         cols = torch.linalg.solve_triangular(upper, cols, upper=True)
         return _from_rows(cols.T, y)
+
+    @torch.no_grad()
+    def frozen(self) -> FixedLinear:
+        """This map as a :class:`FixedLinear` (``W`` and ``W^-1`` formed once, in float64)."""
+        lower, upper = (f.double() for f in self._factors())
+        weight = (lower @ upper)[self.order]
+        return FixedLinear(weight, torch.linalg.inv(weight), self.logabsdet().double()).to(self.lower.dtype)
+
+
+class FixedLinear(Bijection):
+    """``y = W x`` with ``W`` and ``W^-1`` stored as plain matrices (buffers, no training).
+
+    The inference form of :class:`LULinear` (:meth:`LULinear.frozen`): both directions are
+    one matrix product, so the layer exports to graph formats without a triangular solve
+    (ONNX has none) and runs faster. Vectors or feature maps, as :class:`LULinear`.
+    """
+
+    constant_logdet = True
+
+    def __init__(self, weight: Tensor, inverse_weight: Tensor, logabsdet: Tensor):
+        super().__init__()
+        self.register_buffer("weight_t", weight.T.contiguous())
+        self.register_buffer("inverse_weight_t", inverse_weight.T.contiguous())
+        self.register_buffer("logabsdet", torch.as_tensor(logabsdet).reshape(()))
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y = _from_rows(_as_rows(x) @ self.weight_t, x)
+        return y, (self.logabsdet * positions(x)).expand(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        return _from_rows(_as_rows(y) @ self.inverse_weight_t, y)
 
 
 class LUConv1x1(LULinear):

@@ -1,0 +1,325 @@
+"""ONNX export of usfad models, and the check that the exported graph scores like PyTorch.
+
+Generic machinery (any ``nn.Module``, also the image detectors' several-output heads):
+
+- :func:`inference_copy` returns a copy of a module ready for export: every
+  :class:`~usfad.flows.LULinear` frozen into a :class:`~usfad.flows.FixedLinear` (ONNX has
+  no triangular solve; the inverse ``W^-1`` inside each conjugated coupling block becomes
+  one matrix product), in eval mode, on the CPU;
+- :func:`export_module` writes ``module(*inputs)`` to an ONNX file with named inputs and
+  outputs (one or several) and a dynamic batch axis (axis 0 of every input and output);
+- :func:`onnx_session`, :func:`run_onnx` and :func:`relative_difference` run a file with
+  ONNX Runtime, batch by batch, and compare its outputs with PyTorch's;
+  :func:`verify_module` does all of it for a module and its exported file.
+
+Tabular detectors: :func:`export_detector` (``detector.export_onnx(path)``) exports a graph
+that takes RAW features, float64 ``(batch, n_features)`` as in ``decision_function``:
+standardisation with the detector's ``scaler_mean_`` / ``scaler_scale_`` in float64, the
+network in float32, and the score's post-processing (float64; ``+-inf`` mapped to the
+largest finite float64) are all inside. Input ``"X"``, output ``"score"`` (float64
+``(batch,)``, higher = more anomalous); the threshold and feature count are stored in the
+file's metadata (``usfad.threshold``, ``usfad.n_features``). :func:`verify_onnx` scores
+data with ONNX Runtime at several batch sizes and reports the largest difference from
+``decision_function``.
+
+Exporter: PyTorch's TorchScript-based ``torch.onnx.export(..., dynamo=False)``, at opset
+:data:`OPSET` (ONNX Runtime >= 1.12 runs it). The dynamo exporter gives the same graphs for
+these models but takes several times longer and prints progress; the TorchScript one is
+robust for every op the flows use (matrix products, gathers for the permutations, slices
+and concatenations for the coupling splits, ``clamp * tanh``, ``exp``).
+
+``onnx`` and ``onnxruntime`` are optional (``pip install 'usfad[onnx]'``); they are imported
+only here, with an error that says how to install them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .flows.linear import LULinear
+
+#: the ONNX opset of exported files
+OPSET = 17
+#: relative tolerance of :func:`verify_onnx` (float32 networks)
+RTOL = 1e-5
+#: batch sizes :func:`verify_onnx` checks by default
+VERIFY_BATCH_SIZES = (1, 1000)
+
+PathLike = str | os.PathLike[str]
+
+
+def _require(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"ONNX export needs the optional package {module!r}; install it with pip install 'usfad[onnx]'"
+        ) from None
+
+
+# --- generic machinery -----------------------------------------------------------------
+
+
+def inference_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` in eval mode on the CPU, LU layers frozen to plain matrices."""
+    module = copy.deepcopy(module).cpu().eval()
+    if isinstance(module, LULinear):
+        return module.frozen()
+    for name, child in list(module.named_modules()):
+        if name and isinstance(child, LULinear):
+            parent_name, _, attr = name.rpartition(".")
+            module.get_submodule(parent_name)._modules[attr] = child.frozen()
+    return module
+
+
+def export_module(
+    module: nn.Module,
+    example_inputs: Tensor | Sequence[Tensor],
+    path: PathLike,
+    *,
+    input_names: Sequence[str] = ("input",),
+    output_names: Sequence[str] = ("output",),
+    dynamic_batch: bool = True,
+    opset: int = OPSET,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``module(*example_inputs)`` as an ONNX graph to ``path``; returns the path.
+
+    ``module`` returns one tensor or a tuple of tensors (e.g. image scores and anomaly
+    maps), named by ``output_names`` in order; the inputs are named by ``input_names``.
+    With ``dynamic_batch`` axis 0 of every input and output is a symbolic ``"batch"``
+    dimension (give an example batch of 2 or more, so that no size-1 axis is specialised).
+    Export :func:`inference_copy` of a model that holds LU layers. ``metadata`` goes into
+    the model's ``metadata_props`` (values written as strings).
+    """
+    onnx = _require("onnx")  # torch's exporter needs it too: fail with the install hint first
+    inputs = (example_inputs,) if isinstance(example_inputs, Tensor) else tuple(example_inputs)
+    if len(input_names) != len(inputs):
+        raise ValueError(f"{len(inputs)} example input(s) but {len(input_names)} input name(s)")
+    with torch.no_grad():
+        outputs = module(*inputs)
+    n_outputs = 1 if isinstance(outputs, Tensor) else len(outputs)
+    if len(output_names) != n_outputs:
+        raise ValueError(f"the module returns {n_outputs} output(s) but {len(output_names)} output name(s) were given")
+    dynamic_axes = {name: {0: "batch"} for name in (*input_names, *output_names)} if dynamic_batch else None
+    path = Path(path)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is flagged as legacy, and tracing warns about Python ints
+        # taken from shapes (the feature count, fixed per model): both are expected here.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            inputs,
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+            opset_version=int(opset),
+            dynamo=False,
+        )
+    if metadata:
+        model = onnx.load(str(path))
+        for key, value in metadata.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = str(key), str(value)
+        onnx.save(model, str(path))
+    return path
+
+
+def onnx_session(path: PathLike, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session on ``path``; ``threads`` sets ``intra_op_num_threads``."""
+    ort = _require("onnxruntime")
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(
+    session: Any, inputs: np.ndarray | Sequence[np.ndarray], batch_size: int | None = None
+) -> list[np.ndarray]:
+    """Every output of ``session`` on ``inputs`` (in input order), ``batch_size`` rows per run."""
+    arrays = (inputs,) if isinstance(inputs, np.ndarray) else tuple(inputs)
+    names = [i.name for i in session.get_inputs()]
+    n = arrays[0].shape[0]
+    step = max(1, n if batch_size is None else int(batch_size))
+    parts = [
+        session.run(None, {name: a[i : i + step] for name, a in zip(names, arrays)}) for i in range(0, max(n, 1), step)
+    ]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
+    """``max |actual - expected| / max(|expected|, 1)``: relative, absolute for values below 1.
+
+    (A purely relative error is meaningless where a score crosses zero, e.g. an NLL near 0.)
+    """
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
+    if actual.size == 0:
+        return 0.0
+    return float(np.max(np.abs(actual - expected) / np.maximum(np.abs(expected), 1.0)))
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_onnx` or :func:`verify_module` found: the largest difference per batch size."""
+
+    model: str
+    n_rows: int
+    rtol: float
+    #: batch size -> :func:`relative_difference` of ONNX Runtime's outputs from PyTorch's (worst output)
+    max_rel_diff: dict[int, float] = field(default_factory=dict)
+    #: batch size -> largest absolute difference
+    max_abs_diff: dict[int, float] = field(default_factory=dict)
+    torch_seconds: float = float("nan")
+    onnx_seconds: float = float("nan")
+
+    @property
+    def worst(self) -> float:
+        return max(self.max_rel_diff.values(), default=0.0)
+
+    @property
+    def passed(self) -> bool:
+        return self.worst <= self.rtol
+
+    def __str__(self) -> str:
+        per = ", ".join(f"batch {b}: {v:.2e}" for b, v in self.max_rel_diff.items())
+        verdict = "OK" if self.passed else f"FAILED (tolerance {self.rtol:g})"
+        return f"{self.model}: ONNX vs PyTorch on {self.n_rows} rows, max relative difference {per}: {verdict}"
+
+
+def _compare(
+    report: VerifyReport,
+    session: Any,
+    inputs: Sequence[np.ndarray],
+    expected: Sequence[np.ndarray],
+    batch_sizes: Sequence[int],
+) -> VerifyReport:
+    """Fill ``report`` with the worst difference over the outputs, per batch size."""
+    for b in batch_sizes:
+        start = time.perf_counter()
+        actual = run_onnx(session, inputs, batch_size=b)
+        if b == max(batch_sizes):
+            report.onnx_seconds = time.perf_counter() - start
+        report.max_rel_diff[int(b)] = max(relative_difference(a, e) for a, e in zip(actual, expected))
+        report.max_abs_diff[int(b)] = max(float(np.max(np.abs(a - e), initial=0.0)) for a, e in zip(actual, expected))
+    return report
+
+
+def verify_module(
+    module: nn.Module,
+    path: PathLike,
+    inputs: Tensor | Sequence[Tensor],
+    *,
+    batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
+    rtol: float = RTOL,
+    threads: int | None = 1,
+) -> VerifyReport:
+    """Run ``module(*inputs)`` in PyTorch and the ONNX file at ``path`` in batches; compare.
+
+    Every output counts (the report keeps the worst per batch size). For modules exported
+    with :func:`export_module`, e.g. an image head returning scores and anomaly maps.
+    """
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    session = onnx_session(path, threads=threads)
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = module.eval()(*inputs)
+    outputs = [out] if isinstance(out, Tensor) else list(out)
+    report = VerifyReport(type(module).__name__, len(inputs[0]), rtol, torch_seconds=time.perf_counter() - start)
+    arrays = [t.detach().cpu().numpy() for t in inputs]
+    return _compare(report, session, arrays, [o.detach().cpu().numpy() for o in outputs], batch_sizes)
+
+
+# --- tabular detectors -------------------------------------------------------------------
+
+
+class DetectorGraph(nn.Module):
+    """A fitted tabular detector as one module: raw float64 features -> float64 scores.
+
+    It calls the detector's own ``_score`` on a copy whose network is
+    :func:`inference_copy` of ``model_``, so the exported score is ``decision_function``'s
+    by construction: standardise (float64), cast to float32, score, cast to float64, map
+    ``+-inf`` to the largest finite float64.
+    """
+
+    def __init__(self, detector: Any):
+        super().__init__()
+        detector._check_fitted()
+        self.model = inference_copy(detector.model_)
+        scorer = copy.copy(detector)
+        scorer.model_ = self.model
+        scorer.device_ = torch.device("cpu")
+        self._scorer = scorer  # not a module: the parameters belong to self.model
+        self.register_buffer("mean", torch.as_tensor(np.asarray(detector.scaler_mean_, dtype=np.float64)))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(detector.scaler_scale_, dtype=np.float64)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = ((x - self.mean) / self.scale).to(torch.float32)
+        s = self._scorer._score(z).to(torch.float64)
+        big = float(np.finfo(np.float64).max)
+        s = torch.where(s == float("inf"), torch.full_like(s, big), s)
+        return torch.where(s == float("-inf"), torch.full_like(s, -big), s)
+
+
+def export_detector(detector: Any, path: PathLike, *, opset: int = OPSET) -> Path:
+    """Export a fitted tabular detector (see the module docstring); returns the path."""
+    from . import __version__
+
+    graph = DetectorGraph(detector).eval()
+    example = torch.as_tensor(np.asarray(detector.scaler_mean_, dtype=np.float64)).repeat(3, 1)
+    example = example + torch.linspace(-1, 1, 3, dtype=torch.float64)[:, None] * graph.scale
+    metadata = {
+        "usfad.version": __version__,
+        "usfad.class": type(detector).__name__,
+        "usfad.n_features": detector.n_features_in_,
+        "usfad.threshold": repr(float(detector.threshold_)),
+        "usfad.input": "X: float64 (batch, n_features), raw (unstandardised) features",
+        "usfad.output": "score: float64 (batch,), anomaly score, higher = more anomalous; label = score > threshold",
+    }
+    return export_module(
+        graph, example, path, input_names=("X",), output_names=("score",), opset=opset, metadata=metadata
+    )
+
+
+def verify_onnx(
+    detector: Any,
+    path: PathLike,
+    X: Any,
+    *,
+    batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
+    rtol: float = RTOL,
+    threads: int | None = 1,
+) -> VerifyReport:
+    """Score ``X`` with the ONNX file at ``path`` and with ``detector.decision_function``.
+
+    ONNX Runtime runs ``X`` (raw features) in batches of each size in ``batch_sizes``; the
+    report holds, per batch size, the :func:`relative_difference` from PyTorch's scores
+    (``passed`` when all are within ``rtol``) and the time each side took on the whole of
+    ``X`` (PyTorch's ``decision_function``; ONNX at the largest batch size). ONNX Runtime
+    uses ``threads`` intra-op threads (``None``: its default, all cores).
+    """
+    from .validation import check_array
+
+    X = check_array(X, n_features=detector.n_features_in_)
+    session = onnx_session(path, threads=threads)
+    start = time.perf_counter()
+    expected = detector.decision_function(X)
+    report = VerifyReport(type(detector).__name__, len(X), rtol, torch_seconds=time.perf_counter() - start)
+    return _compare(report, session, [X], [expected], batch_sizes)

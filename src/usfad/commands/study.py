@@ -22,10 +22,19 @@ from ..data.protocol import SEEDS
 from .args import int_list, split_list
 
 
+def _limit_threads(threads: int | None) -> None:
+    # On a shared machine torch's default (one thread per core) oversubscribes the cores.
+    if threads is not None:
+        from ..bench.runner import limit_threads
+
+        limit_threads(threads)
+
+
 def run_alignment_command(args: argparse.Namespace) -> int:
     from ..studies.alignment import TABLE_HEADERS, run_alignment, table_rows, write_report
     from .demo import text_table
 
+    _limit_threads(args.threads)
     start = time.perf_counter()
     n_train, n_eval = args.n_train, args.n_eval
     if args.quick:  # a smoke test: small samples unless given explicitly
@@ -59,6 +68,7 @@ def run_stability_command(args: argparse.Namespace) -> int:
     )
     from .demo import text_table
 
+    _limit_threads(args.threads)
     start = time.perf_counter()
     result = run_stability(
         datasets=split_list(args.datasets) or list(DEFAULT_DATASETS),
@@ -96,6 +106,9 @@ def add_commands(subparsers: Any) -> None:
         )
         p.add_argument("--quick", action="store_true", help="train for a few steps only: a smoke test in seconds")
         p.add_argument("--device", default="cpu", help="torch device for usfad's models (cpu, cuda, auto; cpu)")
+        p.add_argument(
+            "--threads", type=int, default=None, help="torch/BLAS threads (default: torch's, one per core)"
+        )
         p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

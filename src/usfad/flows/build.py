@@ -2,12 +2,15 @@
 
 A block is ``W^-1 o coupling o W`` with ``W`` an LU linear map (1x1 convolution on feature
 maps) and the coupling additive (``"usf"``) or affine (``"affine"``); masks alternate
-between blocks. With ``actnorm=True`` each block starts with an :class:`ActNorm` layer, the
-block shape of the image heads (FastFlow, CFlow, U-Flow: permutation, ActNorm, coupling),
-where the USF version conjugates the additive coupling by an LU 1x1 convolution. After the blocks come one LU linear layer and one per-feature scale
+between blocks. After the blocks come one LU linear layer and one per-feature scale
 layer. With additive couplings every layer has an input-independent log-det, so the whole
 flow is a uniformly scaling flow (USF) with ``log|det J| = kappa(theta)`` for every input;
 the LU and scale layers at the end are its only volume-changing parameters.
+
+With ``actnorm=True`` each block starts with an :class:`ActNorm` layer: the block shape of
+the image heads (FastFlow, CFlow, U-Flow use permutation, ActNorm, coupling; their USF
+version conjugates the additive coupling by an LU 1x1 convolution). ActNorm is
+input-independent once initialised, so the flow stays a USF; its scales change volume too.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ class DepthToSpace(Bijection):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if x.dim() != 4 or x.shape[1] % self.factor**2:
             raise ValueError(
-                f"DepthToSpace({self.factor}) needs (batch, C * {self.factor**2}, h, w) maps, got shape {tuple(x.shape)}"
+                f"DepthToSpace({self.factor}) needs (batch, C * {self.factor**2}, h, w) maps, "
+                f"got shape {tuple(x.shape)}"
             )
         return F.pixel_shuffle(x, self.factor), x.new_zeros(x.shape[0])
 

@@ -59,6 +59,15 @@ def _as_images(images: Any, what: str = "images") -> Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
+def _ordinary(t: Tensor) -> Tensor:
+    """An inference-mode tensor as an ordinary one: training on slices of inference tensors is
+    an order of magnitude slower (measured: 13 s against 0.6 s for a tiny U-Flow)."""
+    if not t.is_inference():
+        return t
+    with torch.inference_mode(False):
+        return t.clone()
+
+
 class ImageDetector(BaseEstimator):
     """Image anomaly detector: frozen backbone + FastFlow, CFlow or U-Flow head.
 
@@ -194,13 +203,14 @@ class ImageDetector(BaseEstimator):
         if not hasattr(self, "backbone_"):
             self.backbone_ = self._build_backbone()
         device = self.device_ if hasattr(self, "device_") else resolve_device(self.device)
-        return extract_features(
+        features = extract_features(
             self.backbone_,
             self._dataset(data, split),
             batch_size=int(self.batch_size),
             device=device,
             progress=self.verbose,
         )
+        return [_ordinary(f) for f in features]
 
     # --- fitting ------------------------------------------------------------------
     def fit(self, data: Any, y: Any = None) -> ImageDetector:
@@ -216,7 +226,7 @@ class ImageDetector(BaseEstimator):
         self.device_ = resolve_device(self.device)
         if not hasattr(self, "backbone_"):
             self.backbone_ = self._build_backbone()
-        features = [torch.as_tensor(f) for f in features]
+        features = [_ordinary(torch.as_tensor(f)) for f in features]
         channels = [int(c) for c in self.backbone_.channels]
         got = [int(f.shape[1]) for f in features]
         if got != channels:

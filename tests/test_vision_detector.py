@@ -11,6 +11,15 @@ from usfad.vision.heads import HEADS
 from vision_standin import TinyBackbone, textured_images
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one torch thread is faster, and fair to a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _detector(model="fastflow", flow="usf", **params):
     settings = {"image_size": 32, "epochs": 2, "batch_size": 4, "n_blocks": 2, "random_state": 0}
     return ImageDetector(model, flow, backbone=TinyBackbone(), **{**settings, **params})

@@ -6,6 +6,16 @@ import torch
 from usfad.flows import FLOWS
 from usfad.vision.heads import HEADS, CFlowHead, UFlowHead, build_head, positional_encoding
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one torch thread is faster, and fair to a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 CHANNELS, REDUCTIONS = [8, 12], [4, 8]
 
 

@@ -1,4 +1,4 @@
-"""The ``usfad`` command line: ``usfad demo | fit | score | bench | report | study``.
+"""The ``usfad`` command line: ``usfad demo | fit | score | bench | report | study | image``.
 
 Each sub-command lives in a module with ``add_commands(subparsers)`` that registers its
 parsers and sets ``func`` (taking the parsed ``argparse.Namespace``, returning an exit
@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "usfad.commands.model",
     "usfad.bench.commands",
     "usfad.commands.study",
+    "usfad.commands.image",
 )
 
 

@@ -117,15 +117,17 @@ def write_overlay(
     import matplotlib.pyplot as plt
 
     h, w = image.shape[:2]
-    fig = plt.figure(figsize=(w / 100 * 2, h / 100 * 2 + (0.3 if title else 0)), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1 if not title else h * 2 / (h * 2 + 30)))
+    scale = max(1.0, 320 / max(h, w))  # small images are shown larger, so the title fits
+    pad = 24 if title else 0  # pixels above the image for the title
+    fig = plt.figure(figsize=(w * scale / 100, (h * scale + pad) / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, h * scale / (h * scale + pad)))
     ax.imshow(image)
     ax.imshow(amap, cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
     if mask is not None and mask.any():
         ax.contour(mask, levels=[0.5], colors="white", linewidths=1.0)
     ax.set_axis_off()
     if title:
-        fig.suptitle(title, fontsize=8, y=0.995, va="top")
+        fig.suptitle(title, fontsize=7, y=0.995, va="top")
     fig.savefig(path)
     plt.close(fig)
     return path

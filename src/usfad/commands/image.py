@@ -353,7 +353,7 @@ def _add_backbone_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=_positive_int, default=256, metavar="PX", help="image side (default: 256)")
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="training epochs (default: the model's)")
     p.add_argument("--n-blocks", type=_positive_int, metavar="N", help="flow blocks per level (default: the model's)")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per step (default: 32)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per step (default: 8)")
     p.add_argument("--lr", type=float, metavar="LR", help="Adam step size (default: 1e-3)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
 

@@ -188,7 +188,7 @@ class CFlowHead(FlowHead):
         hidden_ratio: float = 1.0,
         clamp: float = 2.0,
         context_features: int = 64,
-        fibres_per_image: int = 64,
+        fibres_per_image: int = 256,
     ):
         super().__init__(channels, flow)
         positional_encoding(context_features, 1, 1)  # validates the size

@@ -268,7 +268,7 @@ def bench(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from ..bench.store import ResultStore
+    from ..bench.store import ResultStore, row_key
     from ..vision.data import ImageFolderDataset
     from ..vision.detector import ImageDetector
 
@@ -289,12 +289,8 @@ def bench(args: argparse.Namespace) -> int:
     preset = f"{args.backbone}-{args.image_size}px" + (f"-e{args.epochs}" if args.epochs else "")
     root = Path(args.root)
     base = {"group": "image", "dataset": root.name, "preset": preset, "backbone": args.backbone}
-    done = store.keys(status="ok") | store.keys(status="failed")
-    from ..bench.store import row_key
-
-    todo = [
-        (m, f, s) for m in models for f in flows for s in seeds if row_key(_bench_row(base, m, f, s)) not in done
-    ]
+    done = store.keys()
+    todo = [(m, f, s) for m in models for f in flows for s in seeds if row_key(_bench_row(base, m, f, s)) not in done]
     planned = len(models) * len(flows) * len(seeds)
     progress = not args.no_progress
     if todo:

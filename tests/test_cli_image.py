@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
-from usfad.vision.data import make_synthetic_dataset
 
 from usfad.cli import main
+from usfad.vision.data import make_synthetic_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +78,25 @@ def test_bench_runs_every_cell_once_and_resumes(category, tmp_path, capsys):
 def test_image_without_subcommand_prints_help(capsys):
     assert main(["image"]) == 2
     assert "fit" in capsys.readouterr().out
+
+
+def test_bench_records_a_diverged_run_and_goes_on(category, tmp_path, monkeypatch, capsys):
+    from usfad.errors import TrainingDivergedError
+    from usfad.vision.detector import ImageDetector
+
+    fit_features = ImageDetector.fit_features
+
+    def diverge_for_affine(self, features):
+        if self.flow == "affine":
+            raise TrainingDivergedError("fastflow (affine): the training loss became nan at epoch 1, step 3")
+        return fit_features(self, features)
+
+    monkeypatch.setattr(ImageDetector, "fit_features", diverge_for_affine)
+    out = tmp_path / "bench"
+    args = ["image", "bench", str(category), "--models", "fastflow", "--flows", "usf", "affine", "--seeds", "0"]
+    assert main([*args, *FAST, "--no-progress", "--no-overlays", "-o", str(out)]) == 0
+    rows = {r["model"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert rows["fastflow-affine"]["diverged"] is True and rows["fastflow-affine"]["status"] == "failed"
+    assert rows["fastflow-usf"]["diverged"] is False and rows["fastflow-usf"]["image_auroc"] is not None
+    assert "| fastflow | affine | 1 | 1 |" in (out / "results.md").read_text()
+    assert not list(out.glob("*.png"))

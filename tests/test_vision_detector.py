@@ -106,3 +106,15 @@ def test_bad_settings_and_inputs_are_refused_with_what_was_given():
         _detector().fit(torch.rand(4, 32, 32))
     with pytest.raises(RuntimeError, match="not fitted"):
         _detector().predict(textured_images(1))
+
+
+def test_fit_on_a_folder_equals_fit_on_its_images(tmp_path):
+    from usfad.vision.data import ImageFolderDataset, make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "cat", n_train=6, n_test_good=2, n_test_defect=2, image_size=32)
+    train = torch.stack([s.image for s in ImageFolderDataset(root, "train", image_size=32)])
+    from_folder = _detector("cflow").fit(root)
+    from_tensor = _detector("cflow").fit(train)
+    scores, maps = from_folder.predict(root)  # a folder is scored on its test split
+    assert scores.shape == (4,) and maps.shape == (4, 32, 32)
+    assert np.allclose(scores, from_tensor.predict(ImageFolderDataset(root, "test", image_size=32))[0], rtol=1e-5)

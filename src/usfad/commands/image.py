@@ -117,7 +117,7 @@ def write_overlay(
     import matplotlib.pyplot as plt
 
     h, w = image.shape[:2]
-    scale = max(1.0, 320 / max(h, w))  # small images are shown larger, so the title fits
+    scale = max(1.0, 420 / max(h, w))  # small images are shown larger, so the title fits
     pad = 24 if title else 0  # pixels above the image for the title
     fig = plt.figure(figsize=(w * scale / 100, (h * scale + pad) / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, h * scale / (h * scale + pad)))

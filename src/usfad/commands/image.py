@@ -235,11 +235,11 @@ def _bench_overlays(out: Path, name: str, dataset: Any, scores: np.ndarray, maps
         )
 
 
-def _fmt(values: list[float]) -> str:
+def _fmt(values: list[float], digits: int = 3) -> str:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return "-"
-    return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals):.{digits}f}" if len(vals) > 1 else f"{vals[0]:.{digits}f}"
 
 
 def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -255,7 +255,7 @@ def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:
         lines.append(
             f"| {head} | {flow} | {len(group)} | {sum(bool(r.get('diverged')) for r in group)} "
             f"| {_fmt([r.get('image_auroc') for r in ok])} | {_fmt([r.get('pixel_auroc') for r in ok])} "
-            f"| {_fmt([r.get('aupro') for r in ok])} | {_fmt([r.get('fit_seconds') for r in ok])} |"
+            f"| {_fmt([r.get('aupro') for r in ok])} | {_fmt([r.get('fit_seconds') for r in ok], 1)} |"
         )
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:

@@ -9,6 +9,7 @@ from usfad.flows import (
     AdditiveCoupling,
     AffineCoupling,
     Conjugate,
+    DepthToSpace,
     LUConv1x1,
     LULinear,
     Permutation,
@@ -60,7 +61,15 @@ MAP_CASES = {
     "affine_conv": lambda: AffineCoupling(2, conv(4)),
     "usf_conv": lambda: build_flow(2, "usf", n_blocks=2, subnet=conv(4)),
     "affine_conv_flow": lambda: build_flow(2, "affine", n_blocks=2, subnet=conv(4)),
+    "usf_conv_actnorm_3x3_1x1": lambda: build_flow(2, "usf", n_blocks=3, subnet=[conv(4, 3), conv(4, 1)], actnorm=True),
+    "affine_conv_actnorm_3x3_1x1": lambda: build_flow(
+        2, "affine", n_blocks=3, subnet=[conv(4, 3), conv(4, 1)], actnorm=True
+    ),
+    "depth_to_space": lambda: DepthToSpace(2),
 }
+
+#: input shape per case when it is not (3, 2, 1, 3); 6 numbers per sample either way
+MAP_SHAPES = {"depth_to_space": (3, 4, 1, 1)}
 
 
 def _actnorm_map(channels):
@@ -93,12 +102,14 @@ def test_vector_bijection_inverts_and_reports_exact_logdet(name, float64):
 @pytest.mark.parametrize("name", sorted(MAP_CASES))
 def test_feature_map_bijection_inverts_and_reports_exact_logdet(name, float64):
     f = _case(MAP_CASES[name])
-    x = torch.randn(3, 2, 1, 3)  # 6 numbers per sample
+    x = torch.randn(MAP_SHAPES.get(name, (3, 2, 1, 3)))
     y, logdet = f(x)
-    assert y.shape == x.shape and logdet.shape == (3,)
+    assert y.shape[0] == 3 and y[0].numel() == x[0].numel() and logdet.shape == (3,)
+    if name not in MAP_SHAPES:
+        assert y.shape == x.shape
     assert torch.allclose(f.inverse(y), x, atol=1e-6)
     for i in range(3):
-        jac = torch.autograd.functional.jacobian(lambda v: f(v[None])[0][0], x[i]).reshape(6, 6)
+        jac = torch.autograd.functional.jacobian(lambda v: f(v[None])[0][0], x[i]).reshape(x[0].numel(), -1)
         assert torch.allclose(torch.linalg.slogdet(jac)[1], logdet[i], atol=1e-6)
 
 
@@ -175,3 +186,24 @@ def test_sequential_rejects_non_bijections():
 def test_build_flow_rejects_unknown_switch():
     with pytest.raises(ValueError, match="flow must be one of"):
         build_flow(3, "nice")
+
+
+def test_depth_to_space_moves_channels_into_space():
+    x = torch.arange(8.0).reshape(1, 8, 1, 1)
+    y, logdet = DepthToSpace(2)(x)
+    assert y.shape == (1, 2, 2, 2) and torch.equal(logdet, torch.zeros(1))
+    assert torch.equal(y[0, 0].flatten(), torch.arange(4.0))
+
+
+def test_depth_to_space_rejects_channels_not_divisible():
+    with pytest.raises(ValueError, match="needs"):
+        DepthToSpace(2)(torch.randn(1, 6, 2, 2))
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_actnorm_blocks_and_alternating_subnets_change_only_the_couplings(flow):
+    f = build_flow(4, flow, n_blocks=4, subnet=[conv(4, 3), conv(4, 1)], actnorm=True)
+    kernels = [block.layers[1].inner.conditioner[0].kernel_size for block in f.layers[:4]]
+    assert kernels == [(3, 3), (1, 1), (3, 3), (1, 1)]
+    assert all(isinstance(block.layers[0], ActNorm) for block in f.layers[:4])
+    assert f.constant_logdet is (flow == "usf")

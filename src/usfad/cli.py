@@ -1,4 +1,4 @@
-"""The ``usfad`` command line: ``usfad demo | fit | score | export | bench | report | study``.
+"""The ``usfad`` command line: ``usfad demo | fit | score | export | bench | report | study | image``.
 
 Each sub-command lives in a module with ``add_commands(subparsers)`` that registers its
 parsers and sets ``func`` (taking the parsed ``argparse.Namespace``, returning an exit
@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "usfad.commands.export",
     "usfad.bench.commands",
     "usfad.commands.study",
+    "usfad.commands.image",
 )
 
 

@@ -50,6 +50,39 @@ def seeded(seed: int) -> Any:
         yield
 
 
+def write_model_file(path: str | os.PathLike[str], tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` and string ``metadata`` to one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def read_model_file(
+    path: str | os.PathLike[str], fmt: str = FORMAT, version: int = FORMAT_VERSION
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a file written by :func:`write_model_file`, format and version checked."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:
+        raise ModelFileError(f"{path} is not a readable usfad model file ({exc})") from None
+    if metadata.get("format") != fmt:
+        raise ModelFileError(f"{path} is not a {fmt} file (format {metadata.get('format')!r})")
+    if metadata.get("version") != str(version):
+        raise ModelFileError(f"{path} has format version {metadata.get('version')}, this usfad reads version {version}")
+    return tensors, metadata
+
+
 class BaseDetector(OutlierMixin, BaseEstimator):
     """Common machinery; subclasses implement ``_build_model``, ``_loss`` and ``_score``."""
 
@@ -221,8 +254,6 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     # --- persistence --------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fitted detector to one safetensors file; returns the path."""
-        from safetensors.torch import save_file
-
         self._check_fitted()
         tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in self.model_.state_dict().items()}
         tensors["scaler_mean"] = torch.from_numpy(np.asarray(self.scaler_mean_, dtype=np.float64))
@@ -237,32 +268,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             "params": json.dumps(params),
             "state": json.dumps(state),
         }
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-        return path
+        return write_model_file(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "cpu") -> BaseDetector:
         """Read a file written by :meth:`save`; validates format, version and class."""
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no model file at {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as exc:
-            raise ModelFileError(f"{path} is not a readable usfad model file ({exc})") from None
-        if metadata.get("format") != FORMAT:
-            raise ModelFileError(f"{path} is not a usfad model file (format {metadata.get('format')!r})")
-        if metadata.get("version") != str(FORMAT_VERSION):
-            raise ModelFileError(
-                f"{path} has format version {metadata.get('version')}, this usfad reads version {FORMAT_VERSION}"
-            )
+        tensors, metadata = read_model_file(path, FORMAT, FORMAT_VERSION)
         name = metadata.get("class", "")
         klass = _REGISTRY.get(name)
         if klass is None:

@@ -6,6 +6,11 @@ between blocks. After the blocks come one LU linear layer and one per-feature sc
 layer. With additive couplings every layer has an input-independent log-det, so the whole
 flow is a uniformly scaling flow (USF) with ``log|det J| = kappa(theta)`` for every input;
 the LU and scale layers at the end are its only volume-changing parameters.
+
+With ``actnorm=True`` each block starts with an :class:`ActNorm` layer: the block shape of
+the image heads (FastFlow, CFlow, U-Flow use permutation, ActNorm, coupling; their USF
+version conjugates the additive coupling by an LU 1x1 convolution). ActNorm is
+input-independent once initialised, so the flow stays a USF; its scales change volume too.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Sequence
 from .base import Bijection, Conjugate, Sequential
 from .coupling import AdditiveCoupling, AffineCoupling
 from .linear import LULinear
-from .scale import Scale
+from .scale import ActNorm, Scale
 from .subnets import SubnetFactory, mlp
 
 FLOWS = ("usf", "affine")
@@ -42,14 +47,32 @@ def coupling(
     return AffineCoupling(features, subnet, swap=swap, context_features=context_features, clamp=clamp)
 
 
+def block(
+    flow: str,
+    features: int,
+    subnet: SubnetFactory,
+    swap: bool,
+    clamp: float = 2.0,
+    context_features: int = 0,
+    actnorm: bool = False,
+) -> Bijection:
+    """One block: ``[ActNorm ->] W^-1 o coupling(flow) o W`` with ``W`` an LU linear map."""
+    inner = Conjugate(
+        coupling(flow, features, subnet, swap=swap, clamp=clamp, context_features=context_features),
+        LULinear(features),
+    )
+    return Sequential([ActNorm(features), inner]) if actnorm else inner
+
+
 def build_flow(
     features: int,
     flow: str = "usf",
     n_blocks: int = 4,
     hidden_features: Sequence[int] = (256, 256),
     clamp: float = 2.0,
-    subnet: SubnetFactory | None = None,
+    subnet: SubnetFactory | Sequence[SubnetFactory] | None = None,
     context_features: int = 0,
+    actnorm: bool = False,
 ) -> Sequential:
     """A flow on ``features``-dimensional vectors (or feature maps, given a conv ``subnet``).
 
@@ -61,18 +84,20 @@ def build_flow(
     n_blocks: number of coupling blocks.
     hidden_features: widths of the MLP conditioners' hidden layers.
     clamp: bound on the affine couplings' log-scale (ignored for ``"usf"``).
-    subnet: conditioner factory ``(in, out) -> nn.Module``; default an MLP.
+    subnet: conditioner factory ``(in, out) -> nn.Module``, or a sequence of them used in
+        turn by consecutive blocks (e.g. FastFlow's 3x3 / 1x1 alternation); default an MLP.
     context_features: size of a conditioning input concatenated to each conditioner's.
+    actnorm: start each block with an :class:`ActNorm` layer (input-independent once
+        initialised, so a USF stays a USF).
     """
     check_flow(flow)
     if n_blocks < 0:
         raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
-    subnet = subnet or mlp(hidden_features)
+    subnets = [subnet or mlp(hidden_features)] if subnet is None or callable(subnet) else list(subnet)
+    if not subnets:
+        raise ValueError("subnet must be a factory or a non-empty sequence of factories")
     layers: list[Bijection] = [
-        Conjugate(
-            coupling(flow, features, subnet, swap=i % 2 == 1, clamp=clamp, context_features=context_features),
-            LULinear(features),
-        )
+        block(flow, features, subnets[i % len(subnets)], i % 2 == 1, clamp, context_features, actnorm)
         for i in range(n_blocks)
     ]
     layers += [LULinear(features), Scale(features)]

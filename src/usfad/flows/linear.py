@@ -5,11 +5,17 @@
 so ``log|det W| = sum(log_diag)``. On a feature map it acts on the channels at every
 position, i.e. it is a 1x1 convolution, and the log-det is multiplied by the number of
 positions. Either way the log-det does not depend on the input.
+
+On 2-D feature maps ``(batch, C, h, w)`` the layer forms ``W`` and ``W^-1`` (``C x C``,
+from the factors by two triangular solves) and runs one 1x1 convolution each way: with
+many positions per sample that is several times faster than applying the factors to every
+position. Vectors keep the factor-by-factor path.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Bijection, positions
@@ -67,18 +73,29 @@ class LULinear(Bijection):
         lower, upper = self._factors()
         return (lower @ upper)[self.order]
 
+    def inverse_weight(self) -> Tensor:
+        """``W^-1 = U^-1 L^-1 P^T``, by two triangular solves on the permuted identity."""
+        lower, upper = self._factors()
+        eye = torch.eye(self.features, dtype=lower.dtype, device=lower.device)[self.inverse_order]
+        cols = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+        return torch.linalg.solve_triangular(upper, cols, upper=True)
+
     def logabsdet(self) -> Tensor:
         """``log|det W|`` (a scalar)."""
         return self.log_diag.sum()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logdet = (self.logabsdet() * positions(x)).expand(x.shape[0])
+        if x.dim() == 4:
+            return F.conv2d(x, self.weight()[:, :, None, None]), logdet
         lower, upper = self._factors()
         rows = _as_rows(x) @ upper.T @ lower.T  # rows of (L U x)
         y = _from_rows(rows[:, self.order], x)
-        logdet = (self.logabsdet() * positions(x)).expand(x.shape[0])
         return y, logdet
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        if y.dim() == 4:
+            return F.conv2d(y, self.inverse_weight()[:, :, None, None])
         lower, upper = self._factors()
         cols = _as_rows(y)[:, self.inverse_order].T  # P^T y, one column per sample
         cols = torch.linalg.solve_triangular(lower, cols, upper=False, unitriangular=True)

@@ -1,4 +1,5 @@
-"""Image anomaly detection: frozen backbones, anomaly maps, MVTec-layout data, pixel metrics.
+"""Image anomaly detection: frozen backbones, FastFlow / CFlow / U-Flow heads with ``flow="usf" | "affine"``,
+anomaly maps, MVTec-layout data, pixel metrics.
 
 torchvision, timm and pillow are optional (``pip install usfad[vision]``); they are imported
 only when a backbone is built or an image is read, so ``import usfad.vision`` works without them.
@@ -15,12 +16,9 @@ from .backbone import (
     find_default_weights,
 )
 from .data import FashionMNISTOneClass, ImageFolderDataset, ImageSample, make_synthetic_dataset
+from .detector import ImageDetector
+from .heads import CFlowHead, FastFlowHead, FlowHead, UFlowHead, build_head
 from .metrics import aupro, image_auroc, pixel_auroc, pro_curve, vision_metrics
-
-# --- heads and detector (branch `heads`): the lead adds here -------------------------
-# from .heads import CFlow, FastFlow, UFlow
-# from .detector import ImageDetector
-# ----------------------------------------------------------------------------------------
 
 __all__ = [
     "BACKBONES",
@@ -45,5 +43,10 @@ __all__ = [
     "pro_curve",
     "upsample_levels",
     "vision_metrics",
-    # "FastFlow", "CFlow", "UFlow", "ImageDetector",  # added by the lead with the heads
+    "CFlowHead",
+    "FastFlowHead",
+    "FlowHead",
+    "ImageDetector",
+    "UFlowHead",
+    "build_head",
 ]

@@ -1,0 +1,417 @@
+"""``usfad image fit | predict | bench``: image anomaly detection on MVTec-layout folders.
+
+- ``usfad image fit ROOT -o MODEL`` trains an :class:`~usfad.vision.detector.ImageDetector`
+  (FastFlow, CFlow or U-Flow head; ``--flow usf | affine``) on ``ROOT/train/good``.
+- ``usfad image predict MODEL IMAGES... -o DIR`` scores image files (or every image in
+  folders), writing one heat-map overlay PNG per image and ``scores.csv``.
+- ``usfad image bench ROOT -o DIR`` runs every (model, flow, seed) on one category with the
+  backbone features extracted once for all runs; one row per run is appended to
+  ``DIR/results.jsonl`` as soon as it ends (a rerun skips the runs already there), then
+  ``DIR/results.md`` (mean +- std over seeds) and overlays of a few test images are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, TrainingDivergedError
+from ..flows import FLOWS
+from ..vision.heads import HEADS
+from .args import int_list, split_list
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _weights(text: str | None) -> str | None:
+    if text is None:
+        return "default"
+    return None if text.lower() == "none" else text
+
+
+def _detector_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "backbone": args.backbone,
+        "weights": _weights(args.weights),
+        "image_size": args.image_size,
+        "device": args.device,
+    }
+    for key in ("epochs", "n_blocks", "batch_size", "lr"):
+        value = getattr(args, key, None)
+        if value is not None:
+            params[key] = value
+    if getattr(args, "layers", None):
+        params["layers"] = int_list(args.layers, "layers")
+    return params
+
+
+# --- fit ------------------------------------------------------------------------------
+def fit(args: argparse.Namespace) -> int:
+    from ..vision.detector import ImageDetector
+
+    detector = ImageDetector(
+        args.model, args.flow, random_state=args.random_state, verbose=not args.quiet, **_detector_params(args)
+    )
+    start = time.perf_counter()
+    detector.fit(args.root)
+    seconds = time.perf_counter() - start
+    path = detector.save(args.output)
+    losses = detector.history_.train_loss
+    print(
+        f"fitted {args.model} ({args.flow}) on {args.root} with {detector.backbone_name} features in {seconds:.1f} s; "
+        f"loss {losses[0]:.4g} -> {losses[-1]:.4g} over {len(losses)} epochs; saved to {path}"
+    )
+    return 0
+
+
+# --- predict --------------------------------------------------------------------------
+def _image_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no image file or folder at {path}")
+    return files
+
+
+def _overlay_names(files: list[Path]) -> list[str]:
+    """``<stem>_overlay.png``, made unique with the parent folder's name (and an index) when stems repeat."""
+    names, seen = [], set()
+    for i, f in enumerate(files):
+        name = f"{f.stem}_overlay.png"
+        if name in seen:
+            name = f"{f.parent.name}_{f.stem}_overlay.png"
+        if name in seen:
+            name = f"{i:05d}_{f.stem}_overlay.png"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def write_overlay(
+    path: Path,
+    image: np.ndarray,
+    amap: np.ndarray,
+    vmin: float,
+    vmax: float,
+    mask: np.ndarray | None = None,
+    title: str | None = None,
+) -> Path:
+    """Save ``image`` ``[H, W, 3]`` in [0, 1] with ``amap`` ``[H, W]`` blended on top (jet, range vmin..vmax)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, w = image.shape[:2]
+    scale = max(1.0, 420 / max(h, w))  # small images are shown larger, so the title fits
+    pad = 24 if title else 0  # pixels above the image for the title
+    fig = plt.figure(figsize=(w * scale / 100, (h * scale + pad) / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, h * scale / (h * scale + pad)))
+    ax.imshow(image)
+    ax.imshow(amap, cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
+    if mask is not None and mask.any():
+        ax.contour(mask, levels=[0.5], colors="white", linewidths=1.0)
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=7, y=0.995, va="top")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def predict(args: argparse.Namespace) -> int:
+    import torch
+    import torch.nn.functional as F
+
+    from ..vision.data import read_image
+    from ..vision.detector import ImageDetector
+
+    detector = ImageDetector.load(args.model, device=args.device)
+    files = _image_files(args.images)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    size = int(detector.image_size)
+    images = torch.stack([read_image(f, size) for f in files])
+    scores, maps = detector.predict(images)
+    lo, hi = float(np.percentile(maps, 1)), float(maps.max())  # one colour scale for every image of the run
+    with open(out / "scores.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "score", "overlay"])
+        for f, s, name, amap in zip(files, scores, _overlay_names(files), maps):
+            original = read_image(f, _native_size(f))
+            full = F.interpolate(torch.from_numpy(amap)[None, None], size=original.shape[-2:], mode="bilinear")[0, 0]
+            write_overlay(out / name, original.permute(1, 2, 0).numpy(), full.numpy(), lo, hi)
+            writer.writerow([str(f), f"{float(s):.6g}", name])
+    order = np.argsort(-scores)
+    print(
+        f"scored {len(files)} image(s) with {detector.model} ({detector.flow}); scores min {scores.min():.4g}, "
+        f"max {scores.max():.4g} (highest: {files[order[0]].name}); overlays and scores.csv in {out}"
+    )
+    return 0
+
+
+def _native_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
+# --- bench ----------------------------------------------------------------------------
+def _bench_row(base: dict[str, Any], model: str, flow: str, seed: int) -> dict[str, Any]:
+    return {**base, "model": f"{model}-{flow}", "head": model, "flow": flow, "seed": seed}
+
+
+def _run_one(
+    model: str, flow: str, seed: int, params: dict[str, Any], backbone: Any, cache: dict[str, Any], threads: int
+) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """Train and evaluate one (model, flow, seed); never raises for a diverged or failed run."""
+    import torch
+
+    from ..vision.detector import ImageDetector
+    from ..vision.metrics import vision_metrics
+
+    torch.set_num_threads(threads)
+    row: dict[str, Any] = {"status": "ok", "error": None, "diverged": False}
+    detector = ImageDetector(model, flow, random_state=seed, **{**params, "backbone": backbone})
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        detector.fit_features(cache["train"])
+        row["fit_seconds"] = round(time.perf_counter() - start, 2)
+        row["fit_cpu_seconds"] = round(time.process_time() - cpu, 2)  # all threads; wall time on a shared machine
+        start = time.perf_counter()
+        scores, maps = detector.predict_features(cache["test"])
+        row["score_seconds"] = round(time.perf_counter() - start, 2)
+    except (TrainingDivergedError, DataError) as exc:  # DataError: non-finite scores
+        row.update(status="failed", diverged=True, error=str(exc), fit_seconds=round(time.perf_counter() - start, 2))
+        return row, None, None
+    except Exception as exc:  # noqa: BLE001 (a failed run is a result; the grid goes on)
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        return row, None, None
+    masks = cache["masks"] if cache["has_masks"] else None
+    metrics = vision_metrics(cache["labels"], scores, masks, maps if masks is not None else None)
+    row["roc_auc"] = metrics["image_auroc"]
+    row.update(metrics)
+    row["epochs"] = len(detector.history_.train_loss)
+    row["final_loss"] = detector.history_.train_loss[-1]
+    return row, scores, maps
+
+
+def _bench_overlays(out: Path, name: str, dataset: Any, scores: np.ndarray, maps: np.ndarray) -> None:
+    """The highest-scored defect, the lowest-scored defect and the highest-scored normal image."""
+    labels = np.asarray(dataset.labels)
+    picks = []
+    defect, normal = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    if len(defect):
+        picks.append(("best-defect", defect[np.argmax(scores[defect])]))
+        picks.append(("worst-defect", defect[np.argmin(scores[defect])]))
+    if len(normal):
+        picks.append(("worst-normal", normal[np.argmax(scores[normal])]))
+    lo, hi = float(np.percentile(maps, 1)), float(maps.max())
+    for tag, i in picks:
+        sample = dataset[int(i)]
+        write_overlay(
+            out / f"{name}_{tag}.png",
+            sample.image.permute(1, 2, 0).numpy(),
+            maps[i],
+            lo,
+            hi,
+            mask=sample.mask[0].numpy(),
+            title=f"{name} {tag}: {Path(sample.path).parent.name}/{Path(sample.path).name} score {scores[i]:.3g}",
+        )
+
+
+def _fmt(values: list[float], digits: int = 3) -> str:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "-"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals):.{digits}f}" if len(vals) > 1 else f"{vals[0]:.{digits}f}"
+
+
+def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Markdown table: mean ± std over seeds per (model, flow), with the diverged count."""
+    lines = [
+        "| model | flow | runs | diverged | image AUROC | pixel AUROC | AUPRO | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["head"], r["flow"]) for r in rows}, key=lambda k: (HEADS.index(k[0]), FLOWS.index(k[1])))
+    for head, flow in keys:
+        group = [r for r in rows if r["head"] == head and r["flow"] == flow]
+        ok = [r for r in group if r.get("status") == "ok"]
+        lines.append(
+            f"| {head} | {flow} | {len(group)} | {sum(bool(r.get('diverged')) for r in group)} "
+            f"| {_fmt([r.get('image_auroc') for r in ok])} | {_fmt([r.get('pixel_auroc') for r in ok])} "
+            f"| {_fmt([r.get('aupro') for r in ok])} | {_fmt([r.get('fit_seconds') for r in ok], 1)} |"
+        )
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        lines += ["", "Failed runs:", ""]
+        lines += [f"- {r['model']} seed {r['seed']}: {r.get('error')}" for r in failed]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def bench(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..bench.store import ResultStore, row_key
+    from ..vision.data import ImageFolderDataset
+    from ..vision.detector import ImageDetector
+
+    models = split_list(args.models) or list(HEADS)
+    flows = split_list(args.flows) or list(FLOWS)
+    seeds = int_list(args.seeds, "seeds") or [0, 1, 2]
+    for m in models:
+        if m not in HEADS:
+            raise ValueError(f"--models must be among {HEADS}, got {m!r}")
+    for f in flows:
+        if f not in FLOWS:
+            raise ValueError(f"--flows must be among {FLOWS}, got {f!r}")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(out / "results.jsonl")
+    params = _detector_params(args)
+    params["verbose"] = False
+    preset = f"{args.backbone}-{args.image_size}px" + (f"-e{args.epochs}" if args.epochs else "")
+    root = Path(args.root)
+    base = {"group": "image", "dataset": root.name, "preset": preset, "backbone": args.backbone}
+    done = store.keys()
+    todo = [(m, f, s) for m in models for f in flows for s in seeds if row_key(_bench_row(base, m, f, s)) not in done]
+    planned = len(models) * len(flows) * len(seeds)
+    progress = not args.no_progress
+    if todo:
+        threads = args.threads or torch.get_num_threads()
+        torch.set_num_threads(threads)
+        train = ImageFolderDataset(root, split="train", image_size=args.image_size)
+        test = ImageFolderDataset(root, split="test", image_size=args.image_size)
+        extractor = ImageDetector(random_state=0, **{**params, "verbose": progress})
+        start = time.perf_counter()
+        cache = {
+            "train": extractor.features(train, split="train"),
+            "test": extractor.features(test, split="test"),
+            "labels": np.asarray(test.labels),
+            "has_masks": bool(test.has_masks),
+        }
+        cache["masks"] = np.asarray(test.masks()) if cache["has_masks"] else None
+        if cache["masks"] is not None and cache["masks"].ndim == 4:
+            cache["masks"] = cache["masks"][:, 0]
+        print(
+            f"features of {len(train)} train and {len(test)} test images ({args.backbone}) "
+            f"in {time.perf_counter() - start:.1f} s; {len(todo)} of {planned} runs to do"
+        )
+        overlays_for = {(m, f): min(seeds) for m in models for f in flows}
+        with store.writer() as writer:
+            for m, f, s in tqdm(todo, desc="image bench", unit="run", disable=not progress):
+                row, scores, maps = _run_one(m, f, s, params, extractor.backbone_, cache, threads)
+                writer.append({**_bench_row(base, m, f, s), **row, "n_train": len(train), "n_test": len(test)})
+                if scores is not None and overlays_for[(m, f)] == s and not args.no_overlays:
+                    _bench_overlays(out, f"{m}-{f}-seed{s}", test, scores, maps)
+    rows = [r for r in store.rows() if r.get("preset") == preset and r.get("dataset") == root.name]
+    table = write_bench_table(rows, out / "results.md")
+    print(table.read_text())
+    print(f"{planned} runs planned, {planned - len(todo)} already in {store.path}; table in {table}")
+    return 0
+
+
+# --- parsers --------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_backbone_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="mobilenet_v2", help="frozen feature extractor (default: mobilenet_v2)")
+    p.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="backbone weights file (default: the installed ImageNet weights; 'none' = random, for smoke tests)",
+    )
+    p.add_argument("--layers", nargs="+", metavar="I", help="backbone levels (default: the backbone's)")
+    p.add_argument("--image-size", type=_positive_int, default=256, metavar="PX", help="image side (default: 256)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="training epochs (default: the model's)")
+    p.add_argument("--n-blocks", type=_positive_int, metavar="N", help="flow blocks per level (default: the model's)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per step (default: 8)")
+    p.add_argument("--lr", type=float, metavar="LR", help="Adam step size (default: 1e-3)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+
+
+def add_commands(subparsers: Any) -> None:
+    image = subparsers.add_parser(
+        "image",
+        help="image anomaly detection: FastFlow, CFlow, U-Flow heads with USF or affine flows",
+        description="Train, apply and benchmark image anomaly detectors on MVTec-layout folders.",
+    )
+    sub = image.add_subparsers(dest="image_command", metavar="SUBCOMMAND")
+
+    p = sub.add_parser(
+        "fit",
+        help="train a detector on ROOT/train/good and save it",
+        description="Train an image detector on the normal images of an MVTec-layout folder and save it.",
+    )
+    p.add_argument("root", metavar="ROOT", help="category folder with train/good (MVTec AD layout)")
+    p.add_argument("--model", choices=HEADS, default="fastflow", help="head (default: fastflow)")
+    p.add_argument("--flow", choices=FLOWS, default="usf", help="usf (uniformly scaling) or affine (default: usf)")
+    _add_backbone_args(p)
+    p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL", help="model file to write")
+    p.set_defaults(image_func=fit)
+
+    p = sub.add_parser(
+        "predict",
+        help="score images with a saved detector; overlays + scores.csv",
+        description="Score image files (or every image in folders): one overlay PNG per image and scores.csv.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model file written by usfad image fit")
+    p.add_argument("images", metavar="IMAGES", nargs="+", help="image files or folders")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for overlays and scores")
+    p.set_defaults(image_func=predict)
+
+    p = sub.add_parser(
+        "bench",
+        help="every (model, flow, seed) on one category, features extracted once",
+        description=(
+            "Run every (model, flow, seed) on ROOT's train/test split with one feature extraction for all runs; "
+            "results.jsonl gets one row per run as it ends (rerunning skips the runs already there)."
+        ),
+    )
+    p.add_argument("root", metavar="ROOT", help="category folder in MVTec AD layout (train/good, test, ground_truth)")
+    p.add_argument("--models", nargs="+", metavar="MODEL", help=f"heads (default: {' '.join(HEADS)})")
+    p.add_argument("--flows", nargs="+", metavar="FLOW", help="flows (default: usf affine)")
+    p.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds (default: 0 1 2)")
+    _add_backbone_args(p)
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads (default: torch's)")
+    p.add_argument("--no-overlays", action="store_true", help="write no overlay PNGs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for results")
+    p.set_defaults(image_func=bench)
+    image.set_defaults(func=_dispatch, image_parser=image)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    func = getattr(args, "image_func", None)
+    if func is None:
+        args.image_parser.print_help()
+        return 2
+    return int(func(args) or 0)

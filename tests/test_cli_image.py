@@ -1,0 +1,102 @@
+"""``usfad image fit | predict | bench`` end to end on a tiny generated MVTec-layout category."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from usfad.cli import main
+from usfad.vision.data import make_synthetic_dataset
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one torch thread is faster, and fair to a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FAST = ["--weights", "none", "--image-size", "64", "--epochs", "1", "--n-blocks", "1", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def category(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "tiles"
+    return make_synthetic_dataset(root, n_train=8, n_test_good=3, n_test_defect=3, image_size=64, seed=0)
+
+
+def test_fit_then_predict_writes_an_overlay_per_image_and_the_scores(category, tmp_path, capsys):
+    model = tmp_path / "model.usfad"
+    assert (
+        main(["image", "fit", str(category), "--model", "uflow", "--flow", "usf", *FAST, "--quiet", "-o", str(model)])
+        == 0
+    )
+    assert "fitted uflow (usf)" in capsys.readouterr().out
+    out = tmp_path / "pred"
+    one_file = next((category / "test" / "good").iterdir())
+    assert main(["image", "predict", str(model), str(category / "test"), str(one_file), "-o", str(out)]) == 0
+    with open(out / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 + 1
+    assert len({r["overlay"] for r in rows}) == len(rows)  # a repeated file gets its own overlay name
+    for r in rows:
+        assert float(r["score"]) == float(r["score"])  # a number, not NaN
+        assert (out / r["overlay"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_refuses_a_missing_image(category, tmp_path, capsys):
+    model = tmp_path / "model.usfad"
+    assert main(["image", "fit", str(category), "--model", "fastflow", *FAST, "--quiet", "-o", str(model)]) == 0
+    assert main(["image", "predict", str(model), str(tmp_path / "nope.png"), "-o", str(tmp_path / "p")]) == 1
+    assert "no image file or folder" in capsys.readouterr().err
+
+
+def test_bench_runs_every_cell_once_and_resumes(category, tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["image", "bench", str(category), "--models", "fastflow", "cflow", "--flows", "usf", "affine"]
+    args += ["--seeds", "0", *FAST, "--no-progress", "-o", str(out)]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["model"] for r in rows) == ["cflow-affine", "cflow-usf", "fastflow-affine", "fastflow-usf"]
+    for r in rows:
+        assert r["status"] == "ok" and r["diverged"] is False
+        for key in ("image_auroc", "pixel_auroc", "aupro"):
+            assert 0.0 <= r[key] <= 1.0
+        assert r["fit_seconds"] > 0
+    table = (out / "results.md").read_text()
+    assert "| fastflow | usf | 1 | 0 |" in table and "| cflow | affine | 1 | 0 |" in table
+    assert len(list(out.glob("*.png"))) == 4 * 3  # best and worst defect, worst normal per (model, flow)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "4 runs planned, 4 already in" in capsys.readouterr().out
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_image_without_subcommand_prints_help(capsys):
+    assert main(["image"]) == 2
+    assert "fit" in capsys.readouterr().out
+
+
+def test_bench_records_a_diverged_run_and_goes_on(category, tmp_path, monkeypatch, capsys):
+    from usfad.errors import TrainingDivergedError
+    from usfad.vision.detector import ImageDetector
+
+    fit_features = ImageDetector.fit_features
+
+    def diverge_for_affine(self, features):
+        if self.flow == "affine":
+            raise TrainingDivergedError("fastflow (affine): the training loss became nan at epoch 1, step 3")
+        return fit_features(self, features)
+
+    monkeypatch.setattr(ImageDetector, "fit_features", diverge_for_affine)
+    out = tmp_path / "bench"
+    args = ["image", "bench", str(category), "--models", "fastflow", "--flows", "usf", "affine", "--seeds", "0"]
+    assert main([*args, *FAST, "--no-progress", "--no-overlays", "-o", str(out)]) == 0
+    rows = {r["model"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert rows["fastflow-affine"]["diverged"] is True and rows["fastflow-affine"]["status"] == "failed"
+    assert rows["fastflow-usf"]["diverged"] is False and rows["fastflow-usf"]["image_auroc"] is not None
+    assert "| fastflow | affine | 1 | 1 |" in (out / "results.md").read_text()
+    assert not list(out.glob("*.png"))

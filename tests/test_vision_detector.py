@@ -1,0 +1,120 @@
+"""ImageDetector: training on cached features, maps at the image's size, save/load, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from usfad.errors import DataError, ModelFileError, TrainingDivergedError
+from usfad.flows import FLOWS
+from usfad.vision.detector import ImageDetector
+from usfad.vision.heads import HEADS
+from vision_standin import TinyBackbone, textured_images
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one torch thread is faster, and fair to a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _detector(model="fastflow", flow="usf", **params):
+    settings = {"image_size": 32, "epochs": 2, "batch_size": 4, "n_blocks": 2, "random_state": 0}
+    return ImageDetector(model, flow, backbone=TinyBackbone(), **{**settings, **params})
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+@pytest.mark.parametrize("model", HEADS)
+def test_each_head_trains_and_gives_finite_maps_of_the_image_size(model, flow):
+    det = _detector(model, flow).fit(textured_images(8))
+    assert len(det.history_.train_loss) == 2 and np.isfinite(det.history_.train_loss).all()
+    scores, maps = det.predict(textured_images(3, seed=1))
+    assert scores.shape == (3,) and maps.shape == (3, 32, 32)
+    assert np.isfinite(scores).all() and np.isfinite(maps).all()
+    assert np.allclose(scores, maps.reshape(3, -1).max(1), rtol=1e-6)  # image score = max of the map
+
+
+def test_training_lowers_the_loss():
+    det = _detector("fastflow", epochs=6).fit(textured_images(8))
+    assert det.history_.train_loss[-1] < det.history_.train_loss[0]
+
+
+def test_maps_come_back_at_the_input_size_when_it_differs():
+    det = _detector().fit(textured_images(6))
+    scores, maps = det.predict(textured_images(2, size=48))
+    assert maps.shape == (2, 48, 48)
+
+
+def test_a_defect_scores_higher_than_normal_images():
+    det = _detector("fastflow", epochs=8).fit(textured_images(12))
+    normal = det.decision_function(textured_images(4, seed=5))
+    defect = det.decision_function(textured_images(4, seed=5, defect=True))
+    assert defect.min() > normal.max()
+
+
+def test_scores_of_an_image_do_not_depend_on_its_batch():
+    det = _detector("cflow").fit(textured_images(6))
+    images = torch.cat([textured_images(3, seed=2), textured_images(3, seed=3, defect=True)])
+    together = det.decision_function(images)
+    alone = np.concatenate([det.decision_function(images[i : i + 1]) for i in range(6)])
+    assert np.allclose(together, alone, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", HEADS)
+def test_save_load_round_trip_gives_identical_scores(model, tmp_path):
+    det = _detector(model, "affine").fit(textured_images(6))
+    images = textured_images(3, seed=4, defect=True)
+    path = det.save(tmp_path / "model.usfad")
+    again = ImageDetector.load(path, backbone=TinyBackbone())
+    assert again.get_params()["model"] == model and again.flow == "affine"
+    assert np.array_equal(det.decision_function(images), again.decision_function(images))
+    assert again.history_.train_loss == det.history_.train_loss
+
+
+def test_load_rejects_a_backbone_with_other_channels(tmp_path):
+    path = _detector().fit(textured_images(4)).save(tmp_path / "m.usfad")
+    other = TinyBackbone()
+    other.channels = [4, 16]
+    with pytest.raises(ModelFileError, match="channels"):
+        ImageDetector.load(path, backbone=other)
+
+
+def test_non_finite_loss_raises_training_diverged():
+    det = _detector()
+    features = [f.clone() for f in det.features(textured_images(4))]
+    features[0][1, 0, 0, 0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match="loss became"):
+        det.fit_features(features)
+
+
+def test_fit_features_and_predict_features_match_fit_and_predict():
+    images, test = textured_images(6), textured_images(2, seed=7)
+    a = _detector("uflow").fit(images)
+    b = _detector("uflow")
+    b.fit_features(b.features(images))
+    assert np.array_equal(a.decision_function(test), b.predict_features(b.features(test))[0])
+
+
+def test_bad_settings_and_inputs_are_refused_with_what_was_given():
+    with pytest.raises(ValueError, match="model must be one of"):
+        _detector("padim").fit(textured_images(4))
+    with pytest.raises(ValueError, match="flow must be one of"):
+        _detector(flow="nice").fit(textured_images(4))
+    with pytest.raises(DataError, match=r"\[N, 3, H, W\]"):
+        _detector().fit(torch.rand(4, 32, 32))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        _detector().predict(textured_images(1))
+
+
+def test_fit_on_a_folder_equals_fit_on_its_images(tmp_path):
+    from usfad.vision.data import ImageFolderDataset, make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "cat", n_train=6, n_test_good=2, n_test_defect=2, image_size=32)
+    train = torch.stack([s.image for s in ImageFolderDataset(root, "train", image_size=32)])
+    from_folder = _detector("cflow").fit(root)
+    from_tensor = _detector("cflow").fit(train)
+    scores, maps = from_folder.predict(root)  # a folder is scored on its test split
+    assert scores.shape == (4,) and maps.shape == (4, 32, 32)
+    assert np.allclose(scores, from_tensor.predict(ImageFolderDataset(root, "test", image_size=32))[0], rtol=1e-5)

@@ -1,0 +1,38 @@
+"""A tiny stand-in for a frozen backbone (two levels, strides 2 and 4), for fast vision tests."""
+
+import torch
+from torch import nn
+
+
+class TinyBackbone(nn.Module):
+    """Random two-level conv net with the Backbone interface: ``name``, ``channels``, ``reductions``."""
+
+    name = "tiny"
+    channels = [8, 16]
+    reductions = [2, 4]
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        a = torch.tanh(self.a(images))
+        return [a, torch.tanh(self.b(a))]
+
+
+def textured_images(n: int, size: int = 32, seed: int = 0, defect: bool = False) -> torch.Tensor:
+    """``[n, 3, size, size]`` stripes plus noise in [0, 1]; ``defect=True`` adds a dark square."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.arange(size, dtype=torch.float32)
+    stripes = 0.5 + 0.3 * torch.sin(x / 2.0)[None, :].expand(size, size)
+    images = (stripes + 0.05 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
+    if defect:
+        images[:, :, size // 4 : size // 2, size // 4 : size // 2] = 0.0
+    return images

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Image heads (issue 4): FastFlow, CFlow and U-Flow, each with flow=usf and flow=affine, 3 seeds,
-# on Magnetic Tile (761 train / 382 test images, MVTec AD layout) with ImageNet MobileNetV2
+# on Magnetic Tile (761 training and 583 test images, MVTec AD layout) with ImageNet MobileNetV2
 # features at 256 x 256. The backbone runs once for all 18 runs; the command is resumable
 # (rerun it after a crash and the finished runs are skipped). Writes results.jsonl,
 # results.md (mean ± std over seeds, diverged count) and overlays of a few test images.

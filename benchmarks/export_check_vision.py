@@ -73,7 +73,7 @@ def main() -> None:
                 session = onnx_session(path, threads=1)
                 x = check.numpy()
                 t_torch = median_seconds(lambda d=detector: d.predict(check), args.repeats, min_time=0)
-                t_onnx = median_seconds(lambda s=session: run_onnx(s, x, batch_size=8), args.repeats, min_time=0)
+                t_onnx = median_seconds(lambda s=session, x=x: run_onnx(s, x, batch_size=8), args.repeats, min_time=0)
                 diffs = report.output_rel_diff
                 row = {
                     "model": model,

@@ -95,6 +95,7 @@ def export_module(
     dynamic_batch: bool = True,
     opset: int = OPSET,
     metadata: Mapping[str, Any] | None = None,
+    output_shapes: Mapping[str, Sequence[int | str]] | None = None,
 ) -> Path:
     """Write ``module(*example_inputs)`` as an ONNX graph to ``path``; returns the path.
 
@@ -103,7 +104,10 @@ def export_module(
     With ``dynamic_batch`` axis 0 of every input and output is a symbolic ``"batch"``
     dimension (give an example batch of 2 or more, so that no size-1 axis is specialised).
     Export :func:`inference_copy` of a model that holds LU layers. ``metadata`` goes into
-    the model's ``metadata_props`` (values written as strings).
+    the model's ``metadata_props`` (values written as strings). ``output_shapes`` declares
+    the shapes of named outputs (an int is a fixed size, a string a symbolic one such as
+    ``"batch"``) where the exporter's own shape inference leaves them vague or wrong (it
+    does after a convolution on a reshaped map, e.g. the image detectors' smoothing).
     """
     onnx = _require("onnx")  # torch's exporter needs it too: fail with the install hint first
     inputs = (example_inputs,) if isinstance(example_inputs, Tensor) else tuple(example_inputs)
@@ -130,11 +134,24 @@ def export_module(
             opset_version=int(opset),
             dynamo=False,
         )
-    if metadata:
+    if metadata or output_shapes:
         model = onnx.load(str(path))
-        for key, value in metadata.items():
+        for key, value in (metadata or {}).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = str(key), str(value)
+        for name, shape in (output_shapes or {}).items():
+            (output,) = [o for o in model.graph.output if o.name == name] or [None]
+            if output is None:
+                raise ValueError(f"output_shapes names {name!r}, not an output of the graph ({list(output_names)})")
+            dims = output.type.tensor_type.shape.dim
+            del dims[:]
+            for size in shape:
+                dim = dims.add()
+                if isinstance(size, str):
+                    dim.dim_param = size
+                else:
+                    dim.dim_value = int(size)
+        onnx.checker.check_model(model)
         onnx.save(model, str(path))
     return path
 
@@ -410,6 +427,7 @@ def export_image_detector(detector: Any, path: PathLike, *, opset: int = OPSET, 
         output_names=("scores", "maps"),
         opset=opset,
         metadata=metadata,
+        output_shapes={"scores": ("batch",), "maps": ("batch", size, size)},
     )
 
 
@@ -437,8 +455,9 @@ def verify_image_onnx(
     session = onnx_session(path, threads=threads)
     expected_shape = session.get_inputs()[0].shape[1:]
     if list(x.shape[1:]) != [int(d) for d in expected_shape]:
-        raise ValueError(f"{path} takes images of shape [batch, {', '.join(map(str, expected_shape))}], "
-                         f"got {list(x.shape)}")
+        raise ValueError(
+            f"{path} takes images of shape [batch, {', '.join(map(str, expected_shape))}], got {list(x.shape)}"
+        )
     start = time.perf_counter()
     scores, maps = detector.predict(x)
     name = f"ImageDetector({detector.model}, {detector.flow}, {detector.backbone_name})"

@@ -9,7 +9,9 @@ levels upsampled, combined, smoothed per image; score = the map's maximum).
 
 The switch is ``flow="usf" | "affine"``, as everywhere in usfad. ``fit_features`` and
 ``predict_features`` work on features extracted elsewhere, so a benchmark can run the
-backbone once for many heads and seeds.
+backbone once for many heads and seeds. ``export_onnx(path)`` writes the whole of
+``predict`` (backbone to scores and maps) as one ONNX graph (:mod:`usfad.export`); it and
+``predict_features`` share one scoring function, ``_score_batch``.
 """
 
 from __future__ import annotations

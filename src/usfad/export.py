@@ -22,6 +22,13 @@ file's metadata (``usfad.threshold``, ``usfad.n_features``). :func:`verify_onnx`
 data with ONNX Runtime at several batch sizes and reports the largest difference from
 ``decision_function``.
 
+Image detectors: :func:`export_image_detector` (``ImageDetector.export_onnx(path)``) exports
+:class:`ImageDetectorGraph`, the whole of ``predict`` as one graph: input ``"images"``
+(float32 ``(batch, 3, S, S)``, RGB in ``[0, 1]``), the backbone's normalisation, the
+backbone, the flow head, the anomaly-map post-processing, outputs ``"scores"`` (float32
+``(batch,)``) and ``"maps"`` (float32 ``(batch, S, S)``). :func:`verify_image_onnx` checks
+it against ``predict`` at batch sizes 1 and 8 (tolerance :data:`IMAGE_RTOL`).
+
 Exporter: PyTorch's TorchScript-based ``torch.onnx.export(..., dynamo=False)``, at opset
 :data:`OPSET` (ONNX Runtime >= 1.12 runs it). The dynamo exporter gives the same graphs for
 these models but takes several times longer and prints progress; the TorchScript one is
@@ -95,6 +102,7 @@ def export_module(
     dynamic_batch: bool = True,
     opset: int = OPSET,
     metadata: Mapping[str, Any] | None = None,
+    output_shapes: Mapping[str, Sequence[int | str]] | None = None,
 ) -> Path:
     """Write ``module(*example_inputs)`` as an ONNX graph to ``path``; returns the path.
 
@@ -103,7 +111,10 @@ def export_module(
     With ``dynamic_batch`` axis 0 of every input and output is a symbolic ``"batch"``
     dimension (give an example batch of 2 or more, so that no size-1 axis is specialised).
     Export :func:`inference_copy` of a model that holds LU layers. ``metadata`` goes into
-    the model's ``metadata_props`` (values written as strings).
+    the model's ``metadata_props`` (values written as strings). ``output_shapes`` declares
+    the shapes of named outputs (an int is a fixed size, a string a symbolic one such as
+    ``"batch"``) where the exporter's own shape inference leaves them vague or wrong (it
+    does after a convolution on a reshaped map, e.g. the image detectors' smoothing).
     """
     onnx = _require("onnx")  # torch's exporter needs it too: fail with the install hint first
     inputs = (example_inputs,) if isinstance(example_inputs, Tensor) else tuple(example_inputs)
@@ -130,11 +141,24 @@ def export_module(
             opset_version=int(opset),
             dynamo=False,
         )
-    if metadata:
+    if metadata or output_shapes:
         model = onnx.load(str(path))
-        for key, value in metadata.items():
+        for key, value in (metadata or {}).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = str(key), str(value)
+        for name, shape in (output_shapes or {}).items():
+            (output,) = [o for o in model.graph.output if o.name == name] or [None]
+            if output is None:
+                raise ValueError(f"output_shapes names {name!r}, not an output of the graph ({list(output_names)})")
+            dims = output.type.tensor_type.shape.dim
+            del dims[:]
+            for size in shape:
+                dim = dims.add()
+                if isinstance(size, str):
+                    dim.dim_param = size
+                else:
+                    dim.dim_value = int(size)
+        onnx.checker.check_model(model)
         onnx.save(model, str(path))
     return path
 
@@ -187,6 +211,8 @@ class VerifyReport:
     max_rel_diff: dict[int, float] = field(default_factory=dict)
     #: batch size -> largest absolute difference
     max_abs_diff: dict[int, float] = field(default_factory=dict)
+    #: output name -> batch size -> relative difference of that output (when the outputs are named)
+    output_rel_diff: dict[str, dict[int, float]] = field(default_factory=dict)
     torch_seconds: float = float("nan")
     onnx_seconds: float = float("nan")
 
@@ -199,8 +225,14 @@ class VerifyReport:
         return self.worst <= self.rtol
 
     def __str__(self) -> str:
-        per = ", ".join(f"batch {b}: {v:.2e}" for b, v in self.max_rel_diff.items())
         verdict = "OK" if self.passed else f"FAILED (tolerance {self.rtol:g})"
+        if len(self.output_rel_diff) > 1:
+            per = "; ".join(
+                f"{name} " + ", ".join(f"batch {b}: {v:.2e}" for b, v in diffs.items())
+                for name, diffs in self.output_rel_diff.items()
+            )
+        else:
+            per = ", ".join(f"batch {b}: {v:.2e}" for b, v in self.max_rel_diff.items())
         return f"{self.model}: ONNX vs PyTorch on {self.n_rows} rows, max relative difference {per}: {verdict}"
 
 
@@ -211,13 +243,17 @@ def _compare(
     expected: Sequence[np.ndarray],
     batch_sizes: Sequence[int],
 ) -> VerifyReport:
-    """Fill ``report`` with the worst difference over the outputs, per batch size."""
+    """Fill ``report`` with the worst difference over the outputs, per batch size (and per output)."""
+    names = [o.name for o in session.get_outputs()]
     for b in batch_sizes:
         start = time.perf_counter()
         actual = run_onnx(session, inputs, batch_size=b)
         if b == max(batch_sizes):
             report.onnx_seconds = time.perf_counter() - start
-        report.max_rel_diff[int(b)] = max(relative_difference(a, e) for a, e in zip(actual, expected))
+        diffs = [relative_difference(a, e) for a, e in zip(actual, expected)]
+        for name, d in zip(names, diffs):
+            report.output_rel_diff.setdefault(name, {})[int(b)] = d
+        report.max_rel_diff[int(b)] = max(diffs)
         report.max_abs_diff[int(b)] = max(float(np.max(np.abs(a - e), initial=0.0)) for a, e in zip(actual, expected))
     return report
 
@@ -323,3 +359,120 @@ def verify_onnx(
     expected = detector.decision_function(X)
     report = VerifyReport(type(detector).__name__, len(X), rtol, torch_seconds=time.perf_counter() - start)
     return _compare(report, session, [X], [expected], batch_sizes)
+
+
+# --- image detectors ---------------------------------------------------------------------
+
+#: relative tolerance of :func:`verify_image_onnx` (see its docstring)
+IMAGE_RTOL = 1e-4
+#: batch sizes :func:`verify_image_onnx` checks by default (images are large)
+IMAGE_VERIFY_BATCH_SIZES = (1, 8)
+
+
+class ImageDetectorGraph(nn.Module):
+    """A fitted :class:`~usfad.vision.detector.ImageDetector` as one module: images -> (scores, maps).
+
+    ``forward(images)`` takes RGB images in ``[0, 1]``, float32 ``[batch, 3, S, S]`` with
+    ``S = image_size`` (default: the detector's), and runs what ``predict`` runs on them:
+    the detector's own resize to its ``image_size`` (a no-op when ``S`` is that size), the
+    backbone (its normalisation included), and the detector's ``_score_batch`` (the head's
+    level maps, upsampled to ``S``, combined, smoothed per image; score = the map's maximum)
+    with :func:`inference_copy` of the backbone and of the head. Returns scores float32
+    ``[batch]`` and maps float32 ``[batch, S, S]``.
+    """
+
+    def __init__(self, detector: Any, image_size: int | None = None):
+        super().__init__()
+        detector._check_fitted()
+        self.image_size = int(detector.image_size if image_size is None else image_size)
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        self.backbone = inference_copy(detector.backbone_)
+        self.head = inference_copy(detector.head_)
+        self._detector = detector  # not a module: the parameters belong to self.backbone and self.head
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.backbone(self._detector._resized(images))
+        return self._detector._score_batch(self.head, features, (self.image_size, self.image_size))
+
+
+def random_images(n: int, size: int, seed: int = 0) -> Tensor:
+    """``[n, 3, size, size]`` float32 images in ``[0, 1]``: smooth random colour blobs plus pixel noise."""
+    generator = torch.Generator().manual_seed(int(seed))
+    coarse = torch.rand(n, 3, max(2, size // 16), max(2, size // 16), generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    return (smooth + 0.1 * torch.randn(n, 3, size, size, generator=generator)).clamp(0.0, 1.0)
+
+
+def export_image_detector(detector: Any, path: PathLike, *, opset: int = OPSET, image_size: int | None = None) -> Path:
+    """Export a fitted image detector: input ``images``, outputs ``scores`` and ``maps``; returns the path.
+
+    See :class:`ImageDetectorGraph`; the batch axis is dynamic, the image size fixed
+    (``image_size``, default the detector's). The file's metadata holds the model, flow,
+    backbone and sizes (``usfad.*``).
+    """
+    from . import __version__
+
+    graph = ImageDetectorGraph(detector, image_size).eval()
+    size = graph.image_size
+    metadata = {
+        "usfad.version": __version__,
+        "usfad.class": type(detector).__name__,
+        "usfad.model": detector.model,
+        "usfad.flow": detector.flow,
+        "usfad.backbone": detector.backbone_name,
+        "usfad.image_size": size,
+        "usfad.detector_image_size": int(detector.image_size),
+        "usfad.input": f"images: float32 (batch, 3, {size}, {size}), RGB in [0, 1] (normalisation is inside)",
+        "usfad.output": f"scores: float32 (batch,), higher = more anomalous; maps: float32 (batch, {size}, {size})",
+    }
+    return export_module(
+        graph,
+        random_images(2, size),
+        path,
+        input_names=("images",),
+        output_names=("scores", "maps"),
+        opset=opset,
+        metadata=metadata,
+        output_shapes={"scores": ("batch",), "maps": ("batch", size, size)},
+    )
+
+
+def verify_image_onnx(
+    detector: Any,
+    path: PathLike,
+    images: Any,
+    *,
+    batch_sizes: Sequence[int] = IMAGE_VERIFY_BATCH_SIZES,
+    rtol: float = IMAGE_RTOL,
+    threads: int | None = 1,
+) -> VerifyReport:
+    """Score ``images`` with the ONNX file at ``path`` and with ``detector.predict``; compare.
+
+    ``images``: ``[N, 3, S, S]`` in ``[0, 1]`` at the file's input size. The report holds,
+    per batch size, the worst :func:`relative_difference` over scores and maps (each one in
+    ``output_rel_diff``), and ``passed`` when it is within ``rtol``.
+
+    Why 1e-4 and not the tabular 1e-5: in float32 the whole path (CNN backbone, flow head,
+    upsampling, blur) cannot be held to 1e-5 in general. Measured on MobileNetV2 at 256 px
+    (``benchmarks/results/export_check_vision.md``): 1e-7 to 4e-6 for FastFlow, CFlow and
+    U-Flow ``usf``, but 1.2e-5 for U-Flow ``affine`` after one epoch, whose maps reach 2.6e6:
+    the affine couplings' ``exp`` amplify float32 rounding. There, freezing the LU layers
+    into plain matrices (:func:`inference_copy`, needed because ONNX has no triangular
+    solve) moves PyTorch's own maps by 2.6e-5, and ONNX Runtime's kernels (summing in
+    another order than PyTorch's) by another 1.4e-5 against the frozen PyTorch graph.
+    """
+    from .vision.detector import _as_images
+
+    x = _as_images(images)
+    session = onnx_session(path, threads=threads)
+    expected_shape = session.get_inputs()[0].shape[1:]
+    if list(x.shape[1:]) != [int(d) for d in expected_shape]:
+        raise ValueError(
+            f"{path} takes images of shape [batch, {', '.join(map(str, expected_shape))}], got {list(x.shape)}"
+        )
+    start = time.perf_counter()
+    scores, maps = detector.predict(x)
+    name = f"ImageDetector({detector.model}, {detector.flow}, {detector.backbone_name})"
+    report = VerifyReport(name, len(x), rtol, torch_seconds=time.perf_counter() - start)
+    return _compare(report, session, [x.numpy()], [scores, maps], batch_sizes)

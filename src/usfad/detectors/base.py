@@ -61,6 +61,23 @@ def write_model_file(path: str | os.PathLike[str], tensors: dict[str, Tensor], m
     return path
 
 
+def model_file_format(path: str | os.PathLike[str]) -> str:
+    """The ``format`` a usfad model file declares (e.g. ``"usfad-detector"``), reading only its header."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:
+        raise ModelFileError(f"{path} is not a readable usfad model file ({exc})") from None
+    if "format" not in metadata:
+        raise ModelFileError(f"{path} is a safetensors file but not a usfad model (no format in its metadata)")
+    return metadata["format"]
+
+
 def read_model_file(
     path: str | os.PathLike[str], fmt: str = FORMAT, version: int = FORMAT_VERSION
 ) -> tuple[dict[str, Tensor], dict[str, str]]:

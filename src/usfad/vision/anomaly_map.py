@@ -101,7 +101,7 @@ def anomaly_map(
 
 def image_scores(maps: Tensor, top_k: int | None = None) -> Tensor:
     """One score per image: the maximum of its map, or the mean of its ``top_k`` largest pixels."""
-    flat = maps.reshape(len(maps), -1)
+    flat = maps.flatten(1)  # not reshape(len(maps), -1): an exported graph must keep the batch dynamic
     if top_k is None:
         return flat.amax(1)
     if not 1 <= top_k <= flat.shape[1]:

@@ -9,7 +9,9 @@ levels upsampled, combined, smoothed per image; score = the map's maximum).
 
 The switch is ``flow="usf" | "affine"``, as everywhere in usfad. ``fit_features`` and
 ``predict_features`` work on features extracted elsewhere, so a benchmark can run the
-backbone once for many heads and seeds.
+backbone once for many heads and seeds. ``export_onnx(path)`` writes the whole of
+``predict`` (backbone to scores and maps) as one ONNX graph (:mod:`usfad.export`); it and
+``predict_features`` share one scoring function, ``_score_batch``.
 """
 
 from __future__ import annotations
@@ -269,22 +271,31 @@ class ImageDetector(BaseEstimator):
         if not hasattr(self, "head_"):
             raise RuntimeError("this ImageDetector is not fitted yet; call fit(images) first")
 
+    def _score_batch(
+        self, head: FlowHead, features: Sequence[Tensor], size: int | tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Scores ``[B]`` and maps ``[B, *size]`` of one batch of features, by ``head``.
+
+        The one scoring path: :meth:`predict_features` calls it with ``head_``, and the ONNX
+        graph (:class:`usfad.export.ImageDetectorGraph`) with its inference copy of ``head_``.
+        """
+        from .anomaly_map import anomaly_map, image_scores
+
+        maps = anomaly_map(head.anomaly_maps(features), size, combine=self._setting("combine"), sigma=float(self.sigma))
+        return image_scores(maps), maps
+
     @torch.no_grad()
     def predict_features(
         self, features: Sequence[Tensor], size: int | tuple[int, int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``[N]`` and anomaly maps ``[N, H, W]`` (``size``, default ``image_size``) from features."""
-        from .anomaly_map import anomaly_map, image_scores
-
         self._check_fitted()
         size = size or int(self.image_size)
         n = int(features[0].shape[0])
         scores, maps = np.empty(n), None
         for start in range(0, n, int(self.batch_size)):
             batch = [f[start : start + int(self.batch_size)].to(self.device_, torch.float32) for f in features]
-            level_maps = self.head_.anomaly_maps(batch)
-            m = anomaly_map(level_maps, size, combine=self._setting("combine"), sigma=float(self.sigma))
-            s = image_scores(m)
+            s, m = self._score_batch(self.head_, batch, size)
             if maps is None:
                 maps = np.empty((n, *m.shape[1:]), dtype=np.float32)
             maps[start : start + len(m)] = m.cpu().numpy()
@@ -311,6 +322,23 @@ class ImageDetector(BaseEstimator):
     def decision_function(self, images: Any) -> np.ndarray:
         """One anomaly score per image (the maximum of its smoothed map)."""
         return self.predict(images)[0]
+
+    def export_onnx(
+        self, path: str | os.PathLike[str], *, opset: int | None = None, image_size: int | None = None
+    ) -> Path:
+        """Write the whole detector, backbone to image scores, as one ONNX graph; returns the path.
+
+        Input ``"images"``: float32 ``[batch, 3, S, S]``, RGB in ``[0, 1]`` (the backbone's
+        normalisation is inside), ``S = image_size`` (default: the detector's; another size is
+        resized inside, as :meth:`predict` does). Outputs ``"scores"`` float32 ``[batch]``
+        (higher = more anomalous) and ``"maps"`` float32 ``[batch, S, S]``, as :meth:`predict`
+        gives them. The batch axis is dynamic; opset :data:`usfad.export.OPSET` unless
+        ``opset`` is given. Check a file with :func:`usfad.export.verify_image_onnx`. Needs
+        ``pip install 'usfad[onnx]'``.
+        """
+        from ..export import OPSET, export_image_detector
+
+        return export_image_detector(self, path, opset=OPSET if opset is None else opset, image_size=image_size)
 
     # --- persistence --------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:

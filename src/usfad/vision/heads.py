@@ -145,8 +145,8 @@ class FastFlowHead(_LatentMapHead):
         zs, logdet = [], features[0].new_zeros(features[0].shape[0])
         for x, f in zip(features, self.flows):
             # FastFlow normalises each level over (C, h, w) per image; no learned affine, so the
-            # NLL stays the flow's own.
-            z, ld = f(F.layer_norm(x, x.shape[1:]))
+            # NLL stays the flow's own. (Plain ints for the shape: ONNX export needs it static.)
+            z, ld = f(F.layer_norm(x, [int(d) for d in x.shape[1:]]))
             zs.append(z)
             logdet = logdet + ld
         return zs, logdet

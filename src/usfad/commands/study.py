@@ -106,9 +106,7 @@ def add_commands(subparsers: Any) -> None:
         )
         p.add_argument("--quick", action="store_true", help="train for a few steps only: a smoke test in seconds")
         p.add_argument("--device", default="cpu", help="torch device for usfad's models (cpu, cuda, auto; cpu)")
-        p.add_argument(
-            "--threads", type=int, default=None, help="torch/BLAS threads (default: torch's, one per core)"
-        )
+        p.add_argument("--threads", type=int, default=None, help="torch/BLAS threads (default: torch's, one per core)")
         p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -118,3 +118,20 @@ def test_fit_on_a_folder_equals_fit_on_its_images(tmp_path):
     scores, maps = from_folder.predict(root)  # a folder is scored on its test split
     assert scores.shape == (4,) and maps.shape == (4, 32, 32)
     assert np.allclose(scores, from_tensor.predict(ImageFolderDataset(root, "test", image_size=32))[0], rtol=1e-5)
+
+
+def test_features_are_standardised_per_position_with_training_statistics():
+    train = [
+        torch.randn(6, 8, 16, 16, generator=torch.Generator().manual_seed(1)) * 3 + 2,
+        torch.randn(6, 16, 8, 8, generator=torch.Generator().manual_seed(2)),
+    ]
+    det = _detector().fit_features(train)
+    for f, mean, scale in zip(train, det.feature_mean_, det.feature_scale_):
+        assert mean.shape == f.shape[1:] and torch.allclose(mean, f.mean(0), atol=1e-5)
+        assert torch.allclose(scale, f.std(0), rtol=1e-4)  # no position below the floor here
+    standardised = det._standardized(train)
+    assert torch.allclose(standardised[0].mean(0), torch.zeros(8, 16, 16), atol=1e-5)
+    with pytest.raises(DataError, match="training size"):
+        det._standardized([f[:, :, :4, :4] for f in train])
+    off = _detector(standardize=False).fit_features(train)
+    assert all(torch.equal(f, g) for f, g in zip(off._standardized(train), train))

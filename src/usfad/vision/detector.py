@@ -35,7 +35,7 @@ from ..train import History, TrainConfig, fit_module
 from .heads import HEADS, FlowHead, build_head
 
 FORMAT = "usfad-image-detector"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: head tensors under "head.", the feature scaler under "scaler."
 
 #: per-model defaults, chosen so that a Magnetic Tile run (761 training images, 256 x 256,
 #: MobileNetV2 levels 24@4, 32@8, 96@16, batch 8) trains in about 2 minutes of one CPU core
@@ -94,6 +94,12 @@ class ImageDetector(BaseEstimator):
     epochs, batch_size, lr, weight_decay: Adam on the cached features (``epochs=None``:
         the model's default). Small batches: more steps for the same compute, which is
         what a short CPU budget needs.
+    standardize: standardise every feature at every position (channel, row, column) by its
+        mean and standard deviation over the training images before the head, the image
+        analogue of the tabular detectors' scaler. The statistics are fixed at ``fit`` and
+        saved with the model; they take out what the backbone does at borders and what a
+        category does at fixed positions, which a USF (one volume change for every input)
+        cannot learn to scale away by itself.
     random_state, device, verbose: seed, ``"cpu" | "cuda" | "auto"``, progress bars.
     """
 
@@ -115,6 +121,7 @@ class ImageDetector(BaseEstimator):
         batch_size: int = 8,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
+        standardize: bool = True,
         random_state: int | None = 0,
         device: str = "cpu",
         verbose: bool = False,
@@ -135,6 +142,7 @@ class ImageDetector(BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.standardize = standardize
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -241,13 +249,14 @@ class ImageDetector(BaseEstimator):
             raise DataError(f"need at least 2 images with features at every level, got {[len(f) for f in features]}")
         self.channels_ = channels
         self.reductions_ = [int(r) for r in self.backbone_.reductions]
+        self._fit_scaler(features)
         seed = int(self.random_state) if self.random_state is not None else int(np.random.randint(2**31 - 1))
         with seeded(seed):
             generator = torch.Generator().manual_seed(seed)
             self.head_ = self._build_head().to(self.device_)
 
             def loss(index: Tensor) -> Tensor:
-                return self.head_.loss([f[index].to(self.device_, torch.float32) for f in features])
+                return self.head_.loss(self._standardized([f[index].to(self.device_, torch.float32) for f in features]))
 
             config = TrainConfig(
                 epochs=int(self._setting("epochs")),
@@ -262,6 +271,33 @@ class ImageDetector(BaseEstimator):
             self.history_: History = fit_module(self.head_, loss, torch.arange(n), config, generator)
         self.head_.eval()
         return self
+
+    def _fit_scaler(self, features: Sequence[Tensor]) -> None:
+        """Per-(channel, position) mean and scale of the training features (identity if not ``standardize``)."""
+        self.feature_mean_, self.feature_scale_ = [], []
+        for f in features:
+            if self.standardize:
+                f = f.double()
+                mean, std = f.mean(0), f.std(0)
+                # A floor at a tenth of the channel's mean spread, so that no position where the
+                # training images happen to agree (a border, a dead unit) blows up at test time.
+                typical = std.flatten(1).mean(1)[:, None, None]
+                scale = torch.where(typical > 0, torch.maximum(std, 0.1 * typical), torch.ones_like(std))
+            else:
+                mean, scale = torch.zeros(f.shape[1:]), torch.ones(f.shape[1:])
+            self.feature_mean_.append(mean.float())
+            self.feature_scale_.append(scale.float())
+
+    def _standardized(self, features: Sequence[Tensor]) -> list[Tensor]:
+        out = []
+        for f, mean, scale in zip(features, self.feature_mean_, self.feature_scale_):
+            if tuple(f.shape[1:]) != tuple(mean.shape):
+                raise DataError(
+                    f"features of shape {tuple(f.shape[1:])} per image, the detector was fitted on "
+                    f"{tuple(mean.shape)}: use images of the training size ({self.image_size} px)"
+                )
+            out.append((f - mean.to(f)) / scale.to(f))
+        return out
 
     def _build_head(self) -> FlowHead:
         return build_head(self.model, self.channels_, self.reductions_, self.flow, **self._head_kwargs())
@@ -281,7 +317,12 @@ class ImageDetector(BaseEstimator):
         """
         from .anomaly_map import anomaly_map, image_scores
 
-        maps = anomaly_map(head.anomaly_maps(features), size, combine=self._setting("combine"), sigma=float(self.sigma))
+        maps = anomaly_map(
+            head.anomaly_maps(self._standardized(features)),
+            size,
+            combine=self._setting("combine"),
+            sigma=float(self.sigma),
+        )
         return image_scores(maps), maps
 
     @torch.no_grad()
@@ -351,7 +392,10 @@ class ImageDetector(BaseEstimator):
                 params[key] = [int(v) for v in params[key]]
         weights = params["weights"]
         params["weights"] = None if weights is None else str(weights)
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.head_.state_dict().items()}
+        tensors = {f"head.{k}": v.detach().cpu().contiguous().clone() for k, v in self.head_.state_dict().items()}
+        for level, (mean, scale) in enumerate(zip(self.feature_mean_, self.feature_scale_)):
+            tensors[f"scaler.{level}.mean"] = mean.detach().cpu().contiguous()
+            tensors[f"scaler.{level}.scale"] = scale.detach().cpu().contiguous()
         state = {
             "channels_": self.channels_,
             "reductions_": self.reductions_,
@@ -387,8 +431,13 @@ class ImageDetector(BaseEstimator):
             det.channels_ = [int(c) for c in state["channels_"]]
             det.reductions_ = [int(r) for r in state["reductions_"]]
             det.history_ = History(train_loss=[float(v) for v in state["train_loss"]])
+            levels = len(det.channels_)
+            det.feature_mean_ = [tensors[f"scaler.{i}.mean"] for i in range(levels)]
+            det.feature_scale_ = [tensors[f"scaler.{i}.scale"] for i in range(levels)]
             head = det._build_head()
-            head.load_state_dict(tensors, strict=True)
+            head.load_state_dict(
+                {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}, strict=True
+            )
         except Exception as exc:
             raise ModelFileError(f"{path} could not be restored as an ImageDetector: {exc}") from None
         det.backbone_ = det._build_backbone()

@@ -18,7 +18,7 @@ convolution, so ``logdet`` is the same for every input (``constant_logdet`` is `
 
 The heads follow the published models in shape, not in code:
 
-- :class:`FastFlowHead` (Yu et al. 2021): per level a 2-D flow on the layer-normalised map,
+- :class:`FastFlowHead` (Yu et al. 2021): per level a 2-D flow on the feature map,
   conditioners alternating 3x3 and 1x1 convolutions; map = ``||z||^2 / 2C`` per position.
 - :class:`CFlowHead` (Gudovskiy et al. 2022): per level a flow on ``C``-dim fibres (the
   feature vector at one position) conditioned on a 2-D sinusoidal positional encoding,
@@ -38,7 +38,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..flows import DepthToSpace, build_flow, check_flow, conv, mlp
@@ -144,9 +143,10 @@ class FastFlowHead(_LatentMapHead):
         _check_levels(features, self.channels)
         zs, logdet = [], features[0].new_zeros(features[0].shape[0])
         for x, f in zip(features, self.flows):
-            # FastFlow normalises each level over (C, h, w) per image; no learned affine, so the
-            # NLL stays the flow's own. (Plain ints for the shape: ONNX export needs it static.)
-            z, ld = f(F.layer_norm(x, [int(d) for d in x.shape[1:]]))
+            # No per-image layer norm (the original FastFlow's): it rescales a whole image by its
+            # own spread, which shrinks a large defect with it. The detector standardises the
+            # features per position with training statistics instead (ImageDetector.standardize).
+            z, ld = f(x)
             zs.append(z)
             logdet = logdet + ld
         return zs, logdet

@@ -32,3 +32,10 @@ done
 .venv/bin/python benchmarks/paper_vs_default.py --data "$DATA" --seeds 42 -o "$OUT/paper_vs_default.csv" \
     --datasets 14_glass 15_Hepatitis 21_Lymphography 37_Stamps 39_vertebral 42_WBC 43_WDBC 45_wine 46_WPBC \
     4_breastw 40_vowels 38_thyroid 6_cardio
+
+# issue 5: the VAE variants through the same runner (resumable; one worker leaves a core free)
+$USFAD bench --data "$DATA" --datasets Classical --models vaeflow_usf vaeflow_affine vaeflow_normal deepsvddvae \
+    --jobs 1 --time-limit 1800 --results "$OUT/vae_models.jsonl"
+$USFAD report "$OUT/usfad_models.jsonl" "$OUT/vae_models.jsonl" --group Classical -o "$OUT/report_vae"
+# issue 5: training stability, 5 seeds (default datasets 4_breastw 6_cardio 24_mnist 25_musk 38_thyroid)
+$USFAD study stability --data "$DATA" --threads 1 -o "$OUT/stability"

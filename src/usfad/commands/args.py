@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 
 def split_list(values: list[str] | None) -> list[str]:
     """``["a,b", "c"]`` -> ``["a", "b", "c"]`` (comma- or space-separated lists both work)."""
@@ -17,3 +19,14 @@ def int_list(values: list[str] | None, what: str) -> list[int]:
         except ValueError:
             raise ValueError(f"{what} must be integers, got {item!r}") from None
     return out
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value

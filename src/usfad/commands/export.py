@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..export import IMAGE_RTOL, OPSET, RTOL
-from .model import _positive_int
+from .args import positive_int
 
 
 def _check_rows(detector: Any, args: argparse.Namespace) -> tuple[np.ndarray, str]:
@@ -131,14 +131,14 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="model file written by usfad fit or usfad image fit")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.onnx", help="ONNX file to write")
-    p.add_argument("--opset", type=_positive_int, default=OPSET, metavar="N", help=f"ONNX opset (default: {OPSET})")
+    p.add_argument("--opset", type=positive_int, default=OPSET, metavar="N", help=f"ONNX opset (default: {OPSET})")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     p.add_argument(
-        "--check-rows", type=_positive_int, default=1000, metavar="N", help="tabular: rows to check on (default: 1000)"
+        "--check-rows", type=positive_int, default=1000, metavar="N", help="tabular: rows to check on (default: 1000)"
     )
     p.add_argument(
         "--check-images",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="image models: images to check on (default: 8 random ones, or every image of --check-data)",
     )
@@ -151,7 +151,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--label-column", metavar="NAME", help="tabular, with --check-data: a label column to leave out")
     p.add_argument(
         "--image-size",
-        type=_positive_int,
+        type=positive_int,
         metavar="S",
         help="image models: the graph's input side (default: the model's image size; another is resized inside)",
     )

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import DataError, TrainingDivergedError
 from ..flows import FLOWS
 from ..vision.heads import HEADS
-from .args import int_list, split_list
+from .args import int_list, positive_int, split_list
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -329,14 +329,6 @@ def bench(args: argparse.Namespace) -> int:
 
 
 # --- parsers --------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _add_backbone_args(p: argparse.ArgumentParser) -> None:
@@ -347,10 +339,10 @@ def _add_backbone_args(p: argparse.ArgumentParser) -> None:
         help="backbone weights file (default: the installed ImageNet weights; 'none' = random, for smoke tests)",
     )
     p.add_argument("--layers", nargs="+", metavar="I", help="backbone levels (default: the backbone's)")
-    p.add_argument("--image-size", type=_positive_int, default=256, metavar="PX", help="image side (default: 256)")
-    p.add_argument("--epochs", type=_positive_int, metavar="N", help="training epochs (default: the model's)")
-    p.add_argument("--n-blocks", type=_positive_int, metavar="N", help="flow blocks per level (default: the model's)")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per step (default: 8)")
+    p.add_argument("--image-size", type=positive_int, default=256, metavar="PX", help="image side (default: 256)")
+    p.add_argument("--epochs", type=positive_int, metavar="N", help="training epochs (default: the model's)")
+    p.add_argument("--n-blocks", type=positive_int, metavar="N", help="flow blocks per level (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int, metavar="N", help="images per step (default: 8)")
     p.add_argument("--lr", type=float, metavar="LR", help="Adam step size (default: 1e-3)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
 
@@ -401,7 +393,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--flows", nargs="+", metavar="FLOW", help="flows (default: usf affine)")
     p.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds (default: 0 1 2)")
     _add_backbone_args(p)
-    p.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="torch threads (default: torch's)")
     p.add_argument("--no-overlays", action="store_true", help="write no overlay PNGs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for results")

@@ -28,6 +28,7 @@ import numpy as np
 from ..data.files import DEFAULT_CHUNK_SIZE, iter_table, read_table, write_scores
 from ..errors import DataError
 from ..validation import check_array
+from .args import positive_int
 
 MODELS = {
     "usflow": "USFlow",
@@ -134,16 +135,6 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "fit",
@@ -167,7 +158,7 @@ def add_commands(subparsers: Any) -> None:
         metavar="NAME",
         help="column (NPZ: array) of 0/1 labels; dropped from the features, rows labelled 1 left out",
     )
-    p.add_argument("--epochs", type=_positive_int, metavar="N", help="training epochs (default: the model's)")
+    p.add_argument("--epochs", type=positive_int, metavar="N", help="training epochs (default: the model's)")
     p.add_argument(
         "--contamination",
         type=float,
@@ -200,7 +191,7 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CHUNK_SIZE,
         metavar="N",
         help=f"rows read at a time (default: {DEFAULT_CHUNK_SIZE})",

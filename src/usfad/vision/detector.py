@@ -298,8 +298,9 @@ class ImageDetector(BaseEstimator):
                 scale = torch.where(typical > 0, torch.maximum(std, 0.1 * typical), torch.ones_like(std))
             else:
                 mean, scale = torch.zeros(f.shape[1:]), torch.ones(f.shape[1:])
-            self.feature_mean_.append(mean.float())
-            self.feature_scale_.append(scale.float())
+            # kept on the head's device, so that standardising a batch copies nothing (on CUDA)
+            self.feature_mean_.append(mean.float().to(self.device_))
+            self.feature_scale_.append(scale.float().to(self.device_))
 
     def _standardized(self, features: Sequence[Tensor]) -> list[Tensor]:
         out = []
@@ -445,8 +446,8 @@ class ImageDetector(BaseEstimator):
             det.reductions_ = [int(r) for r in state["reductions_"]]
             det.history_ = History(train_loss=[float(v) for v in state["train_loss"]])
             levels = len(det.channels_)
-            det.feature_mean_ = [tensors[f"scaler.{i}.mean"] for i in range(levels)]
-            det.feature_scale_ = [tensors[f"scaler.{i}.scale"] for i in range(levels)]
+            det.feature_mean_ = [tensors[f"scaler.{i}.mean"].to(det.device_) for i in range(levels)]
+            det.feature_scale_ = [tensors[f"scaler.{i}.scale"].to(det.device_) for i in range(levels)]
             head = det._build_head()
             head.load_state_dict(
                 {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}, strict=True

@@ -178,6 +178,40 @@ def test_actnorm_initialises_from_data_then_stays_fixed():
     assert torch.equal(ld1, ld2)
 
 
+def test_actnorm_floors_the_scale_of_a_channel_constant_in_its_first_batch():
+    # A ReLU feature that is off in the first batch used to get scale 1/eps = 1e6.
+    torch.manual_seed(0)
+    layer = ActNorm(4)
+    layer.train()
+    first = torch.randn(256, 4)
+    first[:, 0] = 0.0
+    layer(first)
+    typical = first.std(0).mean()
+    assert float(layer.log_scale[0]) <= float(-torch.log(0.1 * typical)) + 1e-4
+    assert torch.allclose(layer.log_scale[1:], -torch.log(first[:, 1:].std(0)), atol=1e-4)
+    later, _ = layer(torch.randn(256, 4))
+    assert later.abs().max() < 100
+
+
+def test_flow_with_actnorm_trains_when_a_channel_wakes_up_after_the_first_batch():
+    torch.manual_seed(0)
+    f = build_flow(6, "usf", n_blocks=2, hidden_features=(16,), actnorm=True)
+    opt = torch.optim.Adam(f.parameters(), lr=1e-3)
+    losses = []
+    for step in range(20):
+        x = torch.randn(64, 6)
+        if step == 0:
+            x[:, 0] = 0.0
+        z, logdet = f(x)
+        loss = (0.5 * z.pow(2).sum(1) - logdet).mean() / 6
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    # a 10x-scaled channel costs a large but finite loss; with a 1/eps scale it was ~1e22 here
+    assert max(losses[1:]) < 1e4, losses
+
+
 def test_sequential_rejects_non_bijections():
     with pytest.raises(TypeError, match="Bijection"):
         Sequential([torch.nn.Linear(2, 2)])

@@ -2,8 +2,9 @@
 
 ``y = x * exp(log_scale) (+ bias)``, so ``log|det J| = positions * sum(log_scale)``,
 independent of the input. :class:`ActNorm` sets ``bias`` and ``log_scale`` from the
-first batch it sees in training (zero mean, unit variance per channel) and is a plain
-input-independent affine map from then on.
+first batch it sees in training (zero mean, unit variance per channel; a channel whose
+spread there is below ``floor`` times the mean channel spread is scaled as if it had that
+spread) and is a plain input-independent affine map from then on.
 """
 
 from __future__ import annotations
@@ -36,13 +37,18 @@ class Scale(Bijection):
 
 
 class ActNorm(Bijection):
-    """``y = (x + bias) * exp(log_scale)`` with data-dependent initialisation."""
+    """``y = (x + bias) * exp(log_scale)`` with data-dependent initialisation.
+
+    ``floor``: the smallest spread, as a fraction of the mean channel spread of the first
+    batch, a channel is scaled for (see the module docstring).
+    """
 
     constant_logdet = True
 
-    def __init__(self, features: int, eps: float = 1e-6):
+    def __init__(self, features: int, eps: float = 1e-6, floor: float = 0.1):
         super().__init__()
         self.eps = eps
+        self.floor = floor
         self.bias = nn.Parameter(torch.zeros(features))
         self.log_scale = nn.Parameter(torch.zeros(features))
         self.register_buffer("initialized", torch.tensor(False))
@@ -52,7 +58,12 @@ class ActNorm(Bijection):
         flat = x.movedim(1, -1).reshape(-1, x.shape[1])
         self.bias.copy_(-flat.mean(0))
         std = flat.std(0) if flat.shape[0] > 1 else torch.ones_like(self.log_scale)
-        self.log_scale.copy_(-torch.log(std + self.eps))
+        # A channel that is (nearly) constant in the first batch, e.g. a ReLU unit that is off
+        # there, must not get a scale of 1/eps: one later step that moves its bias, or one later
+        # input where it is on, would then be multiplied by ~1e6 and the loss would blow up.
+        # Floor its spread at a tenth of the typical channel's (the feature scaler's rule).
+        typical = float(std.mean()) if bool((std > 0).any()) else 1.0
+        self.log_scale.copy_(-torch.log(torch.clamp(std, min=self.floor * typical) + self.eps))
         self.initialized.fill_(True)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

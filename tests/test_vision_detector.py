@@ -89,6 +89,16 @@ def test_non_finite_loss_raises_training_diverged():
         det.fit_features(features)
 
 
+def test_training_noise_changes_the_fit_but_not_the_scoring():
+    images, test = textured_images(6), textured_images(2, seed=7)
+    quiet = _detector(noise=0.0).fit(images)
+    noisy = _detector(noise=0.1).fit(images)
+    assert quiet.history_.train_loss != noisy.history_.train_loss  # the noise reaches the training batches
+    assert np.array_equal(noisy.decision_function(test), noisy.decision_function(test))  # and not the scores
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        _detector(noise=-0.1).fit(images)
+
+
 def test_fit_features_and_predict_features_match_fit_and_predict():
     images, test = textured_images(6), textured_images(2, seed=7)
     a = _detector("uflow").fit(images)

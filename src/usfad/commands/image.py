@@ -42,7 +42,7 @@ def _detector_params(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": args.image_size,
         "device": args.device,
     }
-    for key in ("epochs", "n_blocks", "batch_size", "lr"):
+    for key in ("epochs", "n_blocks", "batch_size", "lr", "noise"):
         value = getattr(args, key, None)
         if value is not None:
             params[key] = value
@@ -344,6 +344,9 @@ def _add_backbone_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-blocks", type=positive_int, metavar="N", help="flow blocks per level (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, metavar="N", help="images per step (default: 8)")
     p.add_argument("--lr", type=float, metavar="LR", help="Adam step size (default: 1e-3)")
+    p.add_argument(
+        "--noise", type=float, metavar="SD", help="Gaussian noise on the standardised training features (default: 0.1)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
 
 

@@ -114,6 +114,11 @@ class ImageDetector(BaseEstimator):
         saved with the model; they take out what the backbone does at borders and what a
         category does at fixed positions, which a USF (one volume change for every input)
         cannot learn to scale away by itself.
+    noise: standard deviation of Gaussian noise added to the standardised training features
+        (not at test time), as the tabular flows do. A feature that never varies in the
+        training images (a ReLU unit that is never on: 12 of SqueezeNet's 512 deepest
+        channels on Magnetic Tile) otherwise has an unbounded likelihood: the flow keeps
+        shrinking it and training blows up. ``0`` turns it off.
     random_state, device, verbose: seed, ``"cpu" | "cuda" | "auto"``, progress bars.
     """
 
@@ -136,6 +141,7 @@ class ImageDetector(BaseEstimator):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         standardize: bool = True,
+        noise: float = 0.1,
         random_state: int | None = 0,
         device: str = "cpu",
         verbose: bool = False,
@@ -157,6 +163,7 @@ class ImageDetector(BaseEstimator):
         self.lr = lr
         self.weight_decay = weight_decay
         self.standardize = standardize
+        self.noise = noise
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -180,6 +187,8 @@ class ImageDetector(BaseEstimator):
             raise ValueError(f"n_blocks must be >= 0, got {self.n_blocks}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not float(self.noise) >= 0:
+            raise ValueError(f"noise must be >= 0, got {self.noise}")
         if not self._setting("hidden_ratio") > 0:
             raise ValueError(f"hidden_ratio must be > 0, got {self.hidden_ratio}")
 
@@ -270,7 +279,10 @@ class ImageDetector(BaseEstimator):
             self.head_ = self._build_head().to(self.device_)
 
             def loss(index: Tensor) -> Tensor:
-                return self.head_.loss(self._standardized([f[index].to(self.device_, torch.float32) for f in features]))
+                batch = self._standardized([f[index].to(self.device_, torch.float32) for f in features])
+                if self.noise > 0:
+                    batch = [x + float(self.noise) * torch.randn_like(x) for x in batch]
+                return self.head_.loss(batch)
 
             config = TrainConfig(
                 epochs=int(self._setting("epochs")),

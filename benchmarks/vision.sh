@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Image heads (issue 4): FastFlow, CFlow and U-Flow, each with flow=usf and flow=affine, 3 seeds,
 # on Magnetic Tile (761 training and 583 test images, MVTec AD layout) with ImageNet MobileNetV2
-# features at 256 x 256 and the detector's defaults (features standardised per position).
+# features at 256 x 256 and the detector's defaults (features standardised per position, training noise 0.1).
 # One process per seed, one thread each (each extracts the features once for its 6 runs); then
 # the three result files are joined and the table over all seeds is written (nothing left to run).
 # Each command is resumable: rerun the script after a crash and finished runs are skipped.
@@ -19,3 +19,6 @@ done
 wait
 cat "$OUT"/seed{0,1,2}/results.jsonl > "$OUT/results.jsonl"
 $USFAD image bench "${ARGS[@]}" --seeds 0 1 2 -o "$OUT"
+
+# Training noise on ReLU features (SqueezeNet, CFlow-USF): with and without the detector's noise
+.venv/bin/python benchmarks/noise_check.py

@@ -146,3 +146,15 @@ def test_build_head_rejects_unknown_model_and_flow():
         build_head("padim", CHANNELS)
     with pytest.raises(ValueError, match="flow must be one of"):
         build_head("fastflow", CHANNELS, flow="nice")
+
+
+def test_conditioner_kernel_sizes_alternate_between_blocks_and_must_be_odd():
+    def kernels(head):
+        return [m.kernel_size[0] for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    default = build_head("fastflow", [4], n_blocks=2)
+    only3 = build_head("fastflow", [4], n_blocks=2, kernel_sizes=(3,))
+    assert kernels(default) == [3, 3, 1, 1] and kernels(only3) == [3, 3, 3, 3]  # two convs per conditioner
+    assert set(kernels(build_head("uflow", [4, 8], [2, 4], n_blocks=2, kernel_sizes=(5,)))) == {5}
+    with pytest.raises(ValueError, match="odd positive"):
+        build_head("fastflow", [4], kernel_sizes=(2,))

@@ -107,9 +107,12 @@ class _LatentMapHead(FlowHead):
         return self.latents(features)[1]
 
 
-def _conv_subnets(channels: int, hidden_ratio: float) -> list:
+def _conv_subnets(channels: int, hidden_ratio: float, kernel_sizes: Sequence[int]) -> list:
     hidden = _width(channels, hidden_ratio)
-    return [conv(hidden, kernel_size=3), conv(hidden, kernel_size=1)]
+    sizes = [int(k) for k in kernel_sizes]
+    if not sizes or any(k < 1 or k % 2 == 0 for k in sizes):
+        raise ValueError(f"kernel_sizes must be a non-empty list of odd positive integers, got {list(kernel_sizes)}")
+    return [conv(hidden, kernel_size=k) for k in sizes]
 
 
 class FastFlowHead(_LatentMapHead):
@@ -122,6 +125,8 @@ class FastFlowHead(_LatentMapHead):
     n_blocks: blocks per level (ActNorm, LU 1x1 conv, coupling, its inverse).
     hidden_ratio: conditioner width as a multiple of the level's channels.
     clamp: bound on the affine couplings' log-scale.
+    kernel_sizes: conditioner kernel sizes used by consecutive blocks in turn (FastFlow:
+        3x3 / 1x1 for vision transformers, 3x3 only for its ResNet configurations).
     """
 
     def __init__(
@@ -131,10 +136,13 @@ class FastFlowHead(_LatentMapHead):
         n_blocks: int = 4,
         hidden_ratio: float = 1.0,
         clamp: float = 2.0,
+        kernel_sizes: Sequence[int] = (3, 1),
     ):
         super().__init__(channels, flow)
         self.flows = nn.ModuleList(
-            build_flow(c, flow, n_blocks, clamp=clamp, subnet=_conv_subnets(c, hidden_ratio), actnorm=True)
+            build_flow(
+                c, flow, n_blocks, clamp=clamp, subnet=_conv_subnets(c, hidden_ratio, kernel_sizes), actnorm=True
+            )
             for c in self.channels
         )
         self._set_constant_logdet()
@@ -257,7 +265,7 @@ class UFlowHead(_LatentMapHead):
     Parameters
     ----------
     channels, reductions: the backbone's channels and strides per level.
-    flow, n_blocks, hidden_ratio, clamp: as for :class:`FastFlowHead`.
+    flow, n_blocks, hidden_ratio, clamp, kernel_sizes: as for :class:`FastFlowHead`.
     """
 
     def __init__(
@@ -268,6 +276,7 @@ class UFlowHead(_LatentMapHead):
         n_blocks: int = 4,
         hidden_ratio: float = 1.0,
         clamp: float = 2.0,
+        kernel_sizes: Sequence[int] = (3, 1),
     ):
         super().__init__(channels, flow)
         self.reductions = [int(r) for r in reductions]
@@ -284,7 +293,12 @@ class UFlowHead(_LatentMapHead):
             features = self.channels[level] + carried
             flows.append(
                 build_flow(
-                    features, flow, n_blocks, clamp=clamp, subnet=_conv_subnets(features, hidden_ratio), actnorm=True
+                    features,
+                    flow,
+                    n_blocks,
+                    clamp=clamp,
+                    subnet=_conv_subnets(features, hidden_ratio, kernel_sizes),
+                    actnorm=True,
                 )
             )
             if step + 1 < len(self.order):

@@ -116,9 +116,9 @@ class ImageDetector(BaseEstimator):
         cannot learn to scale away by itself.
     noise: standard deviation of Gaussian noise added to the standardised training features
         (not at test time), as the tabular flows do. A feature that never varies in the
-        training images (a ReLU unit that is never on: 12 of SqueezeNet's 512 deepest
-        channels on Magnetic Tile) otherwise has an unbounded likelihood: the flow keeps
-        shrinking it and training blows up. ``0`` turns it off.
+        training images (a ReLU unit that is never on: 18 of SqueezeNet's 512 deepest
+        channels over 200 Magnetic Tile images) otherwise has an unbounded likelihood: the
+        flow keeps shrinking it and training blows up. ``0`` turns it off.
     random_state, device, verbose: seed, ``"cpu" | "cuda" | "auto"``, progress bars.
     """
 

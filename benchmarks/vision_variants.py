@@ -5,7 +5,7 @@ The backbone features (MobileNetV2 ImageNet, 256 px) are extracted once and cach
 same features and seed, with the detector's defaults except what the variant changes:
 
 - ``base``: the defaults;
-- ``k3``: 3x3 conditioners in every block (FastFlow's ResNet configuration);
+- ``k3``: 3x3 conditioners in every block (FastFlow's ResNet-18 configuration);
 - ``wide``: ``hidden_ratio=2``;
 - ``deep``: 8 blocks;
 - ``long``: 20 epochs.

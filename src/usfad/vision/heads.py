@@ -126,7 +126,7 @@ class FastFlowHead(_LatentMapHead):
     hidden_ratio: conditioner width as a multiple of the level's channels.
     clamp: bound on the affine couplings' log-scale.
     kernel_sizes: conditioner kernel sizes used by consecutive blocks in turn (FastFlow:
-        3x3 / 1x1 for vision transformers, 3x3 only for its ResNet configurations).
+        3x3 / 1x1 in most of its configurations, 3x3 only for ResNet-18).
     """
 
     def __init__(

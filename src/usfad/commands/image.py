@@ -287,7 +287,12 @@ def bench(args: argparse.Namespace) -> int:
     store = ResultStore(out / "results.jsonl")
     params = _detector_params(args)
     params["verbose"] = False
-    preset = f"{args.backbone}-{args.image_size}px" + (f"-e{args.epochs}" if args.epochs else "")
+    # every training setting given on the command line is in the label, so a resumed run never
+    # takes rows trained with other settings for its own
+    tags = {"epochs": "e", "n_blocks": "b", "batch_size": "bs", "lr": "lr", "noise": "noise"}
+    preset = f"{args.backbone}-{args.image_size}px" + "".join(
+        f"-{tag}{getattr(args, key)}" for key, tag in tags.items() if getattr(args, key, None) is not None
+    )
     root = Path(args.root)
     base = {"group": "image", "dataset": root.name, "preset": preset, "backbone": args.backbone}
     done = store.keys()

@@ -8,6 +8,7 @@ import torch
 
 from usfad.cli import main
 from usfad.vision.data import make_synthetic_dataset
+from vision_standin import fake_fashion_mnist
 
 
 @pytest.fixture(autouse=True)
@@ -100,3 +101,24 @@ def test_bench_records_a_diverged_run_and_goes_on(category, tmp_path, monkeypatc
     assert rows["fastflow-usf"]["diverged"] is False and rows["fastflow-usf"]["image_auroc"] is not None
     assert "| fastflow | affine | 1 | 1 |" in (out / "results.md").read_text()
     assert not list(out.glob("*.png"))
+
+
+def test_bench_on_fashion_mnist_trains_on_the_normal_class_and_has_image_metrics_only(tmp_path, capsys):
+    root = fake_fashion_mnist(tmp_path / "fashion_mnist", n_train=30, n_test=20)
+    out = tmp_path / "bench"
+    args = ["image", "bench", str(root), "--models", "fastflow", "--flows", "usf", "--seeds", "0", *FAST]
+    assert main([*args, "--normal-class", "2", "--no-progress", "--no-overlays", "-o", str(out)]) == 0
+    (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["dataset"] == "fashion_mnist-2" and row["status"] == "ok"
+    assert row["n_train"] == 3 and row["n_test"] == 20  # class 2's training images; every test image
+    assert 0.0 <= row["image_auroc"] <= 1.0 and row.get("pixel_auroc") is None
+    assert "| fastflow | usf | 1 | 0 |" in (out / "results.md").read_text()
+    capsys.readouterr()
+    assert main([*args, "--no-progress", "-o", str(out)]) == 1
+    assert "--normal-class" in capsys.readouterr().err
+
+
+def test_bench_refuses_a_normal_class_for_an_image_folder(category, tmp_path, capsys):
+    args = ["image", "bench", str(category), "--normal-class", "1", *FAST, "--no-progress", "-o", str(tmp_path)]
+    assert main(args) == 1
+    assert "is for Fashion-MNIST" in capsys.readouterr().err

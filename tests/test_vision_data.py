@@ -1,8 +1,6 @@
 """MVTec-layout image folders, the synthetic generator, Fashion-MNIST IDX files."""
 
-import gzip
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +14,11 @@ from usfad.vision.data import (  # noqa: E402
     FashionMNISTOneClass,
     ImageFolderDataset,
     ImageSample,
+    is_fashion_mnist,
     make_synthetic_dataset,
     read_idx,
 )
+from vision_standin import fake_fashion_mnist  # noqa: E402
 
 MAGNETIC_TILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "magnetic_tile"
 
@@ -116,17 +116,9 @@ def test_missing_masks_are_an_error_unless_allowed(tmp_path, synthetic):
     assert not test.has_masks and test.labels.sum() == 4 and test[len(test) - 1].mask.sum() == 0
 
 
-def _write_idx(path, array):
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_fashion_mnist_one_class_split(tmp_path):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 20), ("t10k", 10)):
-        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
+    assert is_fashion_mnist(tmp_path) and not is_fashion_mnist(tmp_path / "x")
     assert read_idx(tmp_path / "train-images-idx3-ubyte.gz").shape == (20, 28, 28)
     train = FashionMNISTOneClass(tmp_path, normal_class=3, split="train", image_size=28)
     test = FashionMNISTOneClass(tmp_path, normal_class=3, split="test", image_size=32)

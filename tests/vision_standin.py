@@ -1,5 +1,10 @@
-"""A tiny stand-in for a frozen backbone (two levels, strides 2 and 4), for fast vision tests."""
+"""Stand-ins for fast vision tests: a tiny frozen backbone (two levels, strides 2 and 4), textured
+images, and a fake Fashion-MNIST folder (the original IDX file names and format)."""
 
+import gzip
+import struct
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,3 +41,20 @@ def textured_images(n: int, size: int = 32, seed: int = 0, defect: bool = False)
     if defect:
         images[:, :, size // 4 : size // 2, size // 4 : size // 2] = 0.0
     return images
+
+
+def write_idx(path, array) -> None:
+    """``array`` (unsigned bytes) as a gzipped IDX file."""
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_fashion_mnist(root, n_train: int = 20, n_test: int = 10, seed: int = 0):
+    """Random 28x28 images with labels ``0, 1, ..., 9, 0, ...`` in Fashion-MNIST's four IDX files."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return root

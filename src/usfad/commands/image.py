@@ -265,12 +265,27 @@ def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _bench_data(root: Path, image_size: int, normal_class: int | None) -> tuple[Any, Any, str]:
+    """Train set, test set and dataset name: an MVTec-layout folder, or Fashion-MNIST's IDX files
+    with one class normal (``normal_class``)."""
+    from ..vision.data import FashionMNISTOneClass, ImageFolderDataset, is_fashion_mnist
+
+    if is_fashion_mnist(root):
+        if normal_class is None:
+            raise ValueError(f"{root} holds Fashion-MNIST: say which class is normal with --normal-class (0..9)")
+        train, test = (FashionMNISTOneClass(root, normal_class, split, image_size) for split in ("train", "test"))
+        return train, test, f"{root.name}-{normal_class}"
+    if normal_class is not None:
+        raise ValueError(f"--normal-class is for Fashion-MNIST's IDX files; {root} is not such a folder")
+    train, test = (ImageFolderDataset(root, split=split, image_size=image_size) for split in ("train", "test"))
+    return train, test, root.name
+
+
 def bench(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
     from ..bench.store import ResultStore, row_key
-    from ..vision.data import ImageFolderDataset
     from ..vision.detector import ImageDetector
 
     models = split_list(args.models) or list(HEADS)
@@ -293,8 +308,8 @@ def bench(args: argparse.Namespace) -> int:
     preset = f"{args.backbone}-{args.image_size}px" + "".join(
         f"-{tag}{getattr(args, key)}" for key, tag in tags.items() if getattr(args, key, None) is not None
     )
-    root = Path(args.root)
-    base = {"group": "image", "dataset": root.name, "preset": preset, "backbone": args.backbone}
+    train, test, dataset = _bench_data(Path(args.root), args.image_size, args.normal_class)
+    base = {"group": "image", "dataset": dataset, "preset": preset, "backbone": args.backbone}
     done = store.keys()
     todo = [(m, f, s) for m in models for f in flows for s in seeds if row_key(_bench_row(base, m, f, s)) not in done]
     planned = len(models) * len(flows) * len(seeds)
@@ -302,8 +317,6 @@ def bench(args: argparse.Namespace) -> int:
     if todo:
         threads = args.threads or torch.get_num_threads()
         torch.set_num_threads(threads)
-        train = ImageFolderDataset(root, split="train", image_size=args.image_size)
-        test = ImageFolderDataset(root, split="test", image_size=args.image_size)
         extractor = ImageDetector(random_state=0, **{**params, "verbose": progress})
         start = time.perf_counter()
         cache = {
@@ -326,7 +339,7 @@ def bench(args: argparse.Namespace) -> int:
                 writer.append({**_bench_row(base, m, f, s), **row, "n_train": len(train), "n_test": len(test)})
                 if scores is not None and overlays_for[(m, f)] == s and not args.no_overlays:
                     _bench_overlays(out, f"{m}-{f}-seed{s}", test, scores, maps)
-    rows = [r for r in store.rows() if r.get("preset") == preset and r.get("dataset") == root.name]
+    rows = [r for r in store.rows() if r.get("preset") == preset and r.get("dataset") == dataset]
     table = write_bench_table(rows, out / "results.md")
     print(table.read_text())
     print(f"{planned} runs planned, {planned - len(todo)} already in {store.path}; table in {table}")
@@ -396,7 +409,18 @@ def add_commands(subparsers: Any) -> None:
             "results.jsonl gets one row per run as it ends (rerunning skips the runs already there)."
         ),
     )
-    p.add_argument("root", metavar="ROOT", help="category folder in MVTec AD layout (train/good, test, ground_truth)")
+    p.add_argument(
+        "root",
+        metavar="ROOT",
+        help="category folder in MVTec AD layout (train/good, test, ground_truth), or Fashion-MNIST's IDX files",
+    )
+    p.add_argument(
+        "--normal-class",
+        type=int,
+        choices=range(10),
+        metavar="K",
+        help="Fashion-MNIST only: the normal class (trained on its training images, tested on all 10,000 test images)",
+    )
     p.add_argument("--models", nargs="+", metavar="MODEL", help=f"heads (default: {' '.join(HEADS)})")
     p.add_argument("--flows", nargs="+", metavar="FLOW", help="flows (default: usf affine)")
     p.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds (default: 0 1 2)")

@@ -269,6 +269,11 @@ def read_idx(path: PathLike) -> np.ndarray:
     return body.reshape(tuple(int(d) for d in dims)).copy()  # writable, independent of the file buffer
 
 
+def is_fashion_mnist(root: PathLike) -> bool:
+    """Whether ``root`` holds Fashion-MNIST's training images file (the original IDX name)."""
+    return (Path(root) / _FASHION_FILES["train"].format("images", 3)).is_file()
+
+
 class FashionMNISTOneClass(Dataset):
     """Fashion-MNIST as a one-class task: ``normal_class`` is normal (0), the others anomalies (1).
 
@@ -276,6 +281,8 @@ class FashionMNISTOneClass(Dataset):
     class only; the test split keeps every test image. Items are :class:`ImageSample` with
     the 28x28 image resized to ``image_size``, repeated on three channels, and a zero mask.
     """
+
+    has_masks = False  # image-level labels only
 
     def __init__(self, root: PathLike, normal_class: int = 0, split: str = "train", image_size: int = 32) -> None:
         if split not in SPLITS:

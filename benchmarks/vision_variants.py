@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from usfad.vision import ImageDetector, ImageFolderDataset, vision_metrics
+from usfad.commands.image import feature_cache, run_one
+from usfad.vision import ImageDetector, ImageFolderDataset
 
 ROOT = Path(__file__).resolve().parents[2] / "shared"
 VARIANTS = {
@@ -36,24 +35,21 @@ VARIANTS = {
     "deep": {"n_blocks": 8},
     "long": {"epochs": 20},
 }
+KEPT = ("image_auroc", "pixel_auroc", "aupro", "final_loss", "fit_seconds", "fit_cpu_seconds", "status", "error")
 
 
-def _features(args: argparse.Namespace) -> dict:
-    cache = args.cache / f"magnetic_tile_{args.backbone}_256.pt"
-    if cache.exists():
-        return torch.load(cache)
-    extractor = ImageDetector(backbone=args.backbone)
-    test = ImageFolderDataset(args.images, split="test", image_size=256)
-    masks = np.asarray(test.masks())
-    data = {
-        "train": extractor.features(args.images, split="train"),
-        "test": extractor.features(test, split="test"),
-        "labels": torch.as_tensor(np.asarray(test.labels)),
-        "masks": torch.as_tensor((masks[:, 0] if masks.ndim == 4 else masks).astype(np.uint8)),
-    }
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, cache)
-    return data
+def _features(args: argparse.Namespace) -> tuple[dict, object]:
+    """The bench's feature cache, kept on disk between runs of this script; and the backbone."""
+    extractor = ImageDetector(backbone=args.backbone, verbose=False)
+    backbone = extractor.backbone_ = extractor._build_backbone()
+    path = args.cache / f"{args.images.name}_{args.backbone}_256.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False), backbone
+    train, test = (ImageFolderDataset(args.images, split=split, image_size=256) for split in ("train", "test"))
+    cache = feature_cache(extractor, train, test)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(cache, path)
+    return cache, backbone
 
 
 def main() -> None:
@@ -66,27 +62,21 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "vision_variants.jsonl")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     done = set()
     if args.results.exists():
         for line in args.results.read_text().splitlines():
             r = json.loads(line)
             done.add((r["model"], r["variant"], r["flow"], r["seed"]))
-    data = _features(args)
+    cache, backbone = _features(args)
     for seed in args.seeds:
         for variant in args.variants:
             for flow in ("usf", "affine"):
                 if (args.model, variant, flow, seed) in done:
                     continue
-                det = ImageDetector(args.model, flow, backbone=args.backbone, random_state=seed, **VARIANTS[variant])
-                start = time.perf_counter()
-                det.fit_features(data["train"])
-                seconds = time.perf_counter() - start
-                scores, maps = det.predict_features(data["test"])
-                metrics = vision_metrics(data["labels"].numpy(), scores, data["masks"].numpy(), maps)
+                params = {**VARIANTS[variant], "verbose": False}
+                result, _, _ = run_one(args.model, flow, seed, params, backbone, cache, threads=1)
                 row = {"model": args.model, "variant": variant, "flow": flow, "seed": seed}
-                row.update({k: round(float(v), 4) for k, v in metrics.items()})
-                row.update({"final_loss": round(det.history_.train_loss[-1], 4), "fit_seconds": round(seconds)})
+                row.update({k: result.get(k) for k in KEPT})
                 print(json.dumps(row), flush=True)
                 args.results.parent.mkdir(parents=True, exist_ok=True)
                 with open(args.results, "a") as fh:

@@ -176,7 +176,7 @@ def _bench_row(base: dict[str, Any], model: str, flow: str, seed: int) -> dict[s
     return {**base, "model": f"{model}-{flow}", "head": model, "flow": flow, "seed": seed}
 
 
-def _run_one(
+def run_one(
     model: str, flow: str, seed: int, params: dict[str, Any], backbone: Any, cache: dict[str, Any], threads: int
 ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
     """Train and evaluate one (model, flow, seed); never raises for a diverged or failed run."""
@@ -209,6 +209,22 @@ def _run_one(
     row["epochs"] = len(detector.history_.train_loss)
     row["final_loss"] = detector.history_.train_loss[-1]
     return row, scores, maps
+
+
+def feature_cache(extractor: Any, train: Any, test: Any) -> dict[str, Any]:
+    """What :func:`run_one` needs: the backbone features of both splits (by ``extractor``, an
+    ImageDetector), the test labels and, when the test set has them, its masks ``[N, H, W]``."""
+    cache = {
+        "train": extractor.features(train, split="train"),
+        "test": extractor.features(test, split="test"),
+        "labels": np.asarray(test.labels),
+        "has_masks": bool(test.has_masks),
+        "masks": None,
+    }
+    if cache["has_masks"]:
+        masks = np.asarray(test.masks())
+        cache["masks"] = masks[:, 0] if masks.ndim == 4 else masks
+    return cache
 
 
 def _bench_overlays(out: Path, name: str, dataset: Any, scores: np.ndarray, maps: np.ndarray) -> None:
@@ -319,15 +335,7 @@ def bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
         extractor = ImageDetector(random_state=0, **{**params, "verbose": progress})
         start = time.perf_counter()
-        cache = {
-            "train": extractor.features(train, split="train"),
-            "test": extractor.features(test, split="test"),
-            "labels": np.asarray(test.labels),
-            "has_masks": bool(test.has_masks),
-        }
-        cache["masks"] = np.asarray(test.masks()) if cache["has_masks"] else None
-        if cache["masks"] is not None and cache["masks"].ndim == 4:
-            cache["masks"] = cache["masks"][:, 0]
+        cache = feature_cache(extractor, train, test)
         print(
             f"features of {len(train)} train and {len(test)} test images ({args.backbone}) "
             f"in {time.perf_counter() - start:.1f} s; {len(todo)} of {planned} runs to do"
@@ -335,7 +343,7 @@ def bench(args: argparse.Namespace) -> int:
         overlays_for = {(m, f): min(seeds) for m in models for f in flows}
         with store.writer() as writer:
             for m, f, s in tqdm(todo, desc="image bench", unit="run", disable=not progress):
-                row, scores, maps = _run_one(m, f, s, params, extractor.backbone_, cache, threads)
+                row, scores, maps = run_one(m, f, s, params, extractor.backbone_, cache, threads)
                 writer.append({**_bench_row(base, m, f, s), **row, "n_train": len(train), "n_test": len(test)})
                 if scores is not None and overlays_for[(m, f)] == s and not args.no_overlays:
                     _bench_overlays(out, f"{m}-{f}-seed{s}", test, scores, maps)

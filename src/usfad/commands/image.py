@@ -282,12 +282,11 @@ def _table_lines(rows: list[dict[str, Any]], with_dataset: bool) -> list[str]:
     for dataset, head, flow in keys:
         group = [r for r in rows if (r["dataset"], r["head"], r["flow"]) == (dataset, head, flow)]
         ok = [r for r in group if r.get("status") == "ok"]
-        lines.append(
-            ("| " + dataset + " " if with_dataset else "")
-            + f"| {head} | {flow} | {len(group)} | {sum(bool(r.get('diverged')) for r in group)} "
-            f"| {sum(blew_up(r) for r in ok)} | {_fmt([r.get('image_auroc') for r in ok])} "
-            f"| {_fmt([r.get('pixel_auroc') for r in ok])} | {_fmt([r.get('aupro') for r in ok])} | {_fmt([r.get('fit_seconds') for r in ok], 1)} |"
-        )
+        cells = [head, flow, str(len(group)), str(sum(bool(r.get("diverged")) for r in group))]
+        cells.append(str(sum(blew_up(r) for r in ok)))
+        cells += [_fmt([r.get(k) for r in ok]) for k in ("image_auroc", "pixel_auroc", "aupro")]
+        cells.append(_fmt([r.get("fit_seconds") for r in ok], 1))
+        lines.append("| " + " | ".join([dataset, *cells] if with_dataset else cells) + " |")
     return lines
 
 

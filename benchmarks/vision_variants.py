@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--model", default="fastflow")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--flows", nargs="+", choices=["usf", "affine"], default=["usf", "affine"])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "vision_variants.jsonl")
     args = parser.parse_args()
@@ -70,7 +71,7 @@ def main() -> None:
     cache, backbone = _features(args)
     for seed in args.seeds:
         for variant in args.variants:
-            for flow in ("usf", "affine"):
+            for flow in args.flows:
                 if (args.model, variant, flow, seed) in done:
                     continue
                 params = {**VARIANTS[variant], "verbose": False}

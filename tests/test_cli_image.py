@@ -145,7 +145,9 @@ def test_the_table_counts_runs_whose_loss_blew_up_but_stayed_finite(tmp_path):
         {**base, "flow": "affine", "seed": 1, "train_loss": [1.9, 1.0, 1.5]},  # noisy, not a blow-up
         {**base, "flow": "usf", "seed": 0, "train_loss": [1.9, 1.0, 0.5]},
         {**base, "flow": "usf", "seed": 1},  # a row written before losses were kept
+        {**base, "head": "uflow", "flow": "usf", "seed": 0},
     ]
-    assert [blew_up(r) for r in rows] == [True, False, False, False]
+    assert [blew_up(r) for r in rows] == [True, False, False, False, False]
     table = write_bench_table(rows, tmp_path / "t.md").read_text()
     assert "| cflow | affine | 2 | 0 | 1 |" in table and "| cflow | usf | 2 | 0 | 0 |" in table
+    assert "| uflow | usf | 1 | 0 | - |" in table  # not known, not zero

@@ -283,7 +283,8 @@ def _table_lines(rows: list[dict[str, Any]], with_dataset: bool) -> list[str]:
         group = [r for r in rows if (r["dataset"], r["head"], r["flow"]) == (dataset, head, flow)]
         ok = [r for r in group if r.get("status") == "ok"]
         cells = [head, flow, str(len(group)), str(sum(bool(r.get("diverged")) for r in group))]
-        cells.append(str(sum(blew_up(r) for r in ok)))
+        known = [r for r in ok if r.get("train_loss")]  # rows from before the losses were kept: unknown
+        cells.append(str(sum(blew_up(r) for r in known)) if known else "-")
         cells += [_fmt([r.get(k) for r in ok]) for k in ("image_auroc", "pixel_auroc", "aupro")]
         cells.append(_fmt([r.get("fit_seconds") for r in ok], 1))
         lines.append("| " + " | ".join([dataset, *cells] if with_dataset else cells) + " |")

@@ -143,11 +143,12 @@ def test_the_table_counts_runs_whose_loss_blew_up_but_stayed_finite(tmp_path):
     rows = [
         {**base, "flow": "affine", "seed": 0, "train_loss": [1.9, 1.0, 8.7e4]},  # thrown off, still finite
         {**base, "flow": "affine", "seed": 1, "train_loss": [1.9, 1.0, 1.5]},  # noisy, not a blow-up
+        {**base, "flow": "affine", "seed": 2, "train_loss": [6.5e11, 8.9e4, 1.8e4]},  # falling, never settled
         {**base, "flow": "usf", "seed": 0, "train_loss": [1.9, 1.0, 0.5]},
         {**base, "flow": "usf", "seed": 1},  # a row written before losses were kept
         {**base, "head": "uflow", "flow": "usf", "seed": 0},
     ]
-    assert [blew_up(r) for r in rows] == [True, False, False, False, False]
+    assert [blew_up(r) for r in rows] == [True, False, True, False, False, False]
     table = write_bench_table(rows, tmp_path / "t.md").read_text()
-    assert "| cflow | affine | 2 | 0 | 1 |" in table and "| cflow | usf | 2 | 0 | 0 |" in table
+    assert "| cflow | affine | 3 | 0 | 2 |" in table and "| cflow | usf | 2 | 0 | 0 |" in table
     assert "| uflow | usf | 1 | 0 | - |" in table  # not known, not zero

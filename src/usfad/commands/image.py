@@ -261,13 +261,16 @@ def _fmt(values: list[float], digits: int = 3) -> str:
 
 #: a run "blew up" when its last epoch's loss is this many nats per dimension above its best epoch's
 BLOW_UP_NATS = 1.0
+#: ... or above this many nats per dimension: on standardised features (the detector's default) a
+#: Gaussian alone scores about 1.4, so a loss this high means the flow never settled
+UNSETTLED_NATS = 10.0
 
 
 def blew_up(row: dict[str, Any]) -> bool:
-    """Whether a finished run's training loss ended far above its best (``BLOW_UP_NATS``): a run
-    that did not diverge (the loss stayed finite) but was thrown off by a bad step."""
+    """Whether a finished run's training loss stayed finite but ended far above its best epoch's
+    (``BLOW_UP_NATS``: thrown off by a bad step) or far above any sane value (``UNSETTLED_NATS``)."""
     losses = [x for x in row.get("train_loss") or [] if math.isfinite(x)]
-    return bool(losses) and losses[-1] > min(losses) + BLOW_UP_NATS
+    return bool(losses) and (losses[-1] > min(losses) + BLOW_UP_NATS or losses[-1] > UNSETTLED_NATS)
 
 
 def _table_lines(rows: list[dict[str, Any]], with_dataset: bool) -> list[str]:

@@ -273,18 +273,30 @@ def blew_up(row: dict[str, Any]) -> bool:
     return bool(losses) and (losses[-1] > min(losses) + BLOW_UP_NATS or losses[-1] > UNSETTLED_NATS)
 
 
-def _table_lines(rows: list[dict[str, Any]], with_dataset: bool) -> list[str]:
+Group = tuple[str, str, str]  # (dataset, head, flow)
+
+
+def _groups(rows: list[dict[str, Any]]) -> dict[Group, list[dict[str, Any]]]:
+    """Rows per (dataset, head, flow): datasets in order of appearance, then heads and flows in
+    their canonical order."""
+    groups: dict[Group, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["head"], r["flow"]), []).append(r)
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    order = sorted(groups, key=lambda k: (datasets.index(k[0]), HEADS.index(k[1]), FLOWS.index(k[2])))
+    return {k: groups[k] for k in order}
+
+
+def _ok(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in group if r.get("status") == "ok"]
+
+
+def _table_lines(groups: dict[Group, list[dict[str, Any]]], with_dataset: bool) -> list[str]:
     cols = ["model", "flow", "runs", "diverged", "blew up", "image AUROC", "pixel AUROC", "AUPRO", "train s"]
     cols = ["dataset", *cols] if with_dataset else cols
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    keys = sorted(
-        {(r["dataset"], r["head"], r["flow"]) for r in rows},
-        key=lambda k: (datasets.index(k[0]), HEADS.index(k[1]), FLOWS.index(k[2])),
-    )
-    for dataset, head, flow in keys:
-        group = [r for r in rows if (r["dataset"], r["head"], r["flow"]) == (dataset, head, flow)]
-        ok = [r for r in group if r.get("status") == "ok"]
+    for (dataset, head, flow), group in groups.items():
+        ok = _ok(group)
         cells = [head, flow, str(len(group)), str(sum(bool(r.get("diverged")) for r in group))]
         known = [r for r in ok if r.get("train_loss")]  # rows from before the losses were kept: unknown
         cells.append(str(sum(blew_up(r) for r in known)) if known else "-")
@@ -294,20 +306,14 @@ def _table_lines(rows: list[dict[str, Any]], with_dataset: bool) -> list[str]:
     return lines
 
 
-def _summary_lines(rows: list[dict[str, Any]]) -> list[str]:
+def _summary_lines(groups: dict[Group, list[dict[str, Any]]]) -> list[str]:
     """Per (model, flow): image AUROC averaged over datasets (each the mean over its seeds), and for
     a USF head, on how many datasets it is at least as high as the affine head."""
-    mean: dict[tuple[str, str, str], float] = {}
-    for r in rows:
-        key = (r["dataset"], r["head"], r["flow"])
-        if key not in mean:
-            vals = [
-                x.get("image_auroc")
-                for x in rows
-                if (x["dataset"], x["head"], x["flow"]) == key and x.get("status") == "ok"
-            ]
-            vals = [v for v in vals if v is not None and math.isfinite(v)]
-            mean[key] = float(np.mean(vals)) if vals else math.nan
+    mean: dict[Group, float] = {}
+    for key, group in groups.items():
+        vals = [r.get("image_auroc") for r in _ok(group)]
+        vals = [v for v in vals if v is not None and math.isfinite(v)]
+        mean[key] = float(np.mean(vals)) if vals else math.nan
     lines = [
         "| model | flow | datasets | mean image AUROC | datasets with usf >= affine |",
         "|---|---|---|---|---|",
@@ -329,10 +335,11 @@ def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:
     """Markdown table: mean ± std over seeds per (model, flow), with the counts of diverged runs
     (non-finite loss) and of runs that blew up (see :func:`blew_up`); for several datasets one
     row per (dataset, model, flow) and a summary over the datasets."""
-    several = len({r["dataset"] for r in rows}) > 1
-    lines = _table_lines(rows, several)
+    groups = _groups(rows)
+    several = len({dataset for dataset, _, _ in groups}) > 1
+    lines = _table_lines(groups, several)
     if several:
-        lines += ["", "Over the datasets (image AUROC):", "", *_summary_lines(rows)]
+        lines += ["", "Over the datasets (image AUROC):", "", *_summary_lines(groups)]
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
         lines += ["", "Failed runs:", ""]
@@ -389,6 +396,7 @@ def bench(args: argparse.Namespace) -> int:
     )
     progress = not args.no_progress
     threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     extractor = ImageDetector(random_state=0, **{**params, "verbose": progress})
     done = store.keys()
     planned = skipped = 0
@@ -399,7 +407,6 @@ def bench(args: argparse.Namespace) -> int:
         planned, skipped = planned + len(runs), skipped + len(runs) - len(todo)
         if not todo:
             continue
-        torch.set_num_threads(threads)
         start = time.perf_counter()
         cache = feature_cache(extractor, train, test)
         print(

@@ -10,8 +10,9 @@ same features and seed, with the detector's defaults except what the variant cha
 - ``deep``: 8 blocks;
 - ``long``: 20 epochs.
 
-One JSON line per run (image AUROC, pixel AUROC, AUPRO, training loss per epoch, seconds) is
-appended to ``--results``; finished (variant, flow, seed, model) runs are skipped.
+One row per run (image AUROC, pixel AUROC, AUPRO, training loss per epoch, seconds) goes to the
+``--results`` store (:class:`usfad.bench.store.ResultStore`), keyed by dataset, head and flow,
+backbone and variant, and seed; finished runs are skipped.
 
     PYTHONPATH=src .venv/bin/python benchmarks/vision_variants.py --variants base k3 wide --seeds 0
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from usfad.bench.store import ResultStore, row_key
 from usfad.commands.image import feature_cache, run_one
 from usfad.vision import ImageDetector, ImageFolderDataset
 
@@ -63,25 +65,31 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "vision_variants.jsonl")
     args = parser.parse_args()
-    done = set()
-    if args.results.exists():
-        for line in args.results.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["model"], r["variant"], r["flow"], r["seed"]))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(args.results)
+    done = store.keys()
     cache, backbone = _features(args)
-    for seed in args.seeds:
-        for variant in args.variants:
-            for flow in args.flows:
-                if (args.model, variant, flow, seed) in done:
-                    continue
-                params = {**VARIANTS[variant], "verbose": False}
-                result, _, _ = run_one(args.model, flow, seed, params, backbone, cache, threads=1)
-                row = {"model": args.model, "variant": variant, "flow": flow, "seed": seed}
-                row.update({k: result.get(k) for k in KEPT})
-                print(json.dumps(row), flush=True)
-                args.results.parent.mkdir(parents=True, exist_ok=True)
-                with open(args.results, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+    with store.writer() as writer:
+        for seed in args.seeds:
+            for variant in args.variants:
+                for flow in args.flows:
+                    row = {
+                        "group": "image-variants",
+                        "dataset": args.images.name,
+                        "model": f"{args.model}-{flow}",
+                        "preset": f"{args.backbone}-{variant}",
+                        "seed": seed,
+                        "head": args.model,
+                        "flow": flow,
+                        "variant": variant,
+                    }
+                    if row_key(row) in done:
+                        continue
+                    params = {**VARIANTS[variant], "verbose": False}
+                    result, _, _ = run_one(args.model, flow, seed, params, backbone, cache, threads=1)
+                    row.update({k: result.get(k) for k in KEPT})
+                    writer.append(row)
+                    print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 IMAGES="${USFAD_IMAGES:-../shared/data/images}"
 USFAD=.venv/bin/usfad
 bench() {  # BACKBONE OUT
-    local out=$2 args=("$IMAGES/magnetic_tile" --models fastflow cflow uflow --flows usf affine --backbone "$1" --image-size 256)
+    local out=$2 args=("$IMAGES/magnetic_tile" --models fastflow cflow uflow --flows usf usf-gin affine --backbone "$1" --image-size 256)
     for seed in 0 1 2; do
         overlays=$([ "$seed" = 0 ] || echo --no-overlays)
         # shellcheck disable=SC2086

@@ -5,11 +5,13 @@ import torch
 
 from usfad.flows import (
     FLOWS,
+    USF_FLOWS,
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
     Conjugate,
     DepthToSpace,
+    GINCoupling,
     LUConv1x1,
     LULinear,
     Permutation,
@@ -17,6 +19,7 @@ from usfad.flows import (
     Sequential,
     build_flow,
     conv,
+    is_usf,
     mlp,
 )
 
@@ -47,9 +50,13 @@ VECTOR_CASES = {
     "affine": lambda: AffineCoupling(5, mlp((8,)), clamp=1.9),
     "affine_swap": lambda: AffineCoupling(5, mlp((8,)), swap=True),
     "additive_1d": lambda: AdditiveCoupling(1, mlp((8,))),
+    "gin": lambda: GINCoupling(5, mlp((8,)), clamp=1.9),
+    "gin_swap": lambda: GINCoupling(5, mlp((8,)), swap=True),
+    "gin_1d": lambda: GINCoupling(1, mlp((8,))),
     "conjugate_additive": lambda: Conjugate(AdditiveCoupling(5, mlp((8,))), LULinear(5)),
     "usf": lambda: build_flow(5, "usf", n_blocks=3, hidden_features=(8, 8)),
     "affine_flow": lambda: build_flow(5, "affine", n_blocks=3, hidden_features=(8, 8)),
+    "usf_gin": lambda: build_flow(5, "usf-gin", n_blocks=3, hidden_features=(8, 8)),
     "usf_1d": lambda: build_flow(1, "usf", n_blocks=2, hidden_features=(4,)),
 }
 
@@ -66,10 +73,19 @@ MAP_CASES = {
         2, "affine", n_blocks=3, subnet=[conv(4, 3), conv(4, 1)], actnorm=True
     ),
     "depth_to_space": lambda: DepthToSpace(2),
+    # three channels: a GIN coupling on two channels transforms one, whose centred log-scale is 0
+    "gin_conv": lambda: GINCoupling(3, conv(4)),
+    "usf_gin_conv_actnorm_3x3_1x1": lambda: build_flow(
+        3, "usf-gin", n_blocks=3, subnet=[conv(4, 3), conv(4, 1)], actnorm=True
+    ),
 }
 
 #: input shape per case when it is not (3, 2, 1, 3); 6 numbers per sample either way
-MAP_SHAPES = {"depth_to_space": (3, 4, 1, 1)}
+MAP_SHAPES = {
+    "depth_to_space": (3, 4, 1, 1),
+    "gin_conv": (3, 3, 1, 2),
+    "usf_gin_conv_actnorm_3x3_1x1": (3, 3, 1, 2),
+}
 
 
 def _actnorm_map(channels):
@@ -105,7 +121,7 @@ def test_feature_map_bijection_inverts_and_reports_exact_logdet(name, float64):
     x = torch.randn(MAP_SHAPES.get(name, (3, 2, 1, 3)))
     y, logdet = f(x)
     assert y.shape[0] == 3 and y[0].numel() == x[0].numel() and logdet.shape == (3,)
-    if name not in MAP_SHAPES:
+    if name != "depth_to_space":
         assert y.shape == x.shape
     assert torch.allclose(f.inverse(y), x, atol=1e-6)
     for i in range(3):
@@ -125,11 +141,12 @@ def test_conditional_coupling_uses_context_and_inverts(float64):
 @pytest.mark.parametrize("flow", FLOWS)
 def test_switch_sets_constant_logdet_flag(flow):
     f = build_flow(4, flow, n_blocks=2, hidden_features=(8,))
-    assert f.constant_logdet is (flow == "usf")
+    assert f.constant_logdet is (flow in USF_FLOWS) is is_usf(flow)
 
 
-def test_usf_logdet_is_input_independent(float64):
-    f = _case(lambda: build_flow(6, "usf", n_blocks=4, hidden_features=(16, 16)))
+@pytest.mark.parametrize("flow", USF_FLOWS)
+def test_usf_logdet_is_input_independent(flow, float64):
+    f = _case(lambda: build_flow(6, flow, n_blocks=4, hidden_features=(16, 16)))
     x = torch.randn(200, 6) * torch.logspace(-2, 2, 200)[:, None]  # inputs of very different sizes
     _, logdet = f(x)
     assert torch.allclose(logdet, logdet[0].expand_as(logdet), atol=1e-10)
@@ -146,10 +163,28 @@ def test_switch_changes_only_the_couplings():
     def kinds(flow):
         return [type(m).__name__ for m in build_flow(4, flow, n_blocks=3, hidden_features=(8,)).modules()]
 
-    usf, affine = kinds("usf"), kinds("affine")
-    assert len(usf) == len(affine)
-    diff = {(a, b) for a, b in zip(usf, affine) if a != b}
-    assert diff == {("AdditiveCoupling", "AffineCoupling")}
+    usf, gin, affine = kinds("usf"), kinds("usf-gin"), kinds("affine")
+    assert len(usf) == len(gin) == len(affine)
+    assert {(a, b) for a, b in zip(usf, affine) if a != b} == {("AdditiveCoupling", "AffineCoupling")}
+    assert {(a, b) for a, b in zip(gin, affine) if a != b} == {("GINCoupling", "AffineCoupling")}
+
+
+def test_gin_coupling_is_the_affine_one_with_centred_log_scales(float64):
+    torch.manual_seed(0)
+    affine = _perturb(AffineCoupling(6, mlp((8,)), clamp=1.9)).double()
+    gin = GINCoupling(6, mlp((8,)), clamp=1.9).double()
+    gin.load_state_dict(affine.state_dict())
+    x = torch.randn(50, 6)
+    (ya, ld_affine), (yg, ld_gin) = affine(x), gin(x)
+    a, b = x[:, :3], x[:, 3:]
+    log_scale, shift = affine._log_scale_shift(affine._params(a, None))
+    assert torch.allclose(ya[:, 3:], b * torch.exp(log_scale) + shift, atol=1e-12)
+    expected = b * torch.exp(log_scale - log_scale.mean(1, keepdim=True)) + shift
+    assert torch.allclose(yg[:, 3:], expected, atol=1e-12) and torch.equal(yg[:, :3], a)
+    assert torch.equal(ld_gin, torch.zeros(50)) and ld_affine.std() > 1e-2
+    # it does rescale each feature depending on the input (an additive coupling cannot)
+    jac = torch.autograd.functional.jacobian(lambda v: gin(v[None])[0][0], x[0])
+    assert (torch.diagonal(jac)[3:] - 1).abs().max() > 1e-2
 
 
 def test_couplings_start_as_identity():
@@ -240,4 +275,4 @@ def test_actnorm_blocks_and_alternating_subnets_change_only_the_couplings(flow):
     kernels = [block.layers[1].inner.conditioner[0].kernel_size for block in f.layers[:4]]
     assert kernels == [(3, 3), (1, 1), (3, 3), (1, 1)]
     assert all(isinstance(block.layers[0], ActNorm) for block in f.layers[:4])
-    assert f.constant_logdet is (flow == "usf")
+    assert f.constant_logdet is is_usf(flow)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from usfad.flows import FLOWS
+from usfad.flows import FLOWS, USF_FLOWS
 from usfad.vision.heads import HEADS, CFlowHead, UFlowHead, build_head, positional_encoding
 
 
@@ -37,9 +37,10 @@ def _trained_looking_head(model, flow, seed=0):
     return head.eval()
 
 
+@pytest.mark.parametrize("flow", USF_FLOWS)
 @pytest.mark.parametrize("model", HEADS)
-def test_usf_head_logdet_is_input_independent(model, float64):
-    head = _trained_looking_head(model, "usf")
+def test_usf_head_logdet_is_input_independent(model, flow, float64):
+    head = _trained_looking_head(model, flow)
     assert head.constant_logdet is True
     ld1, ld2 = head.logdet(_features(1)), head.logdet(_features(2))
     assert torch.allclose(ld1, ld1[0].expand_as(ld1), atol=1e-9)
@@ -61,9 +62,10 @@ def test_switch_changes_only_the_couplings_in_every_head(model):
         torch.manual_seed(0)
         return [type(m).__name__ for m in build_head(model, CHANNELS, REDUCTIONS, flow, n_blocks=2).modules()]
 
-    usf, affine = kinds("usf"), kinds("affine")
-    assert len(usf) == len(affine)
+    usf, gin, affine = kinds("usf"), kinds("usf-gin"), kinds("affine")
+    assert len(usf) == len(gin) == len(affine)
     assert {(a, b) for a, b in zip(usf, affine) if a != b} == {("AdditiveCoupling", "AffineCoupling")}
+    assert {(a, b) for a, b in zip(gin, affine) if a != b} == {("GINCoupling", "AffineCoupling")}
     assert "ActNorm" in usf and "LULinear" in usf
 
 

@@ -1,7 +1,7 @@
 """``usfad image fit | predict | bench``: image anomaly detection on MVTec-layout folders.
 
 - ``usfad image fit ROOT -o MODEL`` trains an :class:`~usfad.vision.detector.ImageDetector`
-  (FastFlow, CFlow or U-Flow head; ``--flow usf | affine``) on ``ROOT/train/good``.
+  (FastFlow, CFlow or U-Flow head; ``--flow usf | usf-gin | affine``) on ``ROOT/train/good``.
 - ``usfad image predict MODEL IMAGES... -o DIR`` scores image files (or every image in
   folders), writing one heat-map overlay PNG per image and ``scores.csv``.
 - ``usfad image bench ROOT -o DIR`` runs every (model, flow, seed) on one category with the
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, TrainingDivergedError
-from ..flows import FLOWS
+from ..flows import FLOWS, is_usf
 from ..vision.heads import HEADS
 from .args import int_list, positive_int, split_list
 
@@ -315,14 +315,14 @@ def _summary_lines(groups: dict[Group, list[dict[str, Any]]]) -> list[str]:
         vals = [v for v in vals if v is not None and math.isfinite(v)]
         mean[key] = float(np.mean(vals)) if vals else math.nan
     lines = [
-        "| model | flow | datasets | mean image AUROC | datasets with usf >= affine |",
+        "| model | flow | datasets | mean image AUROC | datasets with this USF >= affine |",
         "|---|---|---|---|---|",
     ]
     heads = sorted({(h, f) for _, h, f in mean}, key=lambda k: (HEADS.index(k[0]), FLOWS.index(k[1])))
     for head, flow in heads:
         per = {d: v for (d, h, f), v in mean.items() if (h, f) == (head, flow) and math.isfinite(v)}
         versus = "-"
-        if flow == "usf":
+        if is_usf(flow):
             pairs = [(v, mean.get((d, head, "affine"), math.nan)) for d, v in per.items()]
             pairs = [(u, a) for u, a in pairs if math.isfinite(a)]
             versus = f"{sum(u >= a for u, a in pairs)} of {len(pairs)}" if pairs else "-"
@@ -467,7 +467,7 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("root", metavar="ROOT", help="category folder with train/good (MVTec AD layout)")
     p.add_argument("--model", choices=HEADS, default="fastflow", help="head (default: fastflow)")
-    p.add_argument("--flow", choices=FLOWS, default="usf", help="usf (uniformly scaling) or affine (default: usf)")
+    p.add_argument("--flow", choices=FLOWS, default="usf", help="usf (uniformly scaling), usf-gin (uniformly scaling, GIN couplings) or affine (default: usf)")
     _add_backbone_args(p)
     p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -510,7 +510,7 @@ def add_commands(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--models", nargs="+", metavar="MODEL", help=f"heads (default: {' '.join(HEADS)})")
-    p.add_argument("--flows", nargs="+", metavar="FLOW", help="flows (default: usf affine)")
+    p.add_argument("--flows", nargs="+", metavar="FLOW", help=f"flows (default: {' '.join(FLOWS)})")
     p.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds (default: 0 1 2)")
     _add_backbone_args(p)
     p.add_argument("--threads", type=positive_int, metavar="N", help="torch threads (default: torch's)")

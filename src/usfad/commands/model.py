@@ -27,6 +27,7 @@ import numpy as np
 
 from ..data.files import DEFAULT_CHUNK_SIZE, iter_table, read_table, write_scores
 from ..errors import DataError
+from ..flows import FLOWS
 from ..validation import check_array
 from .args import positive_int
 
@@ -150,8 +151,8 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument(
         "--flow",
-        choices=("usf", "affine"),
-        help="with --model flow: additive (usf, a uniformly scaling flow) or affine couplings",
+        choices=FLOWS,
+        help="with --model flow: additive (usf, a uniformly scaling flow), GIN (usf-gin, also a USF) or affine couplings",
     )
     p.add_argument(
         "--label-column",

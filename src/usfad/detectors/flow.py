@@ -3,6 +3,7 @@
 ``FlowDetector(flow="usf")`` is a uniformly scaling flow: its NLL is the Deep SVDD
 distance plus a constant, so its scores rank samples exactly like its latent distance and
 ``threshold="chi2"`` calibrates a false-alarm rate without anomaly examples.
+``flow="usf-gin"`` is a USF too (GIN couplings: affine with centred log-scales).
 ``flow="affine"`` is the non-USF control that differs only in its couplings.
 :class:`USFlow` and :class:`NonUSFlow` are the two with the switch preset.
 """
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..density import GaussianBase, chi2_nll_threshold
-from ..flows import build_flow, check_flow
+from ..flows import build_flow, check_flow, is_usf
 from ..flows.base import Bijection
 from ..train import TrainConfig
 from .base import BaseDetector
@@ -41,8 +42,8 @@ class FlowDetector(BaseDetector):
 
     Parameters
     ----------
-    flow: ``"usf"`` (additive couplings; a uniformly scaling flow) or ``"affine"``
-        (the non-USF control). ``None`` takes the class default (``"usf"`` here).
+    flow: ``"usf"`` (additive couplings; a uniformly scaling flow), ``"usf-gin"`` (GIN
+        couplings, also a USF) or ``"affine"`` (the non-USF control). ``None`` takes the class default (``"usf"`` here).
     n_blocks, hidden_features, clamp: the flow's architecture (see
         :func:`usfad.flows.build_flow`).
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
@@ -113,7 +114,7 @@ class FlowDetector(BaseDetector):
             raise ValueError(
                 f"{type(self).__name__} is flow={self.default_flow!r}; use FlowDetector(flow={self.flow!r}) instead"
             )
-        if self.threshold == "chi2" and self.flow_ != "usf":
+        if self.threshold == "chi2" and not is_usf(self.flow_):
             self._chi2_threshold()
 
     #: ``lr`` applies as given up to this many features; see :meth:`_train_config`.
@@ -152,13 +153,13 @@ class FlowDetector(BaseDetector):
         """The USF's constant ``log|det J_f|`` (in standardised coordinates)."""
         self._check_fitted()
         if not self.model_.flow.constant_logdet:
-            raise AttributeError("kappa_ exists only for a USF (flow='usf')")
+            raise AttributeError("kappa_ exists only for a USF (flow='usf' or 'usf-gin')")
         probe = torch.zeros(1, self.n_features_in_, device=self.device_)
         with torch.no_grad():
             return float(self.model_.flow(probe)[1][0])
 
     def _chi2_threshold(self) -> float:
-        if self.flow_ != "usf":
+        if not is_usf(self.flow_):
             super()._chi2_threshold()
         return chi2_nll_threshold(self.n_features_in_, self.alpha, self.kappa_, float(self.model_.base.scale))
 

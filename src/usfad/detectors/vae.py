@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..density import GaussianBase
-from ..flows import Sequential, build_flow
+from ..flows import FLOWS, Sequential, build_flow
 from ..train import History, TrainConfig, fit_module
 from .base import BaseDetector
 from .flow import FlowModel
@@ -41,7 +41,7 @@ from .svdd import center_with_eps_guard
 RECON_SIGMA = 0.1
 #: bounds on the encoder's log-variance: keeps ``exp`` finite early in training
 LOG_VAR_RANGE = (-12.0, 8.0)
-PRIORS = ("usf", "affine", "normal")
+PRIORS = (*FLOWS, "normal")
 #: draws of the fixed Monte Carlo estimate behind the ``neg_elbo`` score
 ELBO_SAMPLES = 16
 
@@ -201,7 +201,7 @@ class VAEFlow(_VAEDetector):
 
     Parameters
     ----------
-    prior: ``"usf"`` (a uniformly scaling flow), ``"affine"`` (the non-USF control) or
+    prior: ``"usf"`` or ``"usf-gin"`` (uniformly scaling flows), ``"affine"`` (the non-USF control) or
         ``"normal"`` (``N(0, I)``, a plain VAE).
     latent_features: size of the code; ``None`` takes ``max(2, min(32, d // 2))``.
     beta: weight of the KL term ``log q(z|x) - log p(z)``.

@@ -1,8 +1,8 @@
-"""Normalizing-flow bijections; ``build_flow(dim, flow="usf" | "affine")`` builds a flow."""
+"""Normalizing-flow bijections; ``build_flow(dim, flow="usf" | "usf-gin" | "affine")`` builds a flow."""
 
 from .base import Bijection, Conjugate, Sequential
-from .build import FLOWS, block, build_flow, check_flow, coupling
-from .coupling import AdditiveCoupling, AffineCoupling
+from .build import FLOWS, USF_FLOWS, block, build_flow, check_flow, coupling, is_usf
+from .coupling import AdditiveCoupling, AffineCoupling, GINCoupling
 from .linear import FixedLinear, LUConv1x1, LULinear, Permutation
 from .reshape import DepthToSpace
 from .scale import ActNorm, Scale
@@ -10,6 +10,7 @@ from .subnets import conv, mlp
 
 __all__ = [
     "FLOWS",
+    "USF_FLOWS",
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
@@ -17,6 +18,7 @@ __all__ = [
     "Conjugate",
     "DepthToSpace",
     "FixedLinear",
+    "GINCoupling",
     "LUConv1x1",
     "LULinear",
     "Permutation",
@@ -27,5 +29,6 @@ __all__ = [
     "check_flow",
     "conv",
     "coupling",
+    "is_usf",
     "mlp",
 ]

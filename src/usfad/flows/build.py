@@ -1,9 +1,10 @@
-"""Builders: one switch, ``flow="usf" | "affine"``, and nothing else differs.
+"""Builders: one switch, ``flow="usf" | "usf-gin" | "affine"``, and nothing else differs.
 
 A block is ``W^-1 o coupling o W`` with ``W`` an LU linear map (1x1 convolution on feature
-maps) and the coupling additive (``"usf"``) or affine (``"affine"``); masks alternate
-between blocks. After the blocks come one LU linear layer and one per-feature scale
-layer. With additive couplings every layer has an input-independent log-det, so the whole
+maps) and the coupling additive (``"usf"``, the paper's USF), GIN (``"usf-gin"``: affine
+with log-scales centred to sum zero, also volume preserving) or affine (``"affine"``, the
+non-USF control); masks alternate between blocks. After the blocks come one LU linear layer and one per-feature scale
+layer. With additive or GIN couplings every layer has an input-independent log-det, so the whole
 flow is a uniformly scaling flow (USF) with ``log|det J| = kappa(theta)`` for every input;
 the LU and scale layers at the end are its only volume-changing parameters.
 
@@ -18,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .base import Bijection, Conjugate, Sequential
-from .coupling import AdditiveCoupling, AffineCoupling
+from .coupling import AdditiveCoupling, AffineCoupling, GINCoupling
 from .linear import LULinear
 from .scale import ActNorm, Scale
 from .subnets import SubnetFactory, mlp
 
-FLOWS = ("usf", "affine")
+FLOWS = ("usf", "usf-gin", "affine")
+#: the switch values that build a uniformly scaling flow
+USF_FLOWS = ("usf", "usf-gin")
 
 
 def check_flow(flow: str) -> str:
@@ -31,6 +34,11 @@ def check_flow(flow: str) -> str:
     if flow not in FLOWS:
         raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
     return flow
+
+
+def is_usf(flow: str) -> bool:
+    """Whether ``flow`` builds a uniformly scaling flow (constant ``log|det J|``)."""
+    return check_flow(flow) in USF_FLOWS
 
 
 def coupling(
@@ -41,10 +49,11 @@ def coupling(
     clamp: float = 2.0,
     context_features: int = 0,
 ) -> Bijection:
-    """The coupling layer for ``flow``: additive for ``"usf"``, affine otherwise."""
+    """The coupling layer for ``flow``: additive (``"usf"``), GIN (``"usf-gin"``) or affine."""
     if check_flow(flow) == "usf":
         return AdditiveCoupling(features, subnet, swap=swap, context_features=context_features)
-    return AffineCoupling(features, subnet, swap=swap, context_features=context_features, clamp=clamp)
+    kind = GINCoupling if flow == "usf-gin" else AffineCoupling
+    return kind(features, subnet, swap=swap, context_features=context_features, clamp=clamp)
 
 
 def block(
@@ -79,11 +88,12 @@ def build_flow(
     Parameters
     ----------
     features: dimension of the data (number of channels for feature maps).
-    flow: ``"usf"`` (additive couplings: a uniformly scaling flow) or ``"affine"``
-        (affine couplings with scale ``clamp * tanh(s)``: the non-USF control).
+    flow: ``"usf"`` (additive couplings: a uniformly scaling flow), ``"usf-gin"`` (GIN
+        couplings: affine with centred log-scales, also a USF) or ``"affine"`` (affine
+        couplings with log-scale ``clamp * tanh(s)``: the non-USF control).
     n_blocks: number of coupling blocks.
     hidden_features: widths of the MLP conditioners' hidden layers.
-    clamp: bound on the affine couplings' log-scale (ignored for ``"usf"``).
+    clamp: bound on the affine and GIN couplings' log-scale (ignored for ``"usf"``).
     subnet: conditioner factory ``(in, out) -> nn.Module``, or a sequence of them used in
         turn by consecutive blocks (e.g. FastFlow's 3x3 / 1x1 alternation); default an MLP.
     context_features: size of a conditioning input concatenated to each conditioner's.

@@ -7,8 +7,12 @@ conditioner network ``g`` reads ``a`` (and an optional context):
 - :class:`AdditiveCoupling`: ``b' = b + t(a)``; ``log|det J| = 0`` for every input.
 - :class:`AffineCoupling`: ``b' = b * exp(clamp * tanh(s(a))) + t(a)``;
   ``log|det J| = sum(clamp * tanh(s(a)))``, which varies with the input.
+- :class:`GINCoupling`: the affine coupling with its log-scales centred, so that they sum
+  to zero (the "general incompressible-flow" coupling of Sorrenson et al., ICLR 2020):
+  ``log|det J| = 0`` for every input, yet each feature is rescaled depending on ``a``.
 
-The two differ in nothing else: this is the USF / non-USF switch.
+Additive or affine is the USF / non-USF switch. The GIN coupling differs from the affine
+one only by the centring: the USF constraint itself, and nothing else, separates the two.
 """
 
 from __future__ import annotations
@@ -115,3 +119,23 @@ class AffineCoupling(_Coupling):
     def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
         log_scale, shift = self._log_scale_shift(params)
         return (b - shift) * torch.exp(-log_scale)
+
+
+class GINCoupling(AffineCoupling):
+    """``b' = b * exp(l - mean(l)) + t(a)`` with ``l = clamp * tanh(s(a))``: volume preserving.
+
+    The log-scales are centred over the transformed features (over the channels at each
+    position of a feature map), so every position keeps its volume while the coupling
+    still stretches some features and shrinks others depending on the input: a USF
+    building block with input-dependent anisotropic scaling, which additive couplings lack.
+    """
+
+    constant_logdet = True
+
+    def _log_scale_shift(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        log_scale, shift = super()._log_scale_shift(params)
+        return log_scale - log_scale.mean(1, keepdim=True), shift
+
+    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        y, _ = super()._transform(b, params)
+        return y, b.new_zeros(b.shape[0])  # the centred log-scales sum to 0 (up to rounding)

@@ -1,4 +1,4 @@
-"""Image anomaly detection: frozen backbones, FastFlow / CFlow / U-Flow heads with ``flow="usf" | "affine"``,
+"""Image anomaly detection: frozen backbones, FastFlow / CFlow / U-Flow heads with ``flow="usf" | "usf-gin" | "affine"``,
 anomaly maps, MVTec-layout data, pixel metrics.
 
 torchvision, timm and pillow are optional (``pip install usfad[vision]``); they are imported

@@ -7,7 +7,7 @@ over that cache by :func:`usfad.train.fit_module`, so a non-finite loss raises
 image and one anomaly map per image at the image's size (:mod:`usfad.vision.anomaly_map`:
 levels upsampled, combined, smoothed per image; score = the map's maximum).
 
-The switch is ``flow="usf" | "affine"``, as everywhere in usfad. ``fit_features`` and
+The switch is ``flow="usf" | "usf-gin" | "affine"``, as everywhere in usfad. ``fit_features`` and
 ``predict_features`` work on features extracted elsewhere, so a benchmark can run the
 backbone once for many heads and seeds. ``export_onnx(path)`` writes the whole of
 ``predict`` (backbone to scores and maps) as one ONNX graph (:mod:`usfad.export`); it and
@@ -93,7 +93,8 @@ class ImageDetector(BaseEstimator):
     ----------
     model: ``"fastflow"``, ``"cflow"`` or ``"uflow"``.
     flow: ``"usf"`` (ActNorm + additive coupling conjugated by an LU 1x1 convolution: a
-        uniformly scaling flow) or ``"affine"`` (affine couplings; the only difference).
+        uniformly scaling flow), ``"usf-gin"`` (GIN couplings: affine with log-scales centred
+        to sum zero; also a USF) or ``"affine"`` (affine couplings; the only difference).
     backbone: a backbone name for :func:`usfad.vision.backbone.build_backbone`, or a
         module with ``name``, ``channels``, ``reductions`` and ``forward(images) -> maps``.
     weights: the backbone's weights: ``"default"`` (installed ImageNet weights), a file

@@ -12,9 +12,11 @@ offers three things:
 - ``logdet(features) -> (batch,)``: the head's total ``log|det J|``.
 
 Every flow comes from :func:`usfad.flows.build_flow` with ``actnorm=True``; the switch
-``flow="usf" | "affine"`` goes straight to it and changes nothing but the couplings. With
-``"usf"`` every block is ActNorm followed by an additive coupling conjugated by an LU 1x1
-convolution, so ``logdet`` is the same for every input (``constant_logdet`` is ``True``).
+``flow="usf" | "usf-gin" | "affine"`` goes straight to it and changes nothing but the
+couplings. With ``"usf"`` every block is ActNorm followed by an additive coupling conjugated
+by an LU 1x1 convolution, so ``logdet`` is the same for every input (``constant_logdet`` is
+``True``); ``"usf-gin"`` has GIN couplings there (affine, log-scales centred to sum zero over
+the channels at each position), so it is a USF too, with input-dependent rescaling.
 
 The heads follow the published models in shape, not in code:
 
@@ -121,7 +123,7 @@ class FastFlowHead(_LatentMapHead):
     Parameters
     ----------
     channels: the backbone's channels per level.
-    flow: ``"usf"`` or ``"affine"``.
+    flow: ``"usf"``, ``"usf-gin"`` or ``"affine"``.
     n_blocks: blocks per level (ActNorm, LU 1x1 conv, coupling, its inverse).
     hidden_ratio: conditioner width as a multiple of the level's channels.
     clamp: bound on the affine couplings' log-scale.

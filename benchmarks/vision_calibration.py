@@ -1,0 +1,114 @@
+"""Where the pixel-level gap between USF and affine heads comes from: localisation or calibration?
+
+Pixel ROC-AUC pools the pixels of all test images, so it mixes two things: finding the defect
+inside an image (localisation) and keeping the maps of different images on one scale
+(calibration across images). This script trains one head per flow on Magnetic Tile
+(MobileNetV2 features, cached on disk as in ``vision_variants.py``; detector defaults; one
+seed) and splits the pixel metric:
+
+- ``pixel AUROC``: the usual one, all pixels of all test images;
+- ``within images``: mean over the defective images of the pixel ROC-AUC inside that image
+  (localisation alone; no other image's scale matters);
+- ``defect vs normal images``: defect pixels against the pixels of the defect-free test
+  images (calibration across images matters here);
+- ``normal-image spread``: over the defect-free test images, the standard deviation of each
+  image's mean map value divided by their mean (scale-free), and the Spearman correlation of
+  that mean value with the image's feature energy (mean squared standardised feature, all
+  levels). A head whose maps rise and fall with the energy of the whole image raises false
+  alarms on busy normal images.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/vision_calibration.py --flows usf usf-gin affine
+
+It writes ``--out`` (markdown) and a CSV beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from vision_variants import ROOT, _features  # the same disk cache of backbone features
+
+from usfad.flows import FLOWS
+from usfad.metrics import roc_auc
+from usfad.vision import ImageDetector
+from usfad.vision.metrics import pixel_auroc, vision_metrics
+
+
+def _energy(detector: ImageDetector, features: list[torch.Tensor]) -> np.ndarray:
+    """Mean squared standardised feature per image, averaged over the levels."""
+    out = np.zeros(len(features[0]))
+    for start in range(0, len(out), 64):
+        batch = detector._standardized([f[start : start + 64].float() for f in features])
+        out[start : start + 64] = np.mean([x.pow(2).mean((1, 2, 3)).numpy() for x in batch], axis=0)
+    return out
+
+
+def split_pixel_metric(labels: np.ndarray, masks: np.ndarray, maps: np.ndarray, energy: np.ndarray) -> dict:
+    """The columns described in the module docstring, from one head's test maps."""
+    defect = labels == 1
+    within = [pixel_auroc(m, a) for m, a in zip(masks[defect], maps[defect]) if 0 < m.sum() < m.size]
+    positives, negatives = maps[defect][masks[defect]], maps[~defect].ravel()
+    scores = np.concatenate((positives, negatives))
+    versus = roc_auc(np.r_[np.ones(len(positives)), np.zeros(len(negatives))], scores)
+    level = maps[~defect].mean((1, 2))
+    return {
+        "within images": float(np.mean(within)),
+        "defect vs normal images": float(versus),
+        "normal-image spread": float(level.std() / abs(level.mean())),
+        "corr with energy": float(spearmanr(level, energy[~defect]).statistic),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=ROOT / "data/images/magnetic_tile")
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--model", default="fastflow")
+    parser.add_argument("--flows", nargs="+", choices=FLOWS, default=list(FLOWS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "vision_calibration.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cache, backbone = _features(args)
+    labels, masks = np.asarray(cache["labels"]), np.asarray(cache["masks"]).astype(bool)
+    rows = []
+    for flow in args.flows:
+        start = time.perf_counter()
+        detector = ImageDetector(args.model, flow, backbone=backbone, random_state=args.seed, verbose=False)
+        detector.fit_features(cache["train"])
+        scores, maps = detector.predict_features(cache["test"])
+        metrics = vision_metrics(labels, scores, masks, maps)
+        row = {"flow": flow, "image AUROC": metrics["image_auroc"], "pixel AUROC": metrics["pixel_auroc"]}
+        row.update(split_pixel_metric(labels, masks, maps, _energy(detector, cache["test"])))
+        rows.append(row)
+        print(row, f"({time.perf_counter() - start:.0f} s)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.with_suffix(".csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    cols = list(rows[0])
+    lines = [
+        f"# Pixel-level gap: localisation or calibration? ({args.model}, {args.backbone}, "
+        f"{args.images.name}, seed {args.seed})",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    lines += ["| " + " | ".join([r["flow"]] + [f"{r[c]:.3f}" for c in cols[1:]]) + " |" for r in rows]
+    lines += ["", "Columns: see `benchmarks/vision_calibration.py`. Reproduce: "
+              f"`PYTHONPATH=src .venv/bin/python benchmarks/vision_calibration.py --model {args.model} "
+              f"--flows {' '.join(args.flows)}`", ""]
+    args.out.write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Image heads (issue 4): FastFlow, CFlow and U-Flow, each with flow=usf and flow=affine, 3 seeds,
+# Image heads (issue 4): FastFlow, CFlow and U-Flow, each with flow=usf, usf-gin and affine, 3 seeds,
 # on Magnetic Tile (761 training and 583 test images, MVTec AD layout) with ImageNet MobileNetV2
 # features at 256 x 256 and the detector's defaults (features standardised per position, training noise 0.1);
 # then the same with EfficientNet-Lite0 features.
-# One process per seed, one thread each (each extracts the features once for its 6 runs); then
+# One process per seed, one thread each (each extracts the features once for its 9 runs); then
 # the three result files are joined and the table over all seeds is written (nothing left to run).
 # Each command is resumable: rerun the script after a crash and finished runs are skipped.
 set -euo pipefail

@@ -103,9 +103,13 @@ def main() -> None:
         "|" + "---|" * len(cols),
     ]
     lines += ["| " + " | ".join([r["flow"]] + [f"{r[c]:.3f}" for c in cols[1:]]) + " |" for r in rows]
-    lines += ["", "Columns: see `benchmarks/vision_calibration.py`. Reproduce: "
-              f"`PYTHONPATH=src .venv/bin/python benchmarks/vision_calibration.py --model {args.model} "
-              f"--flows {' '.join(args.flows)}`", ""]
+    lines += [
+        "",
+        "Columns: see `benchmarks/vision_calibration.py`. Reproduce: "
+        f"`PYTHONPATH=src .venv/bin/python benchmarks/vision_calibration.py --model {args.model} "
+        f"--flows {' '.join(args.flows)}`",
+        "",
+    ]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
 

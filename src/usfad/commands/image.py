@@ -468,7 +468,12 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("root", metavar="ROOT", help="category folder with train/good (MVTec AD layout)")
     p.add_argument("--model", choices=HEADS, default="fastflow", help="head (default: fastflow)")
-    p.add_argument("--flow", choices=FLOWS, default="usf", help="usf (uniformly scaling), usf-gin (uniformly scaling, GIN couplings) or affine (default: usf)")
+    p.add_argument(
+        "--flow",
+        choices=FLOWS,
+        default="usf",
+        help="usf (uniformly scaling), usf-gin (uniformly scaling, GIN couplings) or affine (default: usf)",
+    )
     _add_backbone_args(p)
     p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

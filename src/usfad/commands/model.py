@@ -152,7 +152,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--flow",
         choices=FLOWS,
-        help="with --model flow: additive (usf, a uniformly scaling flow), GIN (usf-gin, also a USF) or affine couplings",
+        help="with --model flow: additive (usf, a uniformly scaling flow), GIN (usf-gin, also a USF) or affine",
     )
     p.add_argument(
         "--label-column",

@@ -43,7 +43,8 @@ class FlowDetector(BaseDetector):
     Parameters
     ----------
     flow: ``"usf"`` (additive couplings; a uniformly scaling flow), ``"usf-gin"`` (GIN
-        couplings, also a USF) or ``"affine"`` (the non-USF control). ``None`` takes the class default (``"usf"`` here).
+        couplings, also a USF) or ``"affine"`` (the non-USF control). ``None`` takes the class
+        default (``"usf"`` here).
     n_blocks, hidden_features, clamp: the flow's architecture (see
         :func:`usfad.flows.build_flow`).
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:

@@ -1,5 +1,5 @@
-"""Image anomaly detection: frozen backbones, FastFlow / CFlow / U-Flow heads with ``flow="usf" | "usf-gin" | "affine"``,
-anomaly maps, MVTec-layout data, pixel metrics.
+"""Image anomaly detection: frozen backbones, FastFlow / CFlow / U-Flow heads with
+``flow="usf" | "usf-gin" | "affine"``, anomaly maps, MVTec-layout data, pixel metrics.
 
 torchvision, timm and pillow are optional (``pip install usfad[vision]``); they are imported
 only when a backbone is built or an image is read, so ``import usfad.vision`` works without them.

@@ -10,6 +10,7 @@ from sklearn.base import clone
 
 from usfad import DeepSVDD, FlowDetector, NonUSFlow, USFlow, load
 from usfad.errors import ModelFileError, RepresentationCollapseWarning
+from usfad.flows import USF_FLOWS
 
 FAST = {"epochs": 5, "hidden_features": (16,), "n_blocks": 2, "batch_size": 64}
 FAST_SVDD = {"epochs": 5, "hidden_features": (16,), "latent_features": 4, "batch_size": 64}
@@ -77,12 +78,14 @@ def test_usflow_scores_rank_exactly_like_latent_distance(gaussian_data):
     assert stats.spearmanr(det.decision_function(X), dist)[0] == pytest.approx(1.0, abs=1e-12)
 
 
-def test_chi2_threshold_flags_about_alpha_of_fresh_normal_data():
+@pytest.mark.parametrize("flow", USF_FLOWS)
+def test_chi2_threshold_flags_about_alpha_of_fresh_normal_data(flow):
     rng = np.random.default_rng(0)
     cov = np.array([[1.0, 0.6, 0.0], [0.6, 1.0, 0.3], [0.0, 0.3, 1.0]])
     X = rng.multivariate_normal([1, -2, 0.5], cov, size=2000)
     fresh = rng.multivariate_normal([1, -2, 0.5], cov, size=5000)
-    det = USFlow(threshold="chi2", alpha=0.05, epochs=20, hidden_features=(32, 32), n_blocks=2).fit(X)
+    settings = {"threshold": "chi2", "alpha": 0.05, "epochs": 20, "hidden_features": (32, 32), "n_blocks": 2}
+    det = FlowDetector(flow=flow, **settings).fit(X)
     assert 0.03 < det.predict(fresh).mean() < 0.07
 
 
@@ -102,6 +105,7 @@ def test_flow_switch_is_fixed_by_the_presets():
 
 def test_kappa_is_only_defined_for_usf(gaussian_data):
     assert np.isfinite(USFlow(**FAST).fit(gaussian_data).kappa_)
+    assert np.isfinite(FlowDetector(flow="usf-gin", **FAST).fit(gaussian_data).kappa_)
     with pytest.raises(AttributeError, match="USF"):
         _ = NonUSFlow(**FAST).fit(gaussian_data).kappa_
 

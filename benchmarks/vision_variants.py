@@ -27,6 +27,7 @@ import torch
 
 from usfad.bench.store import ResultStore, row_key
 from usfad.commands.image import feature_cache, run_one
+from usfad.flows import FLOWS
 from usfad.vision import ImageDetector, ImageFolderDataset
 
 ROOT = Path(__file__).resolve().parents[2] / "shared"
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--model", default="fastflow")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--flows", nargs="+", choices=["usf", "affine"], default=["usf", "affine"])
+    parser.add_argument("--flows", nargs="+", choices=FLOWS, default=["usf", "affine"])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "vision_variants.jsonl")
     args = parser.parse_args()

@@ -3,10 +3,11 @@
 A block is ``W^-1 o coupling o W`` with ``W`` an LU linear map (1x1 convolution on feature
 maps) and the coupling additive (``"usf"``, the paper's USF), GIN (``"usf-gin"``: affine
 with log-scales centred to sum zero, also volume preserving) or affine (``"affine"``, the
-non-USF control); masks alternate between blocks. After the blocks come one LU linear layer and one per-feature scale
-layer. With additive or GIN couplings every layer has an input-independent log-det, so the whole
-flow is a uniformly scaling flow (USF) with ``log|det J| = kappa(theta)`` for every input;
-the LU and scale layers at the end are its only volume-changing parameters.
+non-USF control); masks alternate between blocks. After the blocks come one LU linear
+layer and one per-feature scale layer. With additive or GIN couplings every layer has an
+input-independent log-det, so the whole flow is a uniformly scaling flow (USF) with
+``log|det J| = kappa(theta)`` for every input; the LU and scale layers at the end are its
+only volume-changing parameters.
 
 With ``actnorm=True`` each block starts with an :class:`ActNorm` layer: the block shape of
 the image heads (FastFlow, CFlow, U-Flow use permutation, ActNorm, coupling; their USF

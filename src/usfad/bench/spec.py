@@ -3,8 +3,9 @@
 Two families share one interface (``fit(X_train)``, ``decision_function(X)`` = anomaly
 score, higher = more anomalous):
 
-- usfad's own detectors ``usflow``, ``nonusflow`` (the non-USF control: the same stack
-  with affine couplings) and ``deepsvdd``;
+- usfad's own detectors ``usflow``, ``usflow_gin`` (the USF with GIN couplings,
+  ``flow="usf-gin"``), ``nonusflow`` (the non-USF control: the same stack with affine
+  couplings), ``deepsvdd`` and the VAE variants;
 - the anchors a user would pick instead, from PyOD (an optional dependency): ``iforest``,
   ``ecod``, ``knn`` and ``pyod_deepsvdd``, always with PyOD's defaults.
 
@@ -42,6 +43,7 @@ ANCHOR_PRESET = "default"
 #: The VAE rows differ only in the prior, the VAE's own switch.
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "usflow": {},
+    "usflow_gin": {"flow": "usf-gin"},
     "nonusflow": {},
     "deepsvdd": {},
     "vaeflow_usf": {"prior": "usf"},
@@ -66,6 +68,7 @@ _PAPER_FLOW = {"n_blocks": 4, "hidden_features": (256, 256, 256, 256), "noise": 
 #: usfad models, preset ``paper``: the authors' settings.
 PAPER_SETTINGS: dict[str, dict[str, Any]] = {
     "usflow": _PAPER_FLOW,
+    "usflow_gin": {**_PAPER_FLOW, "flow": "usf-gin", "clamp": 1.9},
     "nonusflow": {**_PAPER_FLOW, "clamp": 1.9},
     "deepsvdd": {"hidden_features": (256, 256, 256, 256), "latent_features": 32, **_PAPER_TRAINING},
     "vaeflow_usf": {"prior": "usf", **_PAPER_TRAINING},
@@ -121,6 +124,7 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("usflow", "usfad", "usfad.detectors.flow:USFlow", "uniformly scaling flow (additive couplings)"),
+        ModelSpec("usflow_gin", "usfad", "usfad.detectors.flow:FlowDetector", "uniformly scaling flow (GIN couplings)"),
         ModelSpec("nonusflow", "usfad", "usfad.detectors.flow:NonUSFlow", "non-USF control (affine couplings)"),
         ModelSpec("deepsvdd", "usfad", "usfad.detectors.svdd:DeepSVDD", "Deep SVDD (usfad)"),
         ModelSpec("vaeflow_usf", "usfad", "usfad.detectors.vae:VAEFlow", "VAE with a USF prior (VAE-USFlow)"),

@@ -5,9 +5,9 @@ Reads the ``usflow_gin`` rows (``usfad bench --models usflow_gin``, preset ``def
 seed, and writes a markdown table: mean ROC-AUC per dataset over the seeds, the mean over the
 datasets, and on how many datasets ``usflow_gin`` is at least as good as each of the other two.
 
-    .venv/bin/usfad bench --data ../shared/data/adbench --datasets ... --models usflow_gin \\
-        --results benchmarks/results/usflow_gin_classical.jsonl
     .venv/bin/python benchmarks/gin_tabular.py
+
+(the ``usflow_gin`` rows: the last ``usfad bench`` command of ``benchmarks/tabular.sh``).
 """
 
 from __future__ import annotations

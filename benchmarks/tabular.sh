@@ -36,10 +36,10 @@ $USFAD bench --data "$DATA" --datasets Classical --models vaeflow_usf vaeflow_af
 $USFAD report "$OUT/usfad_models.jsonl" "$OUT/vae_models.jsonl" --group Classical -o "$OUT/report_vae"
 # issue 5: training stability, 5 seeds (default datasets 4_breastw 6_cardio 24_mnist 25_musk 38_thyroid)
 $USFAD study stability --data "$DATA" --threads 1 -o "$OUT/stability"
-# USFlow with GIN couplings (flow="usf-gin") on the 22 Classical sets where usflow trains fastest,
+# USFlow with GIN couplings (flow="usf-gin") on the 27 Classical sets where usflow trains fastest,
 # against the usflow / nonusflow rows above
 $USFAD bench --data "$DATA" --models usflow_gin --jobs 2 --results "$OUT/usflow_gin_classical.jsonl" \
     --datasets 45_wine 15_Hepatitis 42_WBC 37_Stamps 46_WPBC 39_vertebral 21_Lymphography 14_glass 43_WDBC \
     4_breastw 38_thyroid 40_vowels 35_SpamBase 7_Cardiotocography 27_PageBlocks 6_cardio 30_satellite \
-    2_annthyroid 28_pendigits 25_musk 19_landsat 32_shuttle
+    2_annthyroid 28_pendigits 25_musk 19_landsat 32_shuttle 22_magic.gamma 33_skin 34_smtp 11_donors 24_mnist
 .venv/bin/python benchmarks/gin_tabular.py

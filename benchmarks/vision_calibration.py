@@ -78,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cache, backbone = _features(args)
     labels, masks = np.asarray(cache["labels"]), np.asarray(cache["masks"]).astype(bool)
-    rows = []
+    rows, energy = [], None
     for flow in args.flows:
         start = time.perf_counter()
         detector = ImageDetector(args.model, flow, backbone=backbone, random_state=args.seed, verbose=False)
@@ -86,7 +86,9 @@ def main() -> None:
         scores, maps = detector.predict_features(cache["test"])
         metrics = vision_metrics(labels, scores, masks, maps)
         row = {"flow": flow, "image AUROC": metrics["image_auroc"], "pixel AUROC": metrics["pixel_auroc"]}
-        row.update(split_pixel_metric(labels, masks, maps, _energy(detector, cache["test"])))
+        if energy is None:  # the feature scaler is fitted on the same training features for every flow
+            energy = _energy(detector, cache["test"])
+        row.update(split_pixel_metric(labels, masks, maps, energy))
         rows.append(row)
         print(row, f"({time.perf_counter() - start:.0f} s)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

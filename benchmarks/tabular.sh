@@ -42,4 +42,5 @@ $USFAD bench --data "$DATA" --models usflow_gin --jobs 2 --results "$OUT/usflow_
     --datasets 45_wine 15_Hepatitis 42_WBC 37_Stamps 46_WPBC 39_vertebral 21_Lymphography 14_glass 43_WDBC \
     4_breastw 38_thyroid 40_vowels 35_SpamBase 7_Cardiotocography 27_PageBlocks 6_cardio 30_satellite \
     2_annthyroid 28_pendigits 25_musk 19_landsat 32_shuttle 22_magic.gamma 33_skin 34_smtp 11_donors 24_mnist
-.venv/bin/python benchmarks/gin_tabular.py
+$USFAD report "$OUT/usflow_gin_classical.jsonl" "$OUT/usfad_models.jsonl" --group Classical \
+    --reference usflow_gin --control usflow -o "$OUT/report_gin"

@@ -12,10 +12,17 @@ seed) and splits the pixel metric:
 - ``defect vs normal images``: defect pixels against the pixels of the defect-free test
   images (calibration across images matters here);
 - ``normal-image spread``: over the defect-free test images, the standard deviation of each
-  image's mean map value divided by their mean (scale-free), and the Spearman correlation of
-  that mean value with the image's feature energy (mean squared standardised feature, all
-  levels). A head whose maps rise and fall with the energy of the whole image raises false
-  alarms on busy normal images.
+  image's mean map value divided by the mean standard deviation inside an image (how far
+  whole normal images move against one another, in units of the variation within one; free
+  of shift and scale), and the Spearman correlation of that mean value with the image's
+  feature energy (mean squared standardised feature, all levels). A head whose maps rise and
+  fall with the energy of the whole image raises false alarms on busy normal images.
+
+Each head is scored twice where the two differ (FastFlow): by its published map (``map``:
+``latent``, ``||z||^2 / 2C`` per position) and by its density (``density``, the per-position
+NLL with the log-det included, :meth:`usfad.vision.heads.FlowHead.density_maps`). For a USF
+the two differ by one constant per level; for the affine flow, whose log-det varies, they
+rank pixels differently.
 
     PYTHONPATH=src .venv/bin/python benchmarks/vision_calibration.py --flows usf usf-gin affine
 
@@ -37,6 +44,8 @@ from vision_variants import ROOT, _features  # the same disk cache of backbone f
 from usfad.flows import FLOWS
 from usfad.metrics import roc_auc
 from usfad.vision import ImageDetector
+from usfad.vision.anomaly_map import anomaly_map, image_scores
+from usfad.vision.heads import FlowHead
 from usfad.vision.metrics import pixel_auroc, vision_metrics
 
 
@@ -47,6 +56,30 @@ def _energy(detector: ImageDetector, features: list[torch.Tensor]) -> np.ndarray
         batch = detector._standardized([f[start : start + 64].float() for f in features])
         out[start : start + 64] = np.mean([x.pow(2).mean((1, 2, 3)).numpy() for x in batch], axis=0)
     return out
+
+
+def density_predictions(detector: ImageDetector, features: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and maps as :meth:`ImageDetector.predict_features` makes them, from the head's
+    density maps instead of its published ones."""
+    scores, maps = [], []
+    with torch.no_grad():
+        for start in range(0, len(features[0]), detector.batch_size):
+            batch = detector._standardized([f[start : start + detector.batch_size].float() for f in features])
+            m = anomaly_map(
+                detector.head_.density_maps(batch),
+                detector.image_size,
+                combine=detector._setting("combine"),
+                sigma=float(detector.sigma),
+            )
+            scores.append(image_scores(m).double().numpy())
+            maps.append(m.numpy())
+    return np.concatenate(scores), np.concatenate(maps)
+
+
+def _own_density(detector: ImageDetector) -> bool:
+    """Whether the head has density maps that are not its published maps (FastFlow)."""
+    head = type(detector.head_)
+    return head.density_maps not in (head.anomaly_maps, FlowHead.density_maps)
 
 
 def split_pixel_metric(labels: np.ndarray, masks: np.ndarray, maps: np.ndarray, energy: np.ndarray) -> dict:
@@ -60,7 +93,7 @@ def split_pixel_metric(labels: np.ndarray, masks: np.ndarray, maps: np.ndarray, 
     return {
         "within images": float(np.mean(within)),
         "defect vs normal images": float(versus),
-        "normal-image spread": float(level.std() / abs(level.mean())),
+        "normal-image spread": float(level.std() / maps[~defect].std((1, 2)).mean()),
         "corr with energy": float(spearmanr(level, energy[~defect]).statistic),
     }
 
@@ -83,14 +116,19 @@ def main() -> None:
         start = time.perf_counter()
         detector = ImageDetector(args.model, flow, backbone=backbone, random_state=args.seed, verbose=False)
         detector.fit_features(cache["train"])
-        scores, maps = detector.predict_features(cache["test"])
-        metrics = vision_metrics(labels, scores, masks, maps)
-        row = {"flow": flow, "image AUROC": metrics["image_auroc"], "pixel AUROC": metrics["pixel_auroc"]}
         if energy is None:  # the feature scaler is fitted on the same training features for every flow
             energy = _energy(detector, cache["test"])
-        row.update(split_pixel_metric(labels, masks, maps, energy))
-        rows.append(row)
-        print(row, f"({time.perf_counter() - start:.0f} s)", flush=True)
+        predictions = {"latent": detector.predict_features(cache["test"])}
+        if _own_density(detector):
+            predictions["density"] = density_predictions(detector, cache["test"])
+        for kind, (scores, maps) in predictions.items():
+            metrics = vision_metrics(labels, scores, masks, maps)
+            row = {"flow": flow, "map": kind}
+            row.update({k: metrics[f"{k.split()[0]}_auroc"] for k in ("image AUROC", "pixel AUROC")})
+            row["AUPRO"] = metrics["aupro"]
+            row.update(split_pixel_metric(labels, masks, maps, energy))
+            rows.append(row)
+            print(row, f"({time.perf_counter() - start:.0f} s)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.with_suffix(".csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -104,7 +142,7 @@ def main() -> None:
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
     ]
-    lines += ["| " + " | ".join([r["flow"]] + [f"{r[c]:.3f}" for c in cols[1:]]) + " |" for r in rows]
+    lines += ["| " + " | ".join([r["flow"], r["map"]] + [f"{r[c]:.3f}" for c in cols[2:]]) + " |" for r in rows]
     lines += [
         "",
         "Columns: see `benchmarks/vision_calibration.py`. Reproduce: "

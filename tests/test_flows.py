@@ -115,6 +115,41 @@ def test_vector_bijection_inverts_and_reports_exact_logdet(name, float64):
         assert torch.allclose(torch.linalg.slogdet(jac)[1], logdet[i], atol=1e-6)
 
 
+@pytest.mark.parametrize("name", sorted(MAP_CASES) + sorted(VECTOR_CASES))
+def test_per_position_logdet_sums_to_the_logdet(name, float64):
+    cases = MAP_CASES if name in MAP_CASES else VECTOR_CASES
+    f = _case(cases[name])
+    if name in MAP_CASES:
+        x = torch.randn(MAP_SHAPES.get(name, (3, 2, 1, 3)))
+    else:
+        x = torch.randn(6, 1 if "1d" in name else 5)
+    y, logdet = f(x)
+    y_pos, per_position = f.forward_positions(x)
+    assert torch.equal(y_pos, y)
+    assert per_position.shape == y.shape[:1] + y.shape[2:]
+    assert torch.allclose(per_position.reshape(len(y), -1).sum(1), logdet, atol=1e-9)
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_per_position_logdet_is_each_positions_own_jacobian(flow, float64):
+    """With 1x1 conditioners every layer acts on each position alone, so the Jacobian is
+    block-diagonal over positions and each block's log-det is that position's share."""
+    f = _case(lambda: build_flow(3, flow, n_blocks=3, subnet=conv(4, 1), actnorm=True))
+    x = torch.randn(2, 3, 2, 2)
+    _, per_position = f.forward_positions(x)
+    jac = torch.autograd.functional.jacobian(lambda v: f(v[None])[0][0], x[0])  # (3, 2, 2, 3, 2, 2)
+    own = torch.stack([torch.linalg.slogdet(jac[:, i, j, :, i, j])[1] for i in range(2) for j in range(2)])
+    assert torch.allclose(per_position[0].flatten(), own, atol=1e-9)
+    if flow == "affine":
+        assert own.std() > 1e-3  # the shares differ between positions: not spread evenly by construction
+
+
+def test_per_position_logdet_refuses_layers_that_move_positions():
+    f = Sequential([LUConv1x1(4), DepthToSpace(2), LUConv1x1(1)])
+    with pytest.raises(ValueError, match="moves positions"):
+        f.forward_positions(torch.randn(2, 4, 1, 1))
+
+
 @pytest.mark.parametrize("name", sorted(MAP_CASES))
 def test_feature_map_bijection_inverts_and_reports_exact_logdet(name, float64):
     f = _case(MAP_CASES[name])

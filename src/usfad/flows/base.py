@@ -44,6 +44,24 @@ class Bijection(nn.Module):
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
+    def forward_positions(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(y, logdet per position)``, the second of shape ``(batch, *spatial)`` (``(batch,)`` for
+        vectors) and summing over the positions to ``forward``'s log-det.
+
+        A layer with a constant log-det spreads it evenly over the positions of ``y`` (exact
+        for layers that act on every position alike: ActNorm, LU 1x1 convolutions); a layer
+        whose log-det depends on the input overrides this.
+        """
+        if not self.constant_logdet:
+            raise NotImplementedError(f"{type(self).__name__} does not split its log-det over positions")
+        y, logdet = self(x, context)
+        return y, _spread(logdet, y)
+
+
+def _spread(logdet: Tensor, y: Tensor) -> Tensor:
+    """A per-sample log-det ``(batch,)`` shared evenly by the positions of ``y``."""
+    return (logdet / positions(y)).view(-1, *[1] * (y.dim() - 2)).expand(y.shape[:1] + y.shape[2:])
+
 
 class Sequential(Bijection):
     """Composition ``f = f_n o ... o f_1``; log-dets add up.
@@ -72,6 +90,18 @@ class Sequential(Bijection):
             y = layer.inverse(y, context)
         return y
 
+    def forward_positions(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = _spread(x.new_zeros(x.shape[0]), x)
+        for layer in self.layers:
+            x, ld = layer.forward_positions(x, context)
+            if ld.shape != total.shape:
+                raise ValueError(
+                    f"{type(layer).__name__} moves positions ({tuple(total.shape[1:])} to {tuple(ld.shape[1:])}): "
+                    "a per-position log-det needs layers that keep them"
+                )
+            total = total + ld
+        return x, total
+
 
 class Conjugate(Bijection):
     """``outer^-1 o inner o outer``: the inner map seen in the basis chosen by ``outer``.
@@ -94,6 +124,11 @@ class Conjugate(Bijection):
         h, ld_inner = self.inner(h, context)
         # outer^-1 contributes exactly -ld_outer (a constant), so only ld_inner remains.
         del ld_outer
+        return self.outer.inverse(h, context), ld_inner
+
+    def forward_positions(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h, _ = self.outer(x, context)
+        h, ld_inner = self.inner.forward_positions(h, context)
         return self.outer.inverse(h, context), ld_inner
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:

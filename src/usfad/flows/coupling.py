@@ -60,16 +60,25 @@ class _Coupling(Bijection):
         inp = a if context is None else torch.cat((a, context), dim=1)
         return self.conditioner(inp)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _couple(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None]:
         a, b = self._split(x)
-        b, logdet = self._transform(b, self._params(a, context))
-        return self._merge(a, b), logdet
+        b, log_scale = self._transform(b, self._params(a, context))
+        return self._merge(a, b), log_scale
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, log_scale = self._couple(x, context)
+        return y, x.new_zeros(x.shape[0]) if log_scale is None else log_scale.flatten(1).sum(1)
+
+    def forward_positions(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, log_scale = self._couple(x, context)
+        return y, x.new_zeros(x.shape[:1] + x.shape[2:]) if log_scale is None else log_scale.sum(1)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         a, b = self._split(y)
         return self._merge(a, self._untransform(b, self._params(a, context)))
 
-    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(b', log-scale of every element of b)``; ``None`` for a volume-preserving transform."""
         raise NotImplementedError
 
     def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
@@ -82,8 +91,8 @@ class AdditiveCoupling(_Coupling):
     constant_logdet = True
     params_per_feature = 1
 
-    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return b + params, b.new_zeros(b.shape[0])
+    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, None]:
+        return b + params, None
 
     def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
         return b - params
@@ -112,9 +121,9 @@ class AffineCoupling(_Coupling):
         s, t = params.chunk(2, dim=1)
         return self.clamp * torch.tanh(s), t
 
-    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor | None]:
         log_scale, shift = self._log_scale_shift(params)
-        return b * torch.exp(log_scale) + shift, log_scale.flatten(1).sum(1)
+        return b * torch.exp(log_scale) + shift, log_scale
 
     def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
         log_scale, shift = self._log_scale_shift(params)
@@ -136,6 +145,6 @@ class GINCoupling(AffineCoupling):
         log_scale, shift = super()._log_scale_shift(params)
         return log_scale - log_scale.mean(1, keepdim=True), shift
 
-    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+    def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, None]:
         y, _ = super()._transform(b, params)
-        return y, b.new_zeros(b.shape[0])  # the centred log-scales sum to 0 (up to rounding)
+        return y, None  # the centred log-scales sum to 0 at every position (up to rounding)

@@ -9,7 +9,11 @@ offers three things:
   ``N(0, I)``, ``(||z||^2 / 2 - log|det J|) / D + log(2 pi) / 2`` (the training objective);
 - ``anomaly_maps(features) -> [(batch, h_l, w_l), ...]``: one map per level, higher = more
   anomalous, at that level's resolution;
-- ``logdet(features) -> (batch,)``: the head's total ``log|det J|``.
+- ``logdet(features) -> (batch,)``: the head's total ``log|det J|``;
+- ``density_maps(features)`` (FastFlow and CFlow): like ``anomaly_maps``, but always the
+  head's density, the per-position NLL per dimension with the log-det included. A USF
+  head's density map differs from its FastFlow map ``||z||^2 / 2C`` by one constant per
+  level; an affine head's does not: there the two rank pixels differently.
 
 Every flow comes from :func:`usfad.flows.build_flow` with ``actnorm=True``; the switch
 ``flow="usf" | "usf-gin" | "affine"`` goes straight to it and changes nothing but the
@@ -82,6 +86,9 @@ class FlowHead(nn.Module):
 
     def logdet(self, features: Sequence[Tensor]) -> Tensor:
         raise NotImplementedError
+
+    def density_maps(self, features: Sequence[Tensor]) -> list[Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} has no per-position density map")
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Same as :meth:`anomaly_maps`."""
@@ -160,6 +167,14 @@ class FastFlowHead(_LatentMapHead):
             zs.append(z)
             logdet = logdet + ld
         return zs, logdet
+
+    def density_maps(self, features: Sequence[Tensor]) -> list[Tensor]:
+        _check_levels(features, self.channels)
+        out = []
+        for x, f in zip(features, self.flows):
+            z, ld = f.forward_positions(x)
+            out.append((0.5 * z.pow(2).sum(1) - ld) / z.shape[1] + HALF_LOG_2PI)
+        return out
 
 
 def positional_encoding(dim: int, height: int, width: int) -> Tensor:
@@ -248,6 +263,8 @@ class CFlowHead(FlowHead):
     def anomaly_maps(self, features: Sequence[Tensor]) -> list[Tensor]:
         _check_levels(features, self.channels)
         return [self._fibre_nll(level, x, None)[0].view(x.shape[0], *x.shape[2:]) for level, x in enumerate(features)]
+
+    density_maps = anomaly_maps  # CFlow's map is already the fibre's NLL, log-det included
 
     def logdet(self, features: Sequence[Tensor]) -> Tensor:
         """Sum of every fibre's log-det at every level (the head as one bijection per image)."""

@@ -18,7 +18,7 @@ seed) and splits the pixel metric:
   feature energy (mean squared standardised feature, all levels). A head whose maps rise and
   fall with the energy of the whole image raises false alarms on busy normal images.
 
-Each head is scored twice where the two differ (FastFlow): by its published map (``map``:
+Each head is scored twice where the two differ (FastFlow, U-Flow): by its published map (``map``:
 ``latent``, ``||z||^2 / 2C`` per position) and by its density (``density``, the per-position
 NLL with the log-det included, :meth:`usfad.vision.heads.FlowHead.density_maps`). For a USF
 the two differ by one constant per level; for the affine flow, whose log-det varies, they
@@ -77,7 +77,7 @@ def density_predictions(detector: ImageDetector, features: list[torch.Tensor]) -
 
 
 def _own_density(detector: ImageDetector) -> bool:
-    """Whether the head has density maps that are not its published maps (FastFlow)."""
+    """Whether the head has density maps that are not its published maps (FastFlow, U-Flow)."""
     head = type(detector.head_)
     return head.density_maps not in (head.anomaly_maps, FlowHead.density_maps)
 

@@ -57,26 +57,27 @@ def test_affine_head_logdet_varies_with_input(model, float64):
 
 
 @pytest.mark.parametrize("flow", FLOWS)
-def test_fastflow_density_maps_are_the_per_position_nll(flow, float64):
+@pytest.mark.parametrize("model", ["fastflow", "uflow"])
+def test_density_maps_are_the_per_position_nll(model, flow, float64):
     """They add up to the training loss; a USF's differ from its anomaly maps by one constant
     per level, an affine head's do not (its latent distance is not its density)."""
-    head = _trained_looking_head("fastflow", flow)
+    head = _trained_looking_head(model, flow)
     x = _features(1)
     density, latent = head.density_maps(x), head.anomaly_maps(x)
-    dims = sum(c * m[0].numel() for c, m in zip(CHANNELS, density))
-    total = sum(c * m.flatten(1).sum(1) for c, m in zip(CHANNELS, density))
+    zs, _ = head.latents(x)
+    assert [m.shape for m in density] == [z.shape[:1] + z.shape[2:] for z in zs]
+    dims = sum(z[0].numel() for z in zs)
+    total = sum(z.shape[1] * m.flatten(1).sum(1) for z, m in zip(zs, density))
     assert torch.allclose(total / dims, head.loss(x), atol=1e-9)
     gaps = [d - m for d, m in zip(density, latent)]
     constant = all(torch.allclose(g, g.flatten()[0].expand_as(g), atol=1e-9) for g in gaps)
     assert constant is (flow in USF_FLOWS)
 
 
-def test_cflow_density_maps_are_its_anomaly_maps_and_uflow_has_none():
+def test_cflow_density_maps_are_its_anomaly_maps():
     x = _features(1)
     cflow = _trained_looking_head("cflow", "affine")
     assert all(torch.equal(a, b) for a, b in zip(cflow.density_maps(x), cflow.anomaly_maps(x)))
-    with pytest.raises(NotImplementedError, match="UFlowHead"):
-        _trained_looking_head("uflow", "affine").density_maps(x)
 
 
 @pytest.mark.parametrize("model", HEADS)

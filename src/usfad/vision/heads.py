@@ -10,10 +10,11 @@ offers three things:
 - ``anomaly_maps(features) -> [(batch, h_l, w_l), ...]``: one map per level, higher = more
   anomalous, at that level's resolution;
 - ``logdet(features) -> (batch,)``: the head's total ``log|det J|``;
-- ``density_maps(features)`` (FastFlow and CFlow): like ``anomaly_maps``, but always the
-  head's density, the per-position NLL per dimension with the log-det included. A USF
-  head's density map differs from its FastFlow map ``||z||^2 / 2C`` by one constant per
-  level; an affine head's does not: there the two rank pixels differently.
+- ``density_maps(features)``: like ``anomaly_maps``, but always the head's density: the
+  per-position NLL per dimension with the log-det included (split over the positions by
+  :meth:`usfad.flows.Bijection.forward_positions`). A USF head's density map differs from
+  its FastFlow or U-Flow map ``||z||^2 / 2k`` by one constant per level; an affine head's
+  does not: there the two rank pixels differently. CFlow's map is its density already.
 
 Every flow comes from :func:`usfad.flows.build_flow` with ``actnorm=True``; the switch
 ``flow="usf" | "usf-gin" | "affine"`` goes straight to it and changes nothing but the
@@ -88,7 +89,7 @@ class FlowHead(nn.Module):
         raise NotImplementedError
 
     def density_maps(self, features: Sequence[Tensor]) -> list[Tensor]:
-        raise NotImplementedError(f"{type(self).__name__} has no per-position density map")
+        raise NotImplementedError
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Same as :meth:`anomaly_maps`."""
@@ -98,9 +99,15 @@ class FlowHead(nn.Module):
 class _LatentMapHead(FlowHead):
     """A head whose bijection maps all feature maps of an image to latent maps at once."""
 
+    def levels(self, features: Sequence[Tensor], per_position: bool = False) -> tuple[list[Tensor], list[Tensor]]:
+        """Latent maps ``(batch, k, h, w)`` and their log-dets, one of each per level (in level
+        order); a log-det is ``(batch,)``, or ``(batch, h, w)`` split over the positions."""
+        raise NotImplementedError
+
     def latents(self, features: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         """Latent maps ``(batch, k, h, w)`` (one per level, in level order) and the total log-det."""
-        raise NotImplementedError
+        zs, logdets = self.levels(features)
+        return zs, sum(logdets[1:], logdets[0])
 
     def loss(self, features: Sequence[Tensor]) -> Tensor:
         zs, logdet = self.latents(features)
@@ -114,6 +121,10 @@ class _LatentMapHead(FlowHead):
 
     def logdet(self, features: Sequence[Tensor]) -> Tensor:
         return self.latents(features)[1]
+
+    def density_maps(self, features: Sequence[Tensor]) -> list[Tensor]:
+        zs, logdets = self.levels(features, per_position=True)
+        return [(0.5 * z.pow(2).sum(1) - ld) / z.shape[1] + HALF_LOG_2PI for z, ld in zip(zs, logdets)]
 
 
 def _conv_subnets(channels: int, hidden_ratio: float, kernel_sizes: Sequence[int]) -> list:
@@ -156,25 +167,13 @@ class FastFlowHead(_LatentMapHead):
         )
         self._set_constant_logdet()
 
-    def latents(self, features: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
+    def levels(self, features: Sequence[Tensor], per_position: bool = False) -> tuple[list[Tensor], list[Tensor]]:
         _check_levels(features, self.channels)
-        zs, logdet = [], features[0].new_zeros(features[0].shape[0])
-        for x, f in zip(features, self.flows):
-            # No per-image layer norm (the original FastFlow's): it rescales a whole image by its
-            # own spread, which shrinks a large defect with it. The detector standardises the
-            # features per position with training statistics instead (ImageDetector.standardize).
-            z, ld = f(x)
-            zs.append(z)
-            logdet = logdet + ld
-        return zs, logdet
-
-    def density_maps(self, features: Sequence[Tensor]) -> list[Tensor]:
-        _check_levels(features, self.channels)
-        out = []
-        for x, f in zip(features, self.flows):
-            z, ld = f.forward_positions(x)
-            out.append((0.5 * z.pow(2).sum(1) - ld) / z.shape[1] + HALF_LOG_2PI)
-        return out
+        # No per-image layer norm (the original FastFlow's): it rescales a whole image by its
+        # own spread, which shrinks a large defect with it. The detector standardises the
+        # features per position with training statistics instead (ImageDetector.standardize).
+        out = [f.forward_positions(x) if per_position else f(x) for x, f in zip(features, self.flows)]
+        return [z for z, _ in out], [ld for _, ld in out]
 
 
 def positional_encoding(dim: int, height: int, width: int) -> Tensor:
@@ -332,10 +331,12 @@ class UFlowHead(_LatentMapHead):
         self.ups = nn.ModuleList(ups)
         self._set_constant_logdet()
 
-    def latents(self, features: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
+    def levels(self, features: Sequence[Tensor], per_position: bool = False) -> tuple[list[Tensor], list[Tensor]]:
+        """Each scale's log-det is that of its own flow (the whole input: its features and what
+        came up from the coarser scale) and is counted at that scale."""
         _check_levels(features, self.channels)
         zs: list[Tensor | None] = [None] * len(features)
-        logdet = features[0].new_zeros(features[0].shape[0])
+        logdets: list[Tensor | None] = [None] * len(features)
         carried = None
         for step, level in enumerate(self.order):
             x = features[level]
@@ -346,14 +347,15 @@ class UFlowHead(_LatentMapHead):
                         f"{tuple(carried.shape[2:])}; use an image size divisible by {max(self.reductions)}"
                     )
                 x = torch.cat((x, carried), dim=1)
-            y, ld = self.flows[step](x)
-            logdet = logdet + ld
+            y, ld = self.flows[step].forward_positions(x) if per_position else self.flows[step](x)
             keep = y.shape[1] - self.up_channels[step]
             zs[level] = y[:, :keep]
             if step < len(self.ups):
-                carried, ld = self.ups[step](y[:, keep:])
-                logdet = logdet + ld
-        return [z for z in zs if z is not None], logdet
+                carried, ld_up = self.ups[step](y[:, keep:])  # a reshape: 0, but counted all the same
+                ld = ld + (ld_up.view(-1, 1, 1) / ld[0].numel() if per_position else ld_up)
+            logdets[level] = ld
+        kept = [level for level, z in enumerate(zs) if z is not None]
+        return [zs[level] for level in kept], [logdets[level] for level in kept]
 
 
 HEADS = ("fastflow", "cflow", "uflow")

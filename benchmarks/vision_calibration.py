@@ -20,7 +20,7 @@ seed) and splits the pixel metric:
 
 Each head is scored twice where the two differ (FastFlow, U-Flow): by its published map (``map``:
 ``latent``, ``||z||^2 / 2C`` per position) and by its density (``density``, the per-position
-NLL with the log-det included, :meth:`usfad.vision.heads.FlowHead.density_maps`). For a USF
+NLL with the log-det included: ``ImageDetector(maps="density")``). For a USF
 the two differ by one constant per level; for the affine flow, whose log-det varies, they
 rank pixels differently.
 
@@ -44,7 +44,6 @@ from vision_variants import ROOT, _features  # the same disk cache of backbone f
 from usfad.flows import FLOWS
 from usfad.metrics import roc_auc
 from usfad.vision import ImageDetector
-from usfad.vision.anomaly_map import anomaly_map, image_scores
 from usfad.vision.heads import FlowHead
 from usfad.vision.metrics import pixel_auroc, vision_metrics
 
@@ -56,24 +55,6 @@ def _energy(detector: ImageDetector, features: list[torch.Tensor]) -> np.ndarray
         batch = detector._standardized([f[start : start + 64].float() for f in features])
         out[start : start + 64] = np.mean([x.pow(2).mean((1, 2, 3)).numpy() for x in batch], axis=0)
     return out
-
-
-def density_predictions(detector: ImageDetector, features: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and maps as :meth:`ImageDetector.predict_features` makes them, from the head's
-    density maps instead of its published ones."""
-    scores, maps = [], []
-    with torch.no_grad():
-        for start in range(0, len(features[0]), detector.batch_size):
-            batch = detector._standardized([f[start : start + detector.batch_size].float() for f in features])
-            m = anomaly_map(
-                detector.head_.density_maps(batch),
-                detector.image_size,
-                combine=detector._setting("combine"),
-                sigma=float(detector.sigma),
-            )
-            scores.append(image_scores(m).double().numpy())
-            maps.append(m.numpy())
-    return np.concatenate(scores), np.concatenate(maps)
 
 
 def _own_density(detector: ImageDetector) -> bool:
@@ -120,7 +101,7 @@ def main() -> None:
             energy = _energy(detector, cache["test"])
         predictions = {"latent": detector.predict_features(cache["test"])}
         if _own_density(detector):
-            predictions["density"] = density_predictions(detector, cache["test"])
+            predictions["density"] = detector.set_params(maps="density").predict_features(cache["test"])
         for kind, (scores, maps) in predictions.items():
             metrics = vision_metrics(labels, scores, masks, maps)
             row = {"flow": flow, "map": kind}

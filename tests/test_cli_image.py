@@ -48,6 +48,15 @@ def test_fit_then_predict_writes_an_overlay_per_image_and_the_scores(category, t
         assert (out / r["overlay"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_fit_keeps_the_maps_setting_in_the_model_file(category, tmp_path):
+    from usfad.vision.detector import ImageDetector
+
+    model = tmp_path / "model.usfad"
+    args = ["image", "fit", str(category), "--flow", "affine", "--maps", "density", *FAST, "--quiet", "-o", str(model)]
+    assert main(args) == 0
+    assert ImageDetector.load(model).maps == "density"
+
+
 def test_predict_refuses_a_missing_image(category, tmp_path, capsys):
     model = tmp_path / "model.usfad"
     assert main(["image", "fit", str(category), "--model", "fastflow", *FAST, "--quiet", "-o", str(model)]) == 0

@@ -73,6 +73,23 @@ def test_save_load_round_trip_gives_identical_scores(model, tmp_path):
     assert again.history_.train_loss == det.history_.train_loss
 
 
+@pytest.mark.parametrize("model", HEADS)
+def test_density_maps_differ_from_the_published_ones_only_where_they_should(model, tmp_path):
+    """CFlow's map is its density already; an affine FastFlow or U-Flow head's latent distance
+    is not its density; the setting is saved with the model."""
+    images = textured_images(3, seed=4, defect=True)
+    det = _detector(model, "affine").fit(textured_images(6))
+    published = det.predict(images)[1]
+    det.set_params(maps="density")
+    density = det.predict(images)[1]
+    assert np.isfinite(density).all() and density.shape == published.shape
+    assert np.allclose(density, published, atol=1e-6) is (model == "cflow")
+    again = ImageDetector.load(det.save(tmp_path / "m.usfad"), backbone=TinyBackbone())
+    assert again.maps == "density" and np.array_equal(again.predict(images)[1], density)
+    with pytest.raises(ValueError, match="maps must be one of"):
+        det.set_params(maps="latent").predict(images)
+
+
 def test_load_rejects_a_backbone_with_other_channels(tmp_path):
     path = _detector().fit(textured_images(4)).save(tmp_path / "m.usfad")
     other = TinyBackbone()

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import DataError, TrainingDivergedError
 from ..flows import FLOWS, is_usf
+from ..vision.detector import MAPS
 from ..vision.heads import HEADS
 from .args import int_list, positive_int, split_list
 
@@ -42,7 +43,7 @@ def _detector_params(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": args.image_size,
         "device": args.device,
     }
-    for key in ("epochs", "n_blocks", "batch_size", "lr", "noise"):
+    for key in ("epochs", "n_blocks", "batch_size", "lr", "noise", "maps"):
         value = getattr(args, key, None)
         if value is not None:
             params[key] = value
@@ -391,7 +392,7 @@ def bench(args: argparse.Namespace) -> int:
     params["verbose"] = False
     # every training setting given on the command line is in the label, so a resumed run never
     # takes rows trained with other settings for its own
-    tags = {"epochs": "e", "n_blocks": "b", "batch_size": "bs", "lr": "lr", "noise": "noise"}
+    tags = {"epochs": "e", "n_blocks": "b", "batch_size": "bs", "lr": "lr", "noise": "noise", "maps": "maps-"}
     preset = f"{args.backbone}-{args.image_size}px" + "".join(
         f"-{tag}{getattr(args, key)}" for key, tag in tags.items() if getattr(args, key, None) is not None
     )
@@ -450,6 +451,12 @@ def _add_backbone_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--noise", type=float, metavar="SD", help="Gaussian noise on the standardised training features (default: 0.1)"
     )
+    p.add_argument(
+        "--maps",
+        choices=MAPS,
+        help="published: the head's own maps (FastFlow, U-Flow: latent distance); density: per-position NLL "
+        "with the log-det (default: published)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
 
 
@@ -487,6 +494,12 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="model file written by usfad image fit")
     p.add_argument("images", metavar="IMAGES", nargs="+", help="image files or folders")
+    p.add_argument(
+        "--maps",
+        choices=MAPS,
+        help="published: the head's own maps (FastFlow, U-Flow: latent distance); density: per-position NLL "
+        "with the log-det (default: published)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for overlays and scores")
     p.set_defaults(image_func=predict)

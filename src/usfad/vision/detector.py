@@ -46,6 +46,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "cflow": {"n_blocks": 4, "hidden_ratio": 1.0, "epochs": 10, "combine": "likelihood"},
     "uflow": {"n_blocks": 4, "hidden_ratio": 1.0, "epochs": 8, "combine": "mean"},
 }
+#: what the per-level maps can be (``ImageDetector(maps=...)``)
+MAPS = ("published", "density")
 
 
 def _as_images(images: Any, what: str = "images") -> Tensor:
@@ -106,6 +108,12 @@ class ImageDetector(BaseEstimator):
     head_params: further head arguments (e.g. ``{"fibres_per_image": 128}`` for CFlow).
     combine, sigma: level combination rule (``None``: the model's) and Gaussian smoothing
         of the anomaly maps (see :mod:`usfad.vision.anomaly_map`).
+    maps: what the per-level maps are: ``"published"``, the head's own (FastFlow and U-Flow:
+        ``||z||^2 / 2k`` per position, the latent distance; CFlow: the fibre's NLL), or
+        ``"density"``, the per-position NLL with the head's log-det included
+        (:meth:`usfad.vision.heads.FlowHead.density_maps`). For a USF head the two differ by
+        one constant per level, and not at all for CFlow; an affine FastFlow or U-Flow head
+        ranks pixels differently by its density than by its latent distance.
     epochs, batch_size, lr, weight_decay: Adam on the cached features (``epochs=None``:
         the model's default). Small batches: more steps for the same compute, which is
         what a short CPU budget needs.
@@ -137,6 +145,7 @@ class ImageDetector(BaseEstimator):
         head_params: dict[str, Any] | None = None,
         combine: str | None = None,
         sigma: float = 4.0,
+        maps: str = "published",
         epochs: int | None = None,
         batch_size: int = 8,
         lr: float = 1e-3,
@@ -159,6 +168,7 @@ class ImageDetector(BaseEstimator):
         self.head_params = head_params
         self.combine = combine
         self.sigma = sigma
+        self.maps = maps
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -178,6 +188,7 @@ class ImageDetector(BaseEstimator):
         if self.model not in HEADS:
             raise ValueError(f"model must be one of {HEADS}, got {self.model!r}")
         check_flow(self.flow)
+        self._check_maps()
         if int(self.image_size) < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
         for name in ("epochs", "batch_size"):
@@ -192,6 +203,10 @@ class ImageDetector(BaseEstimator):
             raise ValueError(f"noise must be >= 0, got {self.noise}")
         if not self._setting("hidden_ratio") > 0:
             raise ValueError(f"hidden_ratio must be > 0, got {self.hidden_ratio}")
+
+    def _check_maps(self) -> None:
+        if self.maps not in MAPS:
+            raise ValueError(f"maps must be one of {MAPS}, got {self.maps!r}")
 
     def _head_kwargs(self) -> dict[str, Any]:
         return {
@@ -344,8 +359,10 @@ class ImageDetector(BaseEstimator):
         """
         from .anomaly_map import anomaly_map, image_scores
 
+        self._check_maps()  # may have been set after fit
+        features = self._standardized(features)
         maps = anomaly_map(
-            head.anomaly_maps(self._standardized(features)),
+            head.density_maps(features) if self.maps == "density" else head.anomaly_maps(features),
             size,
             combine=self._setting("combine"),
             sigma=float(self.sigma),

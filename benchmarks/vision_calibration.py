@@ -3,8 +3,8 @@
 Pixel ROC-AUC pools the pixels of all test images, so it mixes two things: finding the defect
 inside an image (localisation) and keeping the maps of different images on one scale
 (calibration across images). This script trains one head per flow on Magnetic Tile
-(MobileNetV2 features, cached on disk as in ``vision_variants.py``; detector defaults; one
-seed) and splits the pixel metric:
+(MobileNetV2 features, cached on disk as in ``vision_variants.py``; detector defaults; per
+seed in ``--seeds``) and splits the pixel metric:
 
 - ``pixel AUROC``: the usual one, all pixels of all test images;
 - ``within images``: mean over the defective images of the pixel ROC-AUC inside that image
@@ -24,7 +24,7 @@ NLL with the log-det included: ``ImageDetector(maps="density")``). For a USF
 the two differ by one constant per level; for the affine flow, whose log-det varies, they
 rank pixels differently.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/vision_calibration.py --flows usf usf-gin affine
+    PYTHONPATH=src .venv/bin/python benchmarks/vision_calibration.py --flows usf usf-gin affine --seeds 0 1 2
 
 It writes ``--out`` (markdown) and a CSV beside it.
 """
@@ -57,6 +57,10 @@ def _energy(detector: ImageDetector, features: list[torch.Tensor]) -> np.ndarray
     return out
 
 
+def _mean_std(values: np.ndarray) -> str:
+    return f"{values.mean():.3f}" if len(values) < 2 else f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
 def _own_density(detector: ImageDetector) -> bool:
     """Whether the head has density maps that are not its published maps (FastFlow, U-Flow)."""
     head = type(detector.head_)
@@ -85,50 +89,57 @@ def main() -> None:
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--model", default="fastflow")
     parser.add_argument("--flows", nargs="+", choices=FLOWS, default=list(FLOWS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "vision_calibration.md")
+    parser.add_argument("--out", type=Path, help="default: results/vision_calibration_<model>.md")
     args = parser.parse_args()
+    args.out = args.out or Path(__file__).parent / "results" / f"vision_calibration_{args.model}.md"
     torch.set_num_threads(1)
     cache, backbone = _features(args)
     labels, masks = np.asarray(cache["labels"]), np.asarray(cache["masks"]).astype(bool)
     rows, energy = [], None
-    for flow in args.flows:
-        start = time.perf_counter()
-        detector = ImageDetector(args.model, flow, backbone=backbone, random_state=args.seed, verbose=False)
-        detector.fit_features(cache["train"])
-        if energy is None:  # the feature scaler is fitted on the same training features for every flow
-            energy = _energy(detector, cache["test"])
-        predictions = {"latent": detector.predict_features(cache["test"])}
-        if _own_density(detector):
-            predictions["density"] = detector.set_params(maps="density").predict_features(cache["test"])
-        for kind, (scores, maps) in predictions.items():
-            metrics = vision_metrics(labels, scores, masks, maps)
-            row = {"flow": flow, "map": kind}
-            row.update({k: metrics[f"{k.split()[0]}_auroc"] for k in ("image AUROC", "pixel AUROC")})
-            row["AUPRO"] = metrics["aupro"]
-            row.update(split_pixel_metric(labels, masks, maps, energy))
-            rows.append(row)
-            print(row, f"({time.perf_counter() - start:.0f} s)", flush=True)
+    for seed in args.seeds:
+        for flow in args.flows:
+            start = time.perf_counter()
+            detector = ImageDetector(args.model, flow, backbone=backbone, random_state=seed, verbose=False)
+            detector.fit_features(cache["train"])
+            if energy is None:  # the feature scaler is fitted on the same training features for every run
+                energy = _energy(detector, cache["test"])
+            predictions = {"latent": detector.predict_features(cache["test"])}
+            if _own_density(detector):
+                predictions["density"] = detector.set_params(maps="density").predict_features(cache["test"])
+            for kind, (scores, maps) in predictions.items():
+                metrics = vision_metrics(labels, scores, masks, maps)
+                row = {"flow": flow, "map": kind, "seed": seed}
+                row.update({k: metrics[f"{k.split()[0]}_auroc"] for k in ("image AUROC", "pixel AUROC")})
+                row["AUPRO"] = metrics["aupro"]
+                row.update(split_pixel_metric(labels, masks, maps, energy))
+                rows.append(row)
+                print(row, f"({time.perf_counter() - start:.0f} s)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.with_suffix(".csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    cols = list(rows[0])
+    cols = [c for c in rows[0] if c not in ("flow", "map", "seed")]
+    seeds = " ".join(map(str, args.seeds))
     lines = [
         f"# Pixel-level gap: localisation or calibration? ({args.model}, {args.backbone}, "
-        f"{args.images.name}, seed {args.seed})",
+        f"{args.images.name}, seeds {seeds}: mean ± standard deviation)",
         "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
+        "| flow | map | " + " | ".join(cols) + " |",
+        "|" + "---|" * (len(cols) + 2),
     ]
-    lines += ["| " + " | ".join([r["flow"], r["map"]] + [f"{r[c]:.3f}" for c in cols[2:]]) + " |" for r in rows]
+    for flow in args.flows:
+        for kind in dict.fromkeys(r["map"] for r in rows):
+            group = [r for r in rows if r["flow"] == flow and r["map"] == kind]
+            cells = [_mean_std(np.array([r[c] for r in group])) for c in cols]
+            lines.append("| " + " | ".join([flow, kind, *cells]) + " |")
     lines += [
         "",
         "Columns: see `benchmarks/vision_calibration.py`. Reproduce: "
         f"`PYTHONPATH=src .venv/bin/python benchmarks/vision_calibration.py --model {args.model} "
-        f"--flows {' '.join(args.flows)}`",
+        f"--flows {' '.join(args.flows)} --seeds {seeds}`; one row per run in the CSV beside this file.",
         "",
     ]
     args.out.write_text("\n".join(lines))

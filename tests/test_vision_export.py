@@ -65,6 +65,13 @@ def test_each_head_and_flow_exports_and_scores_like_predict_at_batch_1_and_12(mo
     assert max(report.output_rel_diff["scores"].values()) <= 1e-5, str(report)
 
 
+@pytest.mark.parametrize("model", ["fastflow", "uflow"])
+def test_density_maps_export_too(model, tmp_path):
+    det = _tiny(model, "affine", maps="density")
+    report = verify_image_onnx(det, det.export_onnx(tmp_path / "m.onnx"), _fresh(), batch_sizes=(1, 12))
+    assert report.passed, str(report)
+
+
 def test_the_graph_module_runs_predicts_scoring_path_with_lu_layers_frozen():
     det = _tiny("uflow", "usf")
     graph = ImageDetectorGraph(det)

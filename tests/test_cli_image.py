@@ -48,13 +48,20 @@ def test_fit_then_predict_writes_an_overlay_per_image_and_the_scores(category, t
         assert (out / r["overlay"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_fit_keeps_the_maps_setting_in_the_model_file(category, tmp_path):
+def test_fit_keeps_the_maps_setting_and_predict_can_override_it(category, tmp_path):
     from usfad.vision.detector import ImageDetector
 
     model = tmp_path / "model.usfad"
     args = ["image", "fit", str(category), "--flow", "affine", "--maps", "density", *FAST, "--quiet", "-o", str(model)]
     assert main(args) == 0
     assert ImageDetector.load(model).maps == "density"
+    one_file = next((category / "test" / "good").iterdir())
+    scores = {}
+    for maps in ("density", "published"):
+        assert main(["image", "predict", str(model), str(one_file), "--maps", maps, "-o", str(tmp_path / maps)]) == 0
+        with open(tmp_path / maps / "scores.csv") as handle:
+            scores[maps] = float(next(csv.DictReader(handle))["score"])
+    assert scores["density"] != scores["published"]  # predict --maps overrides the model's setting
 
 
 def test_predict_refuses_a_missing_image(category, tmp_path, capsys):

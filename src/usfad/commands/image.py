@@ -142,6 +142,8 @@ def predict(args: argparse.Namespace) -> int:
     from ..vision.detector import ImageDetector
 
     detector = ImageDetector.load(args.model, device=args.device)
+    if args.maps is not None:
+        detector.set_params(maps=args.maps)
     files = _image_files(args.images)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -494,12 +496,7 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="model file written by usfad image fit")
     p.add_argument("images", metavar="IMAGES", nargs="+", help="image files or folders")
-    p.add_argument(
-        "--maps",
-        choices=MAPS,
-        help="published: the head's own maps (FastFlow, U-Flow: latent distance); density: per-position NLL "
-        "with the log-det (default: published)",
-    )
+    p.add_argument("--maps", choices=MAPS, help="score with these maps instead of the model's (see image fit)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for overlays and scores")
     p.set_defaults(image_func=predict)

@@ -91,9 +91,10 @@ def main() -> None:
     parser.add_argument("--flows", nargs="+", choices=FLOWS, default=list(FLOWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
-    parser.add_argument("--out", type=Path, help="default: results/vision_calibration_<model>.md")
+    parser.add_argument("--out", type=Path, help="default: results/vision_calibration_<model>[_<backbone>].md")
     args = parser.parse_args()
-    args.out = args.out or Path(__file__).parent / "results" / f"vision_calibration_{args.model}.md"
+    suffix = "" if args.backbone == "mobilenet_v2" else f"_{args.backbone}"
+    args.out = args.out or Path(__file__).parent / "results" / f"vision_calibration_{args.model}{suffix}.md"
     torch.set_num_threads(1)
     cache, backbone = _features(args)
     labels, masks = np.asarray(cache["labels"]), np.asarray(cache["masks"]).astype(bool)
@@ -139,6 +140,7 @@ def main() -> None:
         "",
         "Columns: see `benchmarks/vision_calibration.py`. Reproduce: "
         f"`PYTHONPATH=src .venv/bin/python benchmarks/vision_calibration.py --model {args.model} "
+        f"--backbone {args.backbone} "
         f"--flows {' '.join(args.flows)} --seeds {seeds}`; one row per run in the CSV beside this file.",
         "",
     ]

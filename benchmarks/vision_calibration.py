@@ -111,9 +111,8 @@ def main() -> None:
                 predictions["density"] = detector.set_params(maps="density").predict_features(cache["test"])
             for kind, (scores, maps) in predictions.items():
                 metrics = vision_metrics(labels, scores, masks, maps)
-                row = {"flow": flow, "map": kind, "seed": seed}
-                row.update({k: metrics[f"{k.split()[0]}_auroc"] for k in ("image AUROC", "pixel AUROC")})
-                row["AUPRO"] = metrics["aupro"]
+                row = {"flow": flow, "map": kind, "seed": seed, "image AUROC": metrics["image_auroc"]}
+                row.update({"pixel AUROC": metrics["pixel_auroc"], "AUPRO": metrics["aupro"]})
                 row.update(split_pixel_metric(labels, masks, maps, energy))
                 rows.append(row)
                 print(row, f"({time.perf_counter() - start:.0f} s)", flush=True)

@@ -55,10 +55,10 @@ class Bijection(nn.Module):
         if not self.constant_logdet:
             raise NotImplementedError(f"{type(self).__name__} does not split its log-det over positions")
         y, logdet = self(x, context)
-        return y, _spread(logdet, y)
+        return y, spread_logdet(logdet, y)
 
 
-def _spread(logdet: Tensor, y: Tensor) -> Tensor:
+def spread_logdet(logdet: Tensor, y: Tensor) -> Tensor:
     """A per-sample log-det ``(batch,)`` shared evenly by the positions of ``y``."""
     return (logdet / positions(y)).view(-1, *[1] * (y.dim() - 2)).expand(y.shape[:1] + y.shape[2:])
 
@@ -91,7 +91,7 @@ class Sequential(Bijection):
         return y
 
     def forward_positions(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = _spread(x.new_zeros(x.shape[0]), x)
+        total = spread_logdet(x.new_zeros(x.shape[0]), x)
         for layer in self.layers:
             x, ld = layer.forward_positions(x, context)
             if ld.shape != total.shape:

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from ..flows import DepthToSpace, build_flow, check_flow, conv, mlp
+from ..flows.base import spread_logdet
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -352,7 +353,7 @@ class UFlowHead(_LatentMapHead):
             zs[level] = y[:, :keep]
             if step < len(self.ups):
                 carried, ld_up = self.ups[step](y[:, keep:])  # a reshape: 0, but counted all the same
-                ld = ld + (ld_up.view(-1, 1, 1) / ld[0].numel() if per_position else ld_up)
+                ld = ld + (spread_logdet(ld_up, y) if per_position else ld_up)
             logdets[level] = ld
         kept = [level for level, z in enumerate(zs) if z is not None]
         return [zs[level] for level in kept], [logdets[level] for level in kept]

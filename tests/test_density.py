@@ -15,11 +15,10 @@ def _flow(kind, d=5, seed=0, noise=0.1):
     torch.manual_seed(seed)
     f = build_flow(d, kind, n_blocks=3, hidden_features=(16,))
     with torch.no_grad():
-        for name, p in f.named_parameters():
-            # couplings move away from the identity and volumes change (kappa != 0);
-            # the linear maps keep their rotation so latent sizes stay moderate
-            if "conditioner" in name or "log_" in name:
-                p.add_(noise * torch.randn_like(p))
+        for p in f.parameters():
+            # couplings move away from the identity, the linear maps away from their initial
+            # permutation, and volumes change (kappa != 0)
+            p.add_(noise * torch.randn_like(p))
     return f.double().eval()
 
 

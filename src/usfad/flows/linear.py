@@ -35,10 +35,16 @@ def _from_rows(rows: Tensor, like: Tensor) -> Tensor:
 class LULinear(Bijection):
     """Invertible linear map (or 1x1 convolution) in LU form.
 
-    Initialised from the LU decomposition of a random rotation drawn from torch's global
-    generator, so that consecutive layers mix coordinates differently. ``W`` is never
-    formed: the factors are applied one after the other (``O(d^2)`` per sample), and the
-    inverse is two triangular solves.
+    Initialised as a random permutation drawn from torch's global generator (``P``
+    random, ``L = I``, ``U = 0``, unit diagonal), so that consecutive layers split and mix
+    coordinates differently; the mixing itself is learned. Not the LU factors of a random
+    rotation (Glow's start): those are well-conditioned only by their exact structure, and
+    Adam moves every entry by about the learning rate per step, so at 512 channels the
+    condition number of ``W`` climbed from 1 to 1e4 within 250 steps of FastFlow training on
+    SqueezeNet features, and the loss blew up from there (to 1e13 nats per dimension). From
+    a permutation it stayed near 20 (``benchmarks/results/lu_conditioning.md``). On vectors
+    ``W`` is never formed: the factors are applied one after the other (``O(d^2)`` per
+    sample), and the inverse is two triangular solves.
     """
 
     constant_logdet = True
@@ -48,19 +54,18 @@ class LULinear(Bijection):
         if features < 1:
             raise ValueError(f"features must be >= 1, got {features}")
         self.features = features
-        q, _ = torch.linalg.qr(torch.randn(features, features, dtype=torch.float64))
-        p, lower, upper = torch.linalg.lu(q)
-        diag = torch.diagonal(upper)
         dtype = torch.get_default_dtype()
         # (P v)[i] = v[order[i]]
-        order = p.argmax(dim=1)
+        order = torch.randperm(features)
         self.register_buffer("order", order)
         self.register_buffer("inverse_order", torch.argsort(order))
-        self.register_buffer("sign", torch.sign(diag).to(dtype))
+        # the diagonal's signs: all +1 from this start; kept as a buffer so that models saved
+        # when layers started from a rotation's LU factors (signs +-1) load unchanged
+        self.register_buffer("sign", torch.ones(features, dtype=dtype))
         self.register_buffer("lower_mask", torch.tril(torch.ones(features, features, dtype=dtype), -1))
-        self.lower = nn.Parameter(torch.tril(lower, -1).to(dtype))
-        self.upper = nn.Parameter(torch.triu(upper, 1).to(dtype))
-        self.log_diag = nn.Parameter(torch.log(diag.abs()).to(dtype))
+        self.lower = nn.Parameter(torch.zeros(features, features, dtype=dtype))
+        self.upper = nn.Parameter(torch.zeros(features, features, dtype=dtype))
+        self.log_diag = nn.Parameter(torch.zeros(features, dtype=dtype))
 
     def _factors(self) -> tuple[Tensor, Tensor]:
         eye = torch.eye(self.features, dtype=self.lower.dtype, device=self.lower.device)

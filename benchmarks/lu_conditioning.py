@@ -1,0 +1,170 @@
+"""Why wide heads blew up: the conditioning of the LU 1x1 convolutions under Adam.
+
+FastFlow-USF on SqueezeNet 1.1 features of Magnetic Tile (128 / 256 / 512 channels) trained
+well for a few epochs, then its loss climbed to 1e13 nats per dimension; the narrow backbones
+(24-112 channels) never did this. This script trains the same head twice from the same seed,
+with the detector's settings (features standardised per position, training noise 0.1,
+Adam 1e-3, batches of 8 images, gradient norm clipped at 10), changing only how every
+:class:`usfad.flows.LULinear` starts:
+
+- ``rotation``: the LU factors of a random rotation (Glow's start; usfad's until this change);
+- ``permutation``: a random permutation, ``L = I``, ``U = 0``, unit diagonal (usfad's now).
+
+Every ``--every`` steps it records the batch loss and the largest condition number of any
+LU layer's ``W`` (every layer's ``W^-1`` is applied too, so a near-singular ``W`` amplifies
+whatever its coupling adds). It writes ``--out`` (markdown), a CSV and a PNG beside it.
+
+    USFAD_WEIGHTS=../shared/weights PYTHONPATH=src .venv/bin/python benchmarks/lu_conditioning.py --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+from vision_variants import ROOT, _features  # the same disk cache of backbone features
+
+from usfad.flows import LULinear
+from usfad.vision import ImageDetector
+
+STARTS = ("rotation", "permutation")
+
+
+def _rotation_start(layer: LULinear) -> None:
+    """Set ``layer`` to the LU factors of a random rotation (the former initialisation)."""
+    q, _ = torch.linalg.qr(torch.randn(layer.features, layer.features, dtype=torch.float64))
+    p, lower, upper = torch.linalg.lu(q)
+    diag = torch.diagonal(upper)
+    with torch.no_grad():
+        layer.order.copy_(p.argmax(dim=1))
+        layer.inverse_order.copy_(torch.argsort(layer.order))
+        layer.sign.copy_(torch.sign(diag))
+        layer.lower.copy_(torch.tril(lower, -1))
+        layer.upper.copy_(torch.triu(upper, 1))
+        layer.log_diag.copy_(torch.log(diag.abs()))
+
+
+def _max_condition(head: nn.Module) -> float:
+    with torch.no_grad():
+        return max(float(torch.linalg.cond(m.weight().double())) for m in head.modules() if isinstance(m, LULinear))
+
+
+def run(start: str, features: list[torch.Tensor], args: argparse.Namespace) -> list[dict]:
+    det = ImageDetector(model=args.model, flow=args.flow, backbone=args.backbone, random_state=args.seed)
+    det.backbone_ = det._build_backbone()
+    det.device_ = torch.device("cpu")
+    det.channels_ = [int(c) for c in det.backbone_.channels]
+    det.reductions_ = [int(r) for r in det.backbone_.reductions]
+    det._fit_scaler(features)
+    torch.manual_seed(args.seed)
+    head = det._build_head()
+    if start == "rotation":
+        for m in head.modules():
+            if isinstance(m, LULinear):
+                _rotation_start(m)
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=det.lr, weight_decay=det.weight_decay)
+    generator = torch.Generator().manual_seed(args.seed)
+    n, rows, step, t0 = len(features[0]), [], 0, time.time()
+    while step < args.steps:
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n - det.batch_size + 1, det.batch_size):
+            batch = det._standardized([f[order[i : i + det.batch_size]].float() for f in features])
+            batch = [x + det.noise * torch.randn_like(x) for x in batch]
+            loss = head.loss(batch).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 10.0)
+            optimizer.step()
+            step += 1
+            if step % args.every == 0 or step == 1:
+                row = {"start": start, "step": step, "loss": loss.item(), "max_condition": _max_condition(head)}
+                rows.append(row)
+                print(
+                    f"{start} step {step}: loss {row['loss']:.4g}, max cond {row['max_condition']:.3g} "
+                    f"({time.time() - t0:.0f} s)",
+                    flush=True,
+                )
+            if step >= args.steps:
+                break
+    return rows
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for start in STARTS:
+        mine = [r for r in rows if r["start"] == start]
+        steps = [r["step"] for r in mine]
+        axes[0].plot(steps, [r["max_condition"] for r in mine], label=start)
+        axes[1].plot(steps, [r["loss"] for r in mine], label=start)
+    axes[0].set(yscale="log", xlabel="Adam step", ylabel="largest cond(W) of any LU layer")
+    axes[1].set(yscale="log", xlabel="Adam step", ylabel="batch loss (nats/dim)")
+    for ax in axes:
+        ax.legend(title="LU start")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=ROOT / "data/images/magnetic_tile")
+    parser.add_argument("--backbone", default="squeezenet1_1")
+    parser.add_argument("--model", default="fastflow")
+    parser.add_argument("--flow", default="usf")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lu_conditioning.md")
+    args = parser.parse_args()
+    cache, _ = _features(args)
+    rows = [row for start in STARTS for row in run(start, cache["train"], args)]
+    with args.out.with_suffix(".csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    title = f"{args.model}-{args.flow} on {args.backbone} features ({args.images.name}), seed {args.seed}"
+    _plot(rows, args.out.with_suffix(".png"), title)
+    checkpoints = sorted({r["step"] for r in rows if r["step"] % 50 == 0 or r["step"] == 1})
+    lines = [
+        f"# LU conditioning under Adam: {title}",
+        "",
+        "Largest condition number of any LU layer's `W`, and the batch loss (nats/dim), by step;",
+        f"see `benchmarks/lu_conditioning.py`. Plot: `{args.out.with_suffix('.png').name}`; each step in the CSV.",
+        "",
+        "| step | " + " | ".join(f"cond ({s}) | loss ({s})" for s in STARTS) + " |",
+        "|---|" + "---|---|" * len(STARTS),
+    ]
+    by = {(r["start"], r["step"]): r for r in rows}
+    for step in checkpoints:
+        cells = []
+        for s in STARTS:
+            r = by.get((s, step))
+            cells += [f"{r['max_condition']:.3g}", f"{r['loss']:.3g}"] if r else ["-", "-"]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    worst = {s: max((r["loss"] for r in rows if r["start"] == s), default=math.nan) for s in STARTS}
+    lines += ["", "Largest recorded batch loss: " + ", ".join(f"{s} {v:.3g}" for s, v in worst.items()) + "."]
+    lines += [
+        "",
+        "Reproduce: `USFAD_WEIGHTS=../shared/weights PYTHONPATH=src .venv/bin/python "
+        f"benchmarks/lu_conditioning.py --backbone {args.backbone} --model {args.model} --flow {args.flow} "
+        f"--steps {args.steps}`",
+    ]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,8 @@
 """Why wide heads blew up: the conditioning of the LU 1x1 convolutions under Adam.
 
 FastFlow-USF on SqueezeNet 1.1 features of Magnetic Tile (128 / 256 / 512 channels) trained
-well for a few epochs, then its loss climbed to 1e13 nats per dimension; the narrow backbones
-(24-112 channels) never did this. This script trains the same head twice from the same seed,
+well for a few epochs, then its epoch-mean loss climbed to 1e17 nats per dimension; the narrow
+backbones (24-112 channels) never did this. This script trains the same head twice from the same seed,
 with the detector's settings (features standardised per position, training noise 0.1,
 Adam 1e-3, batches of 8 images, gradient norm clipped at 10), changing only how every
 :class:`usfad.flows.LULinear` starts:
@@ -14,7 +14,7 @@ Every ``--every`` steps it records the batch loss and the largest condition numb
 LU layer's ``W`` (every layer's ``W^-1`` is applied too, so a near-singular ``W`` amplifies
 whatever its coupling adds). It writes ``--out`` (markdown), a CSV and a PNG beside it.
 
-    USFAD_WEIGHTS=../shared/weights PYTHONPATH=src .venv/bin/python benchmarks/lu_conditioning.py --steps 300
+    USFAD_WEIGHTS=../shared/weights PYTHONPATH=src .venv/bin/python benchmarks/lu_conditioning.py --steps 400
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--model", default="fastflow")
     parser.add_argument("--flow", default="usf")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lu_conditioning.md")

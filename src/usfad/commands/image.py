@@ -276,6 +276,20 @@ def blew_up(row: dict[str, Any]) -> bool:
     return bool(losses) and (losses[-1] > min(losses) + BLOW_UP_NATS or losses[-1] > UNSETTLED_NATS)
 
 
+def largest_rise(row: dict[str, Any]) -> float:
+    """How far the epoch loss ever climbed above the lowest loss of the epochs before it (nats per
+    dimension; ``0.0`` when it fell every epoch, ``inf`` when it became non-finite). Unlike
+    :func:`blew_up` it also counts a jump the run recovered from."""
+    best, rise = math.inf, 0.0
+    for loss in row.get("train_loss") or []:
+        if not math.isfinite(loss):
+            return math.inf
+        if math.isfinite(best):
+            rise = max(rise, loss - best)
+        best = min(best, loss)
+    return rise
+
+
 Group = tuple[str, str, str]  # (dataset, head, flow)
 
 
@@ -295,7 +309,8 @@ def _ok(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _table_lines(groups: dict[Group, list[dict[str, Any]]], with_dataset: bool) -> list[str]:
-    cols = ["model", "flow", "runs", "diverged", "blew up", "image AUROC", "pixel AUROC", "AUPRO", "train CPU s"]
+    cols = ["model", "flow", "runs", "diverged", "blew up", "largest rise", "image AUROC", "pixel AUROC", "AUPRO"]
+    cols.append("train CPU s")
     cols = ["dataset", *cols] if with_dataset else cols
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for (dataset, head, flow), group in groups.items():
@@ -303,6 +318,7 @@ def _table_lines(groups: dict[Group, list[dict[str, Any]]], with_dataset: bool) 
         cells = [head, flow, str(len(group)), str(sum(bool(r.get("diverged")) for r in group))]
         known = [r for r in ok if r.get("train_loss")]  # rows from before the losses were kept: unknown
         cells.append(str(sum(blew_up(r) for r in known)) if known else "-")
+        cells.append(f"{max(largest_rise(r) for r in known):.2g}" if known else "-")
         cells += [_fmt([r.get(k) for r in ok]) for k in ("image_auroc", "pixel_auroc", "aupro")]
         # CPU time, not wall time: it does not depend on how many runs shared the machine
         cells.append(_fmt([r.get("fit_cpu_seconds") for r in ok], 1))
@@ -337,7 +353,8 @@ def _summary_lines(groups: dict[Group, list[dict[str, Any]]]) -> list[str]:
 
 def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:
     """Markdown table: mean ± std over seeds per (model, flow), with the counts of diverged runs
-    (non-finite loss) and of runs that blew up (see :func:`blew_up`); for several datasets one
+    (non-finite loss) and of runs that blew up (see :func:`blew_up`), and the largest rise of any
+    run's epoch loss above its best so far (:func:`largest_rise`); for several datasets one
     row per (dataset, model, flow) and a summary over the datasets."""
     groups = _groups(rows)
     several = len({dataset for dataset, _, _ in groups}) > 1

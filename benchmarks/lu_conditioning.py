@@ -2,10 +2,10 @@
 
 FastFlow-USF on SqueezeNet 1.1 features of Magnetic Tile (128 / 256 / 512 channels) trained
 well for a few epochs, then its epoch-mean loss climbed to 1e17 nats per dimension; the narrow
-backbones (24-112 channels) never did this. This script trains the same head twice from the same seed,
-with the detector's settings (features standardised per position, training noise 0.1,
-Adam 1e-3, batches of 8 images, gradient norm clipped at 10), changing only how every
-:class:`usfad.flows.LULinear` starts:
+backbones (24-112 channels) never did this. This script trains the same head twice from the same seed
+with the detector's own training (:meth:`usfad.vision.ImageDetector.fit_features`: features
+standardised per position, training noise 0.1, Adam 1e-3, batches of 8 images, gradient norm
+clipped at 10), changing only how every :class:`usfad.flows.LULinear` starts:
 
 - ``rotation``: the LU factors of a random rotation (Glow's start; usfad's until this change);
 - ``permutation``: a random permutation, ``L = I``, ``U = 0``, unit diagonal (usfad's now).
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from vision_variants import ROOT, _features  # the same disk cache of backbone features
 
+from usfad.errors import TrainingDivergedError
 from usfad.flows import LULinear
 from usfad.vision import ImageDetector
 
@@ -58,44 +59,41 @@ def _max_condition(head: nn.Module) -> float:
         return max(float(torch.linalg.cond(m.weight().double())) for m in head.modules() if isinstance(m, LULinear))
 
 
-def run(start: str, features: list[torch.Tensor], args: argparse.Namespace) -> list[dict]:
-    det = ImageDetector(model=args.model, flow=args.flow, backbone=args.backbone, random_state=args.seed)
-    det.backbone_ = det._build_backbone()
-    det.device_ = torch.device("cpu")
-    det.channels_ = [int(c) for c in det.backbone_.channels]
-    det.reductions_ = [int(r) for r in det.backbone_.reductions]
-    det._fit_scaler(features)
-    torch.manual_seed(args.seed)
-    head = det._build_head()
-    if start == "rotation":
-        for m in head.modules():
-            if isinstance(m, LULinear):
-                _rotation_start(m)
-    params = [p for p in head.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=det.lr, weight_decay=det.weight_decay)
-    generator = torch.Generator().manual_seed(args.seed)
-    n, rows, step, t0 = len(features[0]), [], 0, time.time()
-    while step < args.steps:
-        order = torch.randperm(n, generator=generator)
-        for i in range(0, n - det.batch_size + 1, det.batch_size):
-            batch = det._standardized([f[order[i : i + det.batch_size]].float() for f in features])
-            batch = [x + det.noise * torch.randn_like(x) for x in batch]
-            loss = head.loss(batch).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, 10.0)
-            optimizer.step()
-            step += 1
-            if step % args.every == 0 or step == 1:
-                row = {"start": start, "step": step, "loss": loss.item(), "max_condition": _max_condition(head)}
-                rows.append(row)
-                print(
-                    f"{start} step {step}: loss {row['loss']:.4g}, max cond {row['max_condition']:.3g} "
-                    f"({time.time() - t0:.0f} s)",
-                    flush=True,
-                )
-            if step >= args.steps:
-                break
+class _Detector(ImageDetector):
+    """The detector, with every LU layer of its head set to ``lu_start`` before training."""
+
+    lu_start = "permutation"
+
+    def _build_head(self):
+        head = super()._build_head()
+        if self.lu_start == "rotation":
+            for m in head.modules():
+                if isinstance(m, LULinear):
+                    _rotation_start(m)
+        return head
+
+
+def run(start: str, features: list[torch.Tensor], backbone: nn.Module, args: argparse.Namespace) -> list[dict]:
+    """Train with the detector's own loop (:meth:`ImageDetector.fit_features`) for the epochs that
+    cover ``args.steps`` steps, recording the first ``args.steps`` of them (all steps up to a
+    non-finite loss, if one comes)."""
+    det = _Detector(model=args.model, flow=args.flow, backbone=args.backbone, random_state=args.seed)
+    det.lu_start, det.backbone_ = start, backbone
+    per_epoch = math.ceil(len(features[0]) / det.batch_size)
+    det.epochs = math.ceil(args.steps / per_epoch)
+    rows, t0 = [], time.time()
+
+    def record(step: int, loss: float) -> None:
+        if step > args.steps or (step % args.every and step != 1):
+            return
+        row = {"start": start, "step": step, "loss": loss, "max_condition": _max_condition(det.head_)}
+        rows.append(row)
+        print(f"{start} step {step}: loss {loss:.4g}, max cond {row['max_condition']:.3g} ({time.time() - t0:.0f} s)")
+
+    try:
+        det.fit_features(features, on_step=record)
+    except TrainingDivergedError as exc:
+        print(f"{start}: {exc}")
     return rows
 
 
@@ -129,8 +127,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lu_conditioning.md")
     args = parser.parse_args()
-    cache, _ = _features(args)
-    rows = [row for start in STARTS for row in run(start, cache["train"], args)]
+    cache, backbone = _features(args)
+    rows = [row for start in STARTS for row in run(start, cache["train"], backbone, args)]
     with args.out.with_suffix(".csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

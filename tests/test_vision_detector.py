@@ -124,6 +124,14 @@ def test_fit_features_and_predict_features_match_fit_and_predict():
     assert np.array_equal(a.decision_function(test), b.predict_features(b.features(test))[0])
 
 
+def test_on_step_sees_every_optimiser_step_and_its_batch_loss():
+    det, seen = _detector(batch_size=3), []
+    det.fit_features(det.features(textured_images(6)), on_step=lambda step, loss: seen.append((step, loss)))
+    assert [step for step, _ in seen] == list(range(1, det.history_.steps + 1)) and det.history_.steps == 4
+    losses = [loss for _, loss in seen]  # 2 epochs of 2 batches of 3 images: each epoch's loss is their mean
+    assert det.history_.train_loss == pytest.approx([np.mean(losses[:2]), np.mean(losses[2:])], rel=1e-6)
+
+
 def test_bad_settings_and_inputs_are_refused_with_what_was_given():
     with pytest.raises(ValueError, match="model must be one of"):
         _detector("padim").fit(textured_images(4))

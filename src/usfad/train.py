@@ -72,8 +72,13 @@ def fit_module(
     config: TrainConfig,
     generator: torch.Generator,
     on_epoch_end: Callable[[int], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> History:
-    """Train ``module`` in place; returns the loss history (best weights restored)."""
+    """Train ``module`` in place; returns the loss history (best weights restored).
+
+    ``on_epoch_end(epoch)`` is called after every epoch, ``on_step(step, loss)`` after every
+    optimiser step (steps counted from 1; ``loss`` is that batch's mean loss): hooks for
+    monitoring, e.g. what a layer does step by step (``benchmarks/lu_conditioning.py``)."""
     from tqdm.auto import tqdm
 
     history = History()
@@ -112,6 +117,8 @@ def fit_module(
             total += loss.item() * batch.shape[0]
             count += batch.shape[0]
             history.steps += 1
+            if on_step is not None:
+                on_step(history.steps, loss.item())
             if config.max_steps is not None and history.steps >= config.max_steps:
                 break
         history.train_loss.append(total / max(count, 1))

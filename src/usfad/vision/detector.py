@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -272,8 +272,13 @@ class ImageDetector(BaseEstimator):
         self.backbone_ = self._build_backbone()
         return self.fit_features(self.features(data, split="train"))
 
-    def fit_features(self, features: Sequence[Tensor]) -> ImageDetector:
-        """Train the head on backbone features ``[N, C_l, h_l, w_l]`` per level (e.g. from :meth:`features`)."""
+    def fit_features(
+        self, features: Sequence[Tensor], on_step: Callable[[int, float], None] | None = None
+    ) -> ImageDetector:
+        """Train the head on backbone features ``[N, C_l, h_l, w_l]`` per level (e.g. from :meth:`features`).
+
+        ``on_step(step, loss)`` is called after every optimiser step (:func:`usfad.train.fit_module`);
+        the head being trained is ``self.head_``."""
         self._check_params()
         self.device_ = resolve_device(self.device)
         if not hasattr(self, "backbone_"):
@@ -310,7 +315,7 @@ class ImageDetector(BaseEstimator):
                 verbose=bool(self.verbose),
                 desc=f"{self.model} ({self.flow})",
             )
-            self.history_: History = fit_module(self.head_, loss, torch.arange(n), config, generator)
+            self.history_: History = fit_module(self.head_, loss, torch.arange(n), config, generator, on_step=on_step)
         self.head_.eval()
         return self
 

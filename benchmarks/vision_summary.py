@@ -1,0 +1,193 @@
+"""USF against affine image heads on Magnetic Tile, backbone by backbone: issue 4's bar in one place.
+
+Trains nothing: it reads the committed rows of the image runs, one file per backbone
+(``SOURCES``), and writes ``--out`` (markdown) and a PNG beside it. Per backbone and head:
+
+- per flow, the mean ± standard deviation over seeds of image AUROC, pixel AUROC and AUPRO, the
+  number of runs, of diverged runs (non-finite loss), of runs that blew up
+  (:func:`usfad.commands.image.blew_up`), the largest rise of any run's epoch loss above its best
+  so far (:func:`usfad.commands.image.largest_rise`) and the training CPU seconds;
+- per USF flow, its difference from the affine head, paired by seed (mean ± standard deviation of
+  the per-seed differences over the seeds both flows ran).
+
+The plot shows those paired differences, one panel per metric.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/vision_summary.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from usfad.bench.store import ResultStore
+from usfad.commands.image import blew_up, largest_rise
+from usfad.flows import FLOWS, is_usf
+from usfad.vision.heads import HEADS
+
+RESULTS = Path(__file__).parent / "results"
+#: backbone -> (rows, how its LU layers started, where the rows came from)
+SOURCES = {
+    "mobilenet_v2": ("vision_magnetic_tile/results.jsonl", "permutation", "`benchmarks/vision.sh`"),
+    "efficientnet_lite0": (
+        "vision_magnetic_tile_efficientnet_lite0/results.jsonl",
+        "rotation",
+        "`benchmarks/vision.sh` (before the permutation start; not rerun)",
+    ),
+    "squeezenet1_1": (
+        "vision_squeezenet_permutation.jsonl",
+        "permutation",
+        "`benchmarks/vision_variants.py --backbone squeezenet1_1`",
+    ),
+}
+METRICS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
+
+
+def _fmt(values: list[float], digits: int = 3, sign: str = "") -> str:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "-"
+    mean = f"{np.mean(vals):{sign}.{digits}f}"
+    return f"{mean} ± {np.std(vals):.{digits}f}" if len(vals) > 1 else mean
+
+
+def _paired(usf: list[dict], affine: list[dict], metric: str) -> list[float]:
+    """USF minus affine, seed by seed, over the seeds where both finished."""
+    theirs = {r["seed"]: r.get(metric) for r in affine if r.get("status") == "ok"}
+    return [
+        r[metric] - theirs[r["seed"]]
+        for r in usf
+        if r.get("status") == "ok" and r.get(metric) is not None and theirs.get(r["seed"]) is not None
+    ]
+
+
+def load(results: Path) -> dict[str, dict[tuple[str, str], list[dict]]]:
+    """backbone -> (head, flow) -> rows (Magnetic Tile only)."""
+    out: dict[str, dict[tuple[str, str], list[dict]]] = {}
+    for backbone, (name, _, _) in SOURCES.items():
+        path = results / name
+        if not path.exists():
+            continue
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for r in ResultStore(path).rows():
+            if r.get("dataset") == "magnetic_tile" and r.get("head") in HEADS and r.get("flow") in FLOWS:
+                groups.setdefault((r["head"], r["flow"]), []).append(r)
+        out[backbone] = dict(sorted(groups.items(), key=lambda kv: (HEADS.index(kv[0][0]), FLOWS.index(kv[0][1]))))
+    return out
+
+
+def _backbone_lines(backbone: str, groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    name, start, origin = SOURCES[backbone]
+    lines = [
+        f"## {backbone}",
+        "",
+        f"Rows: `{name}`, from {origin}; LU layers started as a {start}.",
+        "",
+        "| head | flow | seeds | image AUROC | pixel AUROC | AUPRO | diverged | blew up | largest rise | train CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (head, flow), rows in groups.items():
+        ok = [r for r in rows if r.get("status") == "ok"]
+        known = [r for r in ok if r.get("train_loss")]
+        cells = [head, flow, ", ".join(str(r["seed"]) for r in sorted(rows, key=lambda r: r["seed"]))]
+        cells += [_fmt([r.get(m) for r in ok]) for m in METRICS]
+        cells.append(str(sum(bool(r.get("diverged")) for r in rows)))
+        cells.append(str(sum(blew_up(r) for r in known)) if known else "-")
+        cells.append(f"{max(largest_rise(r) for r in known):.2g}" if known else "-")
+        cells.append(_fmt([r.get("fit_cpu_seconds") for r in ok], 0))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "USF minus affine, paired by seed (mean ± standard deviation over the seeds both ran):",
+        "",
+        "| head | flow | seeds | image AUROC | pixel AUROC | AUPRO | USF >= affine on |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (head, flow), rows in groups.items():
+        affine = groups.get((head, "affine"))
+        if not is_usf(flow) or not affine:
+            continue
+        diffs = {m: _paired(rows, affine, m) for m in METRICS}
+        if not diffs["image_auroc"]:
+            continue
+        cells = [head, flow, str(len(diffs["image_auroc"]))]
+        cells += [_fmt(diffs[m], sign="+") for m in METRICS]
+        ahead = [label for m, label in METRICS.items() if diffs[m] and np.mean(diffs[m]) >= 0]
+        cells.append(", ".join(ahead) if ahead else "none")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def plot(data: dict[str, dict[tuple[str, str], list[dict]]], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.8), sharey=True)
+    backbones = list(data)
+    width = 0.8 / max(len(backbones), 1)
+    for ax, (metric, label) in zip(axes, METRICS.items()):
+        for b, backbone in enumerate(backbones):
+            groups = data[backbone]
+            for h, head in enumerate(HEADS):
+                affine = groups.get((head, "affine"))
+                for flow, marker, nudge in (("usf", "o", -0.25), ("usf-gin", "s", 0.25)):
+                    rows = groups.get((head, flow))
+                    diffs = _paired(rows, affine, metric) if rows and affine else []
+                    if not diffs:
+                        continue
+                    x = h + (b - (len(backbones) - 1) / 2 + nudge) * width
+                    ax.errorbar(
+                        x,
+                        np.mean(diffs),
+                        yerr=np.std(diffs) if len(diffs) > 1 else None,
+                        fmt=marker,
+                        color=f"C{b}",
+                        mfc=f"C{b}" if flow == "usf" else "white",
+                        capsize=3,
+                        label=f"{backbone}, {flow}" if metric == next(iter(METRICS)) and h == 0 else None,
+                    )
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(HEADS)), HEADS)
+        ax.set_title(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("USF minus affine (paired by seed)")
+    fig.legend(loc="lower center", ncol=min(6, 2 * len(backbones)), fontsize="small", frameon=False)
+    fig.suptitle("Magnetic Tile: USF heads against affine ones (above 0: the USF is ahead)", fontsize="medium")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "vision_summary.md")
+    args = parser.parse_args()
+    data = load(args.results)
+    if not data:
+        raise SystemExit(f"no image rows under {args.results}")
+    lines = [
+        "# Image heads on Magnetic Tile: USF against affine, by backbone",
+        "",
+        "Detector defaults, published maps (FastFlow, U-Flow: latent distance; CFlow: the fibre's NLL),",
+        "256 px. `largest rise`: how far any run's epoch loss climbed above its best so far (nats per",
+        "dimension; 0 = it fell every epoch). `blew up`: the last epoch more than 1 above the best, or",
+        f"above 10. Plot: `{args.out.with_suffix('.png').name}`.",
+        "",
+    ]
+    for backbone, groups in data.items():
+        lines += _backbone_lines(backbone, groups)
+    lines.append(
+        "Reproduce: `PYTHONPATH=src .venv/bin/python benchmarks/vision_summary.py` (reads the rows, trains nothing)."
+    )
+    args.out.write_text("\n".join(lines) + "\n")
+    plot(data, args.out.with_suffix(".png"))
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

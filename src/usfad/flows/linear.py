@@ -40,9 +40,9 @@ class LULinear(Bijection):
     coordinates differently; the mixing itself is learned. Not the LU factors of a random
     rotation (Glow's start): those are well-conditioned only by their exact structure, and
     Adam moves every entry by about the learning rate per step, so at 512 channels the
-    condition number of ``W`` passed 1e3 within 10 steps of FastFlow training on SqueezeNet
-    features and 1e4 around step 220, where the loss blew up (to 1e22 nats per dimension). From
-    a permutation it stayed below 20 and the loss kept falling
+    condition number of ``W`` reached 800 within 10 steps of FastFlow training on SqueezeNet
+    features and 7e4 by step 220; the loss passed 10 at step 210 and became non-finite at step
+    262. From a permutation it stayed below 17 and the loss kept falling
     (``benchmarks/results/lu_conditioning.md``). On vectors
     ``W`` is never formed: the factors are applied one after the other (``O(d^2)`` per
     sample), and the inverse is two triangular solves.

@@ -6,7 +6,8 @@ Trains nothing: it reads the committed rows of the image runs, one file per back
 - per flow, the mean ± standard deviation over seeds of image AUROC, pixel AUROC and AUPRO, the
   number of runs, of diverged runs (non-finite loss), of runs that blew up
   (:func:`usfad.commands.image.blew_up`), the largest rise of any run's epoch loss above its best
-  so far (:func:`usfad.commands.image.largest_rise`) and the training CPU seconds;
+  so far (:func:`usfad.commands.image.largest_rise`), the number of runs where that rise was
+  more than ``JUMP_NATS`` (0.1 nats per dimension: ``jumped``) and the training CPU seconds;
 - per USF flow, its difference from the affine head, paired by seed (mean ± standard deviation of
   the per-seed differences over the seeds both flows ran).
 
@@ -48,6 +49,8 @@ SOURCES = {
     ),
 }
 METRICS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
+#: a run whose epoch loss ever rose more than this above its best so far (nats/dim) counts as jumping
+JUMP_NATS = 0.1
 
 
 def _fmt(values: list[float], digits: int = 3, sign: str = "") -> str:
@@ -90,8 +93,9 @@ def _backbone_lines(backbone: str, groups: dict[tuple[str, str], list[dict]]) ->
         "",
         f"Rows: `{name}`, from {origin}; LU layers started as a {start}.",
         "",
-        "| head | flow | seeds | image AUROC | pixel AUROC | AUPRO | diverged | blew up | largest rise | train CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| head | flow | seeds | image AUROC | pixel AUROC | AUPRO | diverged | blew up | jumped "
+        "| largest rise | train CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (head, flow), rows in groups.items():
         ok = [r for r in rows if r.get("status") == "ok"]
@@ -100,6 +104,7 @@ def _backbone_lines(backbone: str, groups: dict[tuple[str, str], list[dict]]) ->
         cells += [_fmt([r.get(m) for r in ok]) for m in METRICS]
         cells.append(str(sum(bool(r.get("diverged")) for r in rows)))
         cells.append(str(sum(blew_up(r) for r in known)) if known else "-")
+        cells.append(str(sum(largest_rise(r) > JUMP_NATS for r in known)) if known else "-")
         cells.append(f"{max(largest_rise(r) for r in known):.2g}" if known else "-")
         cells.append(_fmt([r.get("fit_cpu_seconds") for r in ok], 0))
         lines.append("| " + " | ".join(cells) + " |")
@@ -175,8 +180,8 @@ def main() -> None:
         "",
         "Detector defaults, published maps (FastFlow, U-Flow: latent distance; CFlow: the fibre's NLL),",
         "256 px. `largest rise`: how far any run's epoch loss climbed above its best so far (nats per",
-        "dimension; 0 = it fell every epoch). `blew up`: the last epoch more than 1 above the best, or",
-        f"above 10. Plot: `{args.out.with_suffix('.png').name}`.",
+        f"dimension; 0 = it fell every epoch); `jumped`: runs where it rose more than {JUMP_NATS}. `blew up`:",
+        f"the last epoch more than 1 above the best, or above 10. Plot: `{args.out.with_suffix('.png').name}`.",
         "",
     ]
     for backbone, groups in data.items():

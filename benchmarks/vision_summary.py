@@ -19,7 +19,6 @@ The plot shows those paired differences, one panel per metric.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import matplotlib
@@ -29,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from usfad.bench.store import ResultStore
-from usfad.commands.image import blew_up, largest_rise
+from usfad.commands.image import _fmt, blew_up, largest_rise
 from usfad.flows import FLOWS, is_usf
 from usfad.vision.heads import HEADS
 
@@ -51,14 +50,6 @@ SOURCES = {
 METRICS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
 #: a run whose epoch loss ever rose more than this above its best so far (nats/dim) counts as jumping
 JUMP_NATS = 0.1
-
-
-def _fmt(values: list[float], digits: int = 3, sign: str = "") -> str:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return "-"
-    mean = f"{np.mean(vals):{sign}.{digits}f}"
-    return f"{mean} ± {np.std(vals):.{digits}f}" if len(vals) > 1 else mean
 
 
 def _paired(usf: list[dict], affine: list[dict], metric: str) -> list[float]:

@@ -255,11 +255,14 @@ def _bench_overlays(out: Path, name: str, dataset: Any, scores: np.ndarray, maps
         )
 
 
-def _fmt(values: list[float], digits: int = 3) -> str:
+def _fmt(values: list[float], digits: int = 3, sign: str = "") -> str:
+    """``mean ± std`` of the finite values (just the value if one; ``-`` if none); ``sign="+"``
+    writes the mean's sign always."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return "-"
-    return f"{np.mean(vals):.{digits}f} ± {np.std(vals):.{digits}f}" if len(vals) > 1 else f"{vals[0]:.{digits}f}"
+    mean = f"{np.mean(vals):{sign}.{digits}f}"
+    return f"{mean} ± {np.std(vals):.{digits}f}" if len(vals) > 1 else mean
 
 
 #: a run "blew up" when its last epoch's loss is this many nats per dimension above its best epoch's

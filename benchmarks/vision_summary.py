@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from usfad.bench.store import ResultStore
-from usfad.commands.image import _fmt, blew_up, largest_rise
+from usfad.commands.image import JUMP_NATS, METRIC_LABELS, _fmt, _groups, _ok, run_cells
 from usfad.flows import FLOWS, is_usf
 from usfad.vision.heads import HEADS
 
@@ -47,18 +47,15 @@ SOURCES = {
         "`benchmarks/vision_variants.py --backbone squeezenet1_1`",
     ),
 }
-METRICS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
-#: a run whose epoch loss ever rose more than this above its best so far (nats/dim) counts as jumping
-JUMP_NATS = 0.1
 
 
 def _paired(usf: list[dict], affine: list[dict], metric: str) -> list[float]:
     """USF minus affine, seed by seed, over the seeds where both finished."""
-    theirs = {r["seed"]: r.get(metric) for r in affine if r.get("status") == "ok"}
+    theirs = {r["seed"]: r.get(metric) for r in _ok(affine)}
     return [
         r[metric] - theirs[r["seed"]]
-        for r in usf
-        if r.get("status") == "ok" and r.get(metric) is not None and theirs.get(r["seed"]) is not None
+        for r in _ok(usf)
+        if r.get(metric) is not None and theirs.get(r["seed"]) is not None
     ]
 
 
@@ -69,11 +66,12 @@ def load(results: Path) -> dict[str, dict[tuple[str, str], list[dict]]]:
         path = results / name
         if not path.exists():
             continue
-        groups: dict[tuple[str, str], list[dict]] = {}
-        for r in ResultStore(path).rows():
-            if r.get("dataset") == "magnetic_tile" and r.get("head") in HEADS and r.get("flow") in FLOWS:
-                groups.setdefault((r["head"], r["flow"]), []).append(r)
-        out[backbone] = dict(sorted(groups.items(), key=lambda kv: (HEADS.index(kv[0][0]), FLOWS.index(kv[0][1]))))
+        rows = [
+            r
+            for r in ResultStore(path).rows()
+            if r.get("dataset") == "magnetic_tile" and r.get("head") in HEADS and r.get("flow") in FLOWS
+        ]
+        out[backbone] = {(head, flow): group for (_, head, flow), group in _groups(rows).items()}
     return out
 
 
@@ -88,17 +86,11 @@ def _backbone_lines(backbone: str, groups: dict[tuple[str, str], list[dict]]) ->
         "| largest rise | train CPU s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    cols = [*METRIC_LABELS.values(), "diverged", "blew up", "jumped", "largest rise", "train CPU s"]
     for (head, flow), rows in groups.items():
-        ok = [r for r in rows if r.get("status") == "ok"]
-        known = [r for r in ok if r.get("train_loss")]
-        cells = [head, flow, ", ".join(str(r["seed"]) for r in sorted(rows, key=lambda r: r["seed"]))]
-        cells += [_fmt([r.get(m) for r in ok]) for m in METRICS]
-        cells.append(str(sum(bool(r.get("diverged")) for r in rows)))
-        cells.append(str(sum(blew_up(r) for r in known)) if known else "-")
-        cells.append(str(sum(largest_rise(r) > JUMP_NATS for r in known)) if known else "-")
-        cells.append(f"{max(largest_rise(r) for r in known):.2g}" if known else "-")
-        cells.append(_fmt([r.get("fit_cpu_seconds") for r in ok], 0))
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = run_cells(rows)
+        seeds = ", ".join(str(r["seed"]) for r in sorted(rows, key=lambda r: r["seed"]))
+        lines.append("| " + " | ".join([head, flow, seeds, *(cells[c] for c in cols)]) + " |")
     lines += [
         "",
         "USF minus affine, paired by seed (mean ± standard deviation over the seeds both ran):",
@@ -110,22 +102,22 @@ def _backbone_lines(backbone: str, groups: dict[tuple[str, str], list[dict]]) ->
         affine = groups.get((head, "affine"))
         if not is_usf(flow) or not affine:
             continue
-        diffs = {m: _paired(rows, affine, m) for m in METRICS}
+        diffs = {m: _paired(rows, affine, m) for m in METRIC_LABELS}
         if not diffs["image_auroc"]:
             continue
         cells = [head, flow, str(len(diffs["image_auroc"]))]
-        cells += [_fmt(diffs[m], sign="+") for m in METRICS]
-        ahead = [label for m, label in METRICS.items() if diffs[m] and np.mean(diffs[m]) >= 0]
+        cells += [_fmt(diffs[m], sign="+") for m in METRIC_LABELS]
+        ahead = [label for m, label in METRIC_LABELS.items() if diffs[m] and np.mean(diffs[m]) >= 0]
         cells.append(", ".join(ahead) if ahead else "none")
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 
 def plot(data: dict[str, dict[tuple[str, str], list[dict]]], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.8), sharey=True)
+    fig, axes = plt.subplots(1, len(METRIC_LABELS), figsize=(4.2 * len(METRIC_LABELS), 3.8), sharey=True)
     backbones = list(data)
     width = 0.8 / max(len(backbones), 1)
-    for ax, (metric, label) in zip(axes, METRICS.items()):
+    for ax, (metric, label) in zip(axes, METRIC_LABELS.items()):
         for b, backbone in enumerate(backbones):
             groups = data[backbone]
             for h, head in enumerate(HEADS):
@@ -144,7 +136,7 @@ def plot(data: dict[str, dict[tuple[str, str], list[dict]]], path: Path) -> None
                         color=f"C{b}",
                         mfc=f"C{b}" if flow == "usf" else "white",
                         capsize=3,
-                        label=f"{backbone}, {flow}" if metric == next(iter(METRICS)) and h == 0 else None,
+                        label=f"{backbone}, {flow}" if metric == next(iter(METRIC_LABELS)) and h == 0 else None,
                     )
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(HEADS)), HEADS)

@@ -267,7 +267,9 @@ def _fmt(values: list[float], digits: int = 3, sign: str = "") -> str:
 
 #: a run "blew up" when its last epoch's loss is this many nats per dimension above its best epoch's
 BLOW_UP_NATS = 1.0
-#: ... or above this many nats per dimension: on standardised features (the detector's default) a
+#: a run "jumped" when its epoch loss ever rose this many nats per dimension above its best so far
+JUMP_NATS = 0.1
+#: ... (blew up) or above this many nats per dimension: on standardised features (the detector's default) a
 #: Gaussian alone scores about 1.4, so a loss this high means the flow never settled
 UNSETTLED_NATS = 10.0
 
@@ -294,6 +296,8 @@ def largest_rise(row: dict[str, Any]) -> float:
 
 
 Group = tuple[str, str, str]  # (dataset, head, flow)
+#: the metrics of an image run's row, and their column labels
+METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
 
 
 def _groups(rows: list[dict[str, Any]]) -> dict[Group, list[dict[str, Any]]]:
@@ -311,21 +315,34 @@ def _ok(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in group if r.get("status") == "ok"]
 
 
+def run_cells(group: list[dict[str, Any]]) -> dict[str, str]:
+    """Table cells for one group of runs, by column name: the number of runs, of diverged runs
+    (non-finite loss), of runs that blew up (:func:`blew_up`) or jumped (a :func:`largest_rise`
+    above ``JUMP_NATS``), the largest rise, the metrics (mean ± std) and the training CPU time.
+    A count needing the per-epoch losses is ``-`` when no finished row kept them."""
+    ok = _ok(group)
+    known = [r for r in ok if r.get("train_loss")]  # rows from before the losses were kept: unknown
+    rises = [largest_rise(r) for r in known]
+    cells = {
+        "runs": str(len(group)),
+        "diverged": str(sum(bool(r.get("diverged")) for r in group)),
+        "blew up": str(sum(blew_up(r) for r in known)) if known else "-",
+        "jumped": str(sum(rise > JUMP_NATS for rise in rises)) if known else "-",
+        "largest rise": f"{max(rises):.2g}" if known else "-",
+    }
+    cells.update({label: _fmt([r.get(key) for r in ok]) for key, label in METRIC_LABELS.items()})
+    # CPU time, not wall time: it does not depend on how many runs shared the machine
+    cells["train CPU s"] = _fmt([r.get("fit_cpu_seconds") for r in ok], 1)
+    return cells
+
+
 def _table_lines(groups: dict[Group, list[dict[str, Any]]], with_dataset: bool) -> list[str]:
-    cols = ["model", "flow", "runs", "diverged", "blew up", "largest rise", "image AUROC", "pixel AUROC", "AUPRO"]
-    cols.append("train CPU s")
-    cols = ["dataset", *cols] if with_dataset else cols
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    cols = ["runs", "diverged", "blew up", "largest rise", *METRIC_LABELS.values(), "train CPU s"]
+    head_cols = ["dataset", "model", "flow"] if with_dataset else ["model", "flow"]
+    lines = ["| " + " | ".join(head_cols + cols) + " |", "|" + "---|" * (len(head_cols) + len(cols))]
     for (dataset, head, flow), group in groups.items():
-        ok = _ok(group)
-        cells = [head, flow, str(len(group)), str(sum(bool(r.get("diverged")) for r in group))]
-        known = [r for r in ok if r.get("train_loss")]  # rows from before the losses were kept: unknown
-        cells.append(str(sum(blew_up(r) for r in known)) if known else "-")
-        cells.append(f"{max(largest_rise(r) for r in known):.2g}" if known else "-")
-        cells += [_fmt([r.get(k) for r in ok]) for k in ("image_auroc", "pixel_auroc", "aupro")]
-        # CPU time, not wall time: it does not depend on how many runs shared the machine
-        cells.append(_fmt([r.get("fit_cpu_seconds") for r in ok], 1))
-        lines.append("| " + " | ".join([dataset, *cells] if with_dataset else cells) + " |")
+        cells = run_cells(group)
+        lines.append("| " + " | ".join([dataset, head, flow][-len(head_cols) :] + [cells[c] for c in cols]) + " |")
     return lines
 
 

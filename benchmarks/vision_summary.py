@@ -11,7 +11,8 @@ Trains nothing: it reads the committed rows of the image runs, one file per back
 - per USF flow, its difference from the affine head, paired by seed (mean ± standard deviation of
   the per-seed differences over the seeds both flows ran).
 
-The plot shows those paired differences, one panel per metric.
+The plot shows those paired differences, one panel per metric, and a last panel with every run's
+largest rise (the stability the table counts).
 
     PYTHONPATH=src .venv/bin/python benchmarks/vision_summary.py
 """
@@ -28,7 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from usfad.bench.store import ResultStore
-from usfad.commands.image import JUMP_NATS, METRIC_LABELS, _fmt, _groups, _ok, run_cells
+from usfad.commands.image import JUMP_NATS, METRIC_LABELS, _fmt, _groups, _ok, largest_rise, run_cells
 from usfad.flows import FLOWS, is_usf
 from usfad.vision.heads import HEADS
 
@@ -113,8 +114,51 @@ def _backbone_lines(backbone: str, groups: dict[tuple[str, str], list[dict]]) ->
     return lines + [""]
 
 
+def _flat(data: dict[str, dict[tuple[str, str], list[dict]]]) -> dict[tuple[str, str, str], list[dict]]:
+    return {(backbone, head, flow): rows for backbone, groups in data.items() for (head, flow), rows in groups.items()}
+
+
+def _stability(ax, data: dict[str, dict[tuple[str, str], list[dict]]]) -> None:
+    """Every run's largest rise of the epoch loss above its best so far, by head, backbone and flow
+    (symmetric log scale; a non-finite loss is drawn at the top as a cross). Rows without their
+    epoch losses (EfficientNet-Lite0's oldest) are left out."""
+    backbones = list(data)
+    width = 0.8 / max(len(backbones), 1)
+    runs_of = {key: [r for r in _ok(rows) if r.get("train_loss")] for key, rows in _flat(data).items()}
+    rises = [largest_rise(r) for runs in runs_of.values() for r in runs]
+    top = 10 * max([x for x in rises if np.isfinite(x)] + [1.0])
+    for b, backbone in enumerate(backbones):
+        for h, head in enumerate(HEADS):
+            for flow, marker, nudge in (("usf", "o", -0.3), ("usf-gin", "s", 0.0), ("affine", "^", 0.3)):
+                runs = runs_of.get((backbone, head, flow), [])
+                for i, rise in enumerate(largest_rise(r) for r in runs):
+                    x = h + (b - (len(backbones) - 1) / 2 + nudge) * width + (i - (len(runs) - 1) / 2) * 0.015
+                    finite = np.isfinite(rise)
+                    ax.plot(
+                        x,
+                        rise if finite else top,
+                        "x" if not finite else marker,
+                        color=f"C{b}",
+                        mfc=f"C{b}" if flow == "affine" else "white",
+                        ms=5,
+                    )
+    ax.axhline(JUMP_NATS, color="grey", lw=0.8, ls="--")
+    ax.set_yscale("symlog", linthresh=JUMP_NATS)
+    ax.set_ylim(0, 3 * top)
+    decades = range(-1, int(np.log10(top)) + 1, max(1, int(np.log10(top)) // 5))
+    ax.set_yticks([0, *(10.0**k for k in decades)])
+    ax.set_xticks(range(len(HEADS)), HEADS)
+    ax.set_title("largest loss rise per run (nats/dim)")
+    ax.text(0.02, 0.97, "o usf   s usf-gin   ^ affine (filled)", transform=ax.transAxes, va="top", fontsize="x-small")
+    ax.grid(axis="y", alpha=0.3)
+
+
 def plot(data: dict[str, dict[tuple[str, str], list[dict]]], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(METRIC_LABELS), figsize=(4.2 * len(METRIC_LABELS), 3.8), sharey=True)
+    panels = len(METRIC_LABELS) + 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8))
+    for ax in axes[1:-1]:
+        ax.sharey(axes[0])
+    _stability(axes[-1], data)
     backbones = list(data)
     width = 0.8 / max(len(backbones), 1)
     for ax, (metric, label) in zip(axes, METRIC_LABELS.items()):

@@ -114,25 +114,24 @@ def _backbone_lines(backbone: str, groups: dict[tuple[str, str], list[dict]]) ->
     return lines + [""]
 
 
-def _flat(data: dict[str, dict[tuple[str, str], list[dict]]]) -> dict[tuple[str, str, str], list[dict]]:
-    return {(backbone, head, flow): rows for backbone, groups in data.items() for (head, flow), rows in groups.items()}
-
-
 def _stability(ax, data: dict[str, dict[tuple[str, str], list[dict]]]) -> None:
     """Every run's largest rise of the epoch loss above its best so far, by head, backbone and flow
     (symmetric log scale; a non-finite loss is drawn at the top as a cross). Rows without their
     epoch losses (EfficientNet-Lite0's oldest) are left out."""
     backbones = list(data)
     width = 0.8 / max(len(backbones), 1)
-    runs_of = {key: [r for r in _ok(rows) if r.get("train_loss")] for key, rows in _flat(data).items()}
-    rises = [largest_rise(r) for runs in runs_of.values() for r in runs]
-    top = 10 * max([x for x in rises if np.isfinite(x)] + [1.0])
+    rises_of = {
+        (backbone, head, flow): [largest_rise(r) for r in _ok(rows) if r.get("train_loss")]
+        for backbone, groups in data.items()
+        for (head, flow), rows in groups.items()
+    }
+    top = 10 * max([x for rises in rises_of.values() for x in rises if np.isfinite(x)] + [1.0])
     for b, backbone in enumerate(backbones):
         for h, head in enumerate(HEADS):
             for flow, marker, nudge in (("usf", "o", -0.3), ("usf-gin", "s", 0.0), ("affine", "^", 0.3)):
-                runs = runs_of.get((backbone, head, flow), [])
-                for i, rise in enumerate(largest_rise(r) for r in runs):
-                    x = h + (b - (len(backbones) - 1) / 2 + nudge) * width + (i - (len(runs) - 1) / 2) * 0.015
+                rises = rises_of.get((backbone, head, flow), [])
+                for i, rise in enumerate(rises):
+                    x = h + (b - (len(backbones) - 1) / 2 + nudge) * width + (i - (len(rises) - 1) / 2) * 0.015
                     finite = np.isfinite(rise)
                     ax.plot(
                         x,

@@ -267,11 +267,11 @@ def _fmt(values: list[float], digits: int = 3, sign: str = "") -> str:
 
 #: a run "blew up" when its last epoch's loss is this many nats per dimension above its best epoch's
 BLOW_UP_NATS = 1.0
-#: a run "jumped" when its epoch loss ever rose this many nats per dimension above its best so far
-JUMP_NATS = 0.1
-#: ... (blew up) or above this many nats per dimension: on standardised features (the detector's default) a
+#: ... or above this many nats per dimension: on standardised features (the detector's default) a
 #: Gaussian alone scores about 1.4, so a loss this high means the flow never settled
 UNSETTLED_NATS = 10.0
+#: a run "jumped" when its epoch loss ever rose this many nats per dimension above its best so far
+JUMP_NATS = 0.1
 
 
 def blew_up(row: dict[str, Any]) -> bool:

@@ -15,3 +15,7 @@ class ModelFileError(ValueError):
 
 class RepresentationCollapseWarning(UserWarning):
     """Deep SVDD mapped (almost) every training sample to the same point."""
+
+
+class OutputPathError(ValueError):
+    """An output path that would destroy an input, or that cannot be written: refused before any work."""

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from .flows.linear import LULinear
+from .outputs import atomic_path
 
 #: the ONNX opset of exported files
 OPSET = 17
@@ -92,6 +93,34 @@ def inference_copy(module: nn.Module) -> nn.Module:
     return module
 
 
+def _annotate(
+    onnx: Any,
+    path: Path,
+    output_names: Sequence[str],
+    metadata: Mapping[str, Any] | None,
+    output_shapes: Mapping[str, Sequence[int | str]] | None,
+) -> None:
+    """Add ``metadata`` and declared output shapes to the ONNX file at ``path``, in place."""
+    model = onnx.load(str(path))
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
+    for name, shape in (output_shapes or {}).items():
+        (output,) = [o for o in model.graph.output if o.name == name] or [None]
+        if output is None:
+            raise ValueError(f"output_shapes names {name!r}, not an output of the graph ({list(output_names)})")
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        for size in shape:
+            dim = dims.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = int(size)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
 def export_module(
     module: nn.Module,
     example_inputs: Tensor | Sequence[Tensor],
@@ -127,39 +156,22 @@ def export_module(
         raise ValueError(f"the module returns {n_outputs} output(s) but {len(output_names)} output name(s) were given")
     dynamic_axes = {name: {0: "batch"} for name in (*input_names, *output_names)} if dynamic_batch else None
     path = Path(path)
-    with warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         # The TorchScript exporter is flagged as legacy, and tracing warns about Python ints
         # taken from shapes (the feature count, fixed per model): both are expected here.
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             inputs,
-            str(path),
+            str(tmp),
             input_names=list(input_names),
             output_names=list(output_names),
             dynamic_axes=dynamic_axes,
             opset_version=int(opset),
             dynamo=False,
         )
-    if metadata or output_shapes:
-        model = onnx.load(str(path))
-        for key, value in (metadata or {}).items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = str(key), str(value)
-        for name, shape in (output_shapes or {}).items():
-            (output,) = [o for o in model.graph.output if o.name == name] or [None]
-            if output is None:
-                raise ValueError(f"output_shapes names {name!r}, not an output of the graph ({list(output_names)})")
-            dims = output.type.tensor_type.shape.dim
-            del dims[:]
-            for size in shape:
-                dim = dims.add()
-                if isinstance(size, str):
-                    dim.dim_param = size
-                else:
-                    dim.dim_value = int(size)
-        onnx.checker.check_model(model)
-        onnx.save(model, str(path))
+        if metadata or output_shapes:
+            _annotate(onnx, tmp, output_names, metadata, output_shapes)
     return path
 
 

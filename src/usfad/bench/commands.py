@@ -9,6 +9,7 @@ from typing import Any
 
 from ..commands.args import int_list, split_list
 from ..data.protocol import SEEDS
+from ..outputs import check_output_dir, check_output_file
 from .spec import PRESETS, MissingDependencyError, default_models, describe_presets, parse_override
 from .store import StoreLockedError
 
@@ -88,6 +89,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(describe_presets())
         return 0
     overrides = dict(parse_override(text) for text in args.param)
+    check_output_file(args.results, inputs=[args.data], what="result file")
     # A plain `kill` (SIGTERM) must unwind like Ctrl-C, so the executor stops its workers.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -125,6 +127,7 @@ def run_bench(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
+    check_output_dir(args.output, inputs=args.results)
     path = write_report(
         args.results,
         args.output,

@@ -28,6 +28,7 @@ import numpy as np
 from ..data.embedded import EMBEDDED, load_embedded
 from ..data.protocol import SEEDS, protocol_t
 from ..metrics import alignment, detection_metrics
+from ..outputs import check_output_dir
 
 #: The demo shows what a user gets: every model runs with its library defaults, the same
 #: for every dataset (no per-dataset tuning).
@@ -316,8 +317,7 @@ def _dataset_list(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(args.output)
     start = time.perf_counter()
     result = run_demo(args.datasets, args.seeds, quick=args.quick, progress=not args.no_progress)
     print(text_table(TABLE_HEADERS, summary_rows(result.cells)))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..export import IMAGE_RTOL, OPSET, RTOL
+from ..outputs import check_output_file
 from .args import positive_int
 
 
@@ -32,7 +33,15 @@ def _check_rows(detector: Any, args: argparse.Namespace) -> tuple[np.ndarray, st
     if args.check_data is not None:
         from ..data.files import iter_table
 
-        chunk = next(iter(iter_table(args.check_data, chunk_size=args.check_rows, label_column=args.label_column)))
+        rows, n = [], 0
+        for chunk in iter_table(
+            args.check_data, chunk_size=args.check_rows, label_column=args.label_column, finite=True
+        ):
+            rows.append(chunk[: args.check_rows - n])
+            n += len(rows[-1])
+            if n >= args.check_rows:
+                break
+        chunk = np.concatenate(rows)
         return chunk, f"the first {len(chunk)} rows of {args.check_data}"
     rng = np.random.default_rng(args.random_state)
     X = detector.scaler_mean_ + detector.scaler_scale_ * rng.standard_normal((args.check_rows, detector.n_features_in_))
@@ -62,15 +71,16 @@ def _export_tabular(args: argparse.Namespace) -> int:
     if args.image_size is not None or args.check_images is not None:
         raise ValueError(f"{args.model} holds a tabular detector: --image-size and --check-images are for image models")
     detector = load(args.model)
+    checked = None if args.no_check else _check_rows(detector, args)  # a bad check file fails before the export
     path = detector.export_onnx(args.output, opset=args.opset)
     print(
         f"exported {type(detector).__name__} ({detector.n_features_in_} features) to {path}: opset {args.opset}, "
         f"input X float64 (batch, {detector.n_features_in_}) raw features, output score float64 (batch,), "
         f"dynamic batch; threshold {detector.threshold_:.6g}"
     )
-    if args.no_check:
+    if checked is None:
         return 0
-    X, what = _check_rows(detector, args)
+    X, what = checked
     rtol = RTOL if args.rtol is None else args.rtol
     return _print_check(verify_onnx(detector, path, X, batch_sizes=sorted({1, len(X)}), rtol=rtol), what, rtol, path)
 
@@ -99,24 +109,26 @@ def _export_image(args: argparse.Namespace) -> int:
         raise ValueError("--label-column is for tabular models; this file holds an image detector")
     detector = ImageDetector.load(args.model)
     size = int(detector.image_size if args.image_size is None else args.image_size)
+    checked = None if args.no_check else _check_images(size, args)  # a bad check folder fails before the export
     path = detector.export_onnx(args.output, opset=args.opset, image_size=size)
     print(
         f"exported ImageDetector ({detector.model}, {detector.flow}, backbone {detector.backbone_name}) to {path}: "
         f"opset {args.opset}, input images float32 (batch, 3, {size}, {size}) RGB in [0, 1], outputs scores float32 "
         f"(batch,) and maps float32 (batch, {size}, {size}), dynamic batch"
     )
-    if args.no_check:
+    if checked is None:
         return 0
-    images, what = _check_images(size, args)
+    images, what = checked
     rtol = IMAGE_RTOL if args.rtol is None else args.rtol
     report = verify_image_onnx(detector, path, images, batch_sizes=IMAGE_VERIFY_BATCH_SIZES, rtol=rtol)
     return _print_check(report, what, rtol, path)
 
 
 def export(args: argparse.Namespace) -> int:
-    from ..detectors.base import model_file_format
+    from ..modelfile import model_file_format
     from ..vision.detector import FORMAT as IMAGE_FORMAT
 
+    check_output_file(args.output, inputs=[args.model, args.check_data], what="ONNX file")
     if model_file_format(args.model) == IMAGE_FORMAT:
         return _export_image(args)
     return _export_tabular(args)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import DataError, TrainingDivergedError
 from ..flows import FLOWS, is_usf
+from ..outputs import check_output_dir, check_output_file
 from ..vision.detector import MAPS
 from ..vision.heads import HEADS
 from .args import int_list, positive_int, split_list
@@ -56,6 +57,7 @@ def _detector_params(args: argparse.Namespace) -> dict[str, Any]:
 def fit(args: argparse.Namespace) -> int:
     from ..vision.detector import ImageDetector
 
+    check_output_file(args.output, inputs=[args.root], what="model file")
     detector = ImageDetector(
         args.model, args.flow, random_state=args.random_state, verbose=not args.quiet, **_detector_params(args)
     )
@@ -144,9 +146,8 @@ def predict(args: argparse.Namespace) -> int:
     detector = ImageDetector.load(args.model, device=args.device)
     if args.maps is not None:
         detector.set_params(maps=args.maps)
+    out = check_output_dir(args.output, inputs=[args.model])
     files = _image_files(args.images)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     size = int(detector.image_size)
     images = torch.stack([read_image(f, size) for f in files])
     scores, maps = detector.predict(images)
@@ -423,9 +424,8 @@ def bench(args: argparse.Namespace) -> int:
     for f in flows:
         if f not in FLOWS:
             raise ValueError(f"--flows must be among {FLOWS}, got {f!r}")
+    out = check_output_dir(args.output, inputs=[args.root])
     datasets = _bench_datasets(Path(args.root), args.image_size, args.normal_class)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out / "results.jsonl")
     params = _detector_params(args)
     params["verbose"] = False

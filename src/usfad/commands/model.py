@@ -28,6 +28,7 @@ import numpy as np
 from ..data.files import DEFAULT_CHUNK_SIZE, iter_table, read_table, write_scores
 from ..errors import DataError
 from ..flows import FLOWS
+from ..outputs import check_output_file
 from ..validation import check_array
 from .args import positive_int
 
@@ -69,6 +70,7 @@ def _normal_rows(path: str, X: np.ndarray, y: np.ndarray, label_column: str) -> 
 
 
 def fit(args: argparse.Namespace) -> int:
+    check_output_file(args.output, inputs=[args.data], what="model file")
     X, y = read_table(args.data, label_column=args.label_column)
     n_rows = len(X)
     if args.label_column is not None and y is not None:
@@ -110,6 +112,8 @@ def _scored_chunks(
 def score(args: argparse.Namespace) -> int:
     from ..detectors import load
 
+    if args.output is not None:
+        check_output_file(args.output, inputs=[args.model, args.data], what="output")
     detector = load(args.model)
     stats = {"n": 0, "flagged": 0, "sum": 0.0, "min": math.inf, "max": -math.inf}
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.protocol import SEEDS
+from ..outputs import check_output_dir
 from .args import int_list, split_list
 
 
@@ -40,6 +41,7 @@ def run_alignment_command(args: argparse.Namespace) -> int:
     if args.quick:  # a smoke test: small samples unless given explicitly
         n_train = n_train if n_train is not None else 500
         n_eval = n_eval if n_eval is not None else 500
+    check_output_dir(args.output)
     result = run_alignment(
         dims=int_list(args.dims, "dims"),
         n_train=50_000 if n_train is None else n_train,
@@ -69,6 +71,7 @@ def run_stability_command(args: argparse.Namespace) -> int:
     from .demo import text_table
 
     _limit_threads(args.threads)
+    check_output_dir(args.output)
     start = time.perf_counter()
     result = run_stability(
         datasets=split_list(args.datasets) or list(DEFAULT_DATASETS),

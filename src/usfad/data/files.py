@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..outputs import temporary_sibling
 
 FORMATS = {".csv": "csv", ".npz": "npz", ".parquet": "parquet", ".pq": "parquet"}
 NPZ_LABEL_KEY = "y"
@@ -399,7 +400,7 @@ def write_scores(path: PathLike, chunks: Iterable[tuple[np.ndarray, np.ndarray]]
     any other failure, leaves no file.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_sibling(path)
     n = 0
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as f:

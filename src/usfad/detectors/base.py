@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +25,8 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from torch import Tensor, nn
 
 from ..errors import DataError, ModelFileError
+from ..modelfile import read_model_file, write_model_file
+from ..runtime import resolve_device, seeded
 from ..train import History, TrainConfig
 from ..validation import check_array
 
@@ -34,70 +35,6 @@ FORMAT_VERSION = 1
 THRESHOLDS = ("contamination", "chi2")
 
 _REGISTRY: dict[str, type[BaseDetector]] = {}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@contextmanager
-def seeded(seed: int) -> Any:
-    """Seed torch inside the block only, leaving the caller's global generator untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def write_model_file(path: str | os.PathLike[str], tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
-    """Write ``tensors`` and string ``metadata`` to one safetensors file, atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
-
-
-def model_file_format(path: str | os.PathLike[str]) -> str:
-    """The ``format`` a usfad model file declares (e.g. ``"usfad-detector"``), reading only its header."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as exc:
-        raise ModelFileError(f"{path} is not a readable usfad model file ({exc})") from None
-    if "format" not in metadata:
-        raise ModelFileError(f"{path} is a safetensors file but not a usfad model (no format in its metadata)")
-    return metadata["format"]
-
-
-def read_model_file(
-    path: str | os.PathLike[str], fmt: str = FORMAT, version: int = FORMAT_VERSION
-) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a file written by :func:`write_model_file`, format and version checked."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as exc:
-        raise ModelFileError(f"{path} is not a readable usfad model file ({exc})") from None
-    if metadata.get("format") != fmt:
-        raise ModelFileError(f"{path} is not a {fmt} file (format {metadata.get('format')!r})")
-    if metadata.get("version") != str(version):
-        raise ModelFileError(f"{path} has format version {metadata.get('version')}, this usfad reads version {version}")
-    return tensors, metadata
 
 
 class BaseDetector(OutlierMixin, BaseEstimator):

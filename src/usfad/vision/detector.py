@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 
-from ..detectors.base import read_model_file, resolve_device, seeded, write_model_file
 from ..errors import DataError
 from ..flows import check_flow
+from ..modelfile import read_model_file, write_model_file
+from ..runtime import resolve_device, seeded
 from ..train import History, TrainConfig, fit_module
 from .heads import HEADS, FlowHead, build_head
 

@@ -65,6 +65,19 @@ def test_exported_graph_scores_fresh_data_like_decision_function_at_batch_1_and_
     assert report.worst <= 1e-5
 
 
+def test_scoring_module_maps_raw_features_to_decision_function_scores_with_lu_layers_frozen(raw_data):
+    train, fresh = raw_data
+    detector = USFlow(n_blocks=2, **TINY).fit(train)
+    graph = detector.scoring_module()
+    assert not graph.training
+    assert not any(isinstance(m, LULinear) for m in graph.modules())
+    assert any(isinstance(m, LULinear) for m in detector.model_.modules())  # the detector itself is untouched
+    with torch.no_grad():
+        scores = graph(torch.as_tensor(fresh, dtype=torch.float64))
+    assert scores.dtype == torch.float64
+    np.testing.assert_allclose(scores.numpy(), detector.decision_function(fresh), rtol=1e-6)
+
+
 def test_relative_difference_is_relative_above_one_and_absolute_below():
     assert relative_difference(np.array([100.001]), np.array([100.0])) == pytest.approx(1e-5)
     assert relative_difference(np.array([1e-3]), np.array([0.0])) == pytest.approx(1e-3)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from usfad.cli import main
-from usfad.export import OPSET, ImageDetectorGraph, verify_image_onnx
+from usfad.export import OPSET, verify_image_onnx
 from usfad.flows import FLOWS, FixedLinear, LULinear
 from usfad.vision.data import make_synthetic_dataset
 from usfad.vision.detector import ImageDetector
@@ -74,7 +74,7 @@ def test_density_maps_export_too(model, tmp_path):
 
 def test_the_graph_module_runs_predicts_scoring_path_with_lu_layers_frozen():
     det = _tiny("uflow", "usf")
-    graph = ImageDetectorGraph(det)
+    graph = det.scoring_module()
     assert not any(isinstance(m, LULinear) for m in graph.modules())
     assert any(isinstance(m, FixedLinear) for m in graph.modules())
     assert any(isinstance(m, LULinear) for m in det.head_.modules())  # the detector itself is untouched

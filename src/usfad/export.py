@@ -12,22 +12,21 @@ Generic machinery (any ``nn.Module``, also the image detectors' several-output h
   ONNX Runtime, batch by batch, and compare its outputs with PyTorch's;
   :func:`verify_module` does all of it for a module and its exported file.
 
-Tabular detectors: :func:`export_detector` (``detector.export_onnx(path)``) exports a graph
-that takes RAW features, float64 ``(batch, n_features)`` as in ``decision_function``:
-standardisation with the detector's ``scaler_mean_`` / ``scaler_scale_`` in float64, the
-network in float32, and the score's post-processing (float64; ``+-inf`` mapped to the
-largest finite float64) are all inside. Input ``"X"``, output ``"score"`` (float64
-``(batch,)``, higher = more anomalous); the threshold and feature count are stored in the
-file's metadata (``usfad.threshold``, ``usfad.n_features``). :func:`verify_onnx` scores
-data with ONNX Runtime at several batch sizes and reports the largest difference from
-``decision_function``.
+The detectors build their own graphs and call :func:`export_module`; this module imports
+neither :mod:`usfad.detectors` nor :mod:`usfad.vision` (it lies below them):
 
-Image detectors: :func:`export_image_detector` (``ImageDetector.export_onnx(path)``) exports
-:class:`ImageDetectorGraph`, the whole of ``predict`` as one graph: input ``"images"``
-(float32 ``(batch, 3, S, S)``, RGB in ``[0, 1]``), the backbone's normalisation, the
-backbone, the flow head, the anomaly-map post-processing, outputs ``"scores"`` (float32
-``(batch,)``) and ``"maps"`` (float32 ``(batch, S, S)``). :func:`verify_image_onnx` checks
-it against ``predict`` at batch sizes 1 and 8 (tolerance :data:`IMAGE_RTOL`).
+- tabular: ``detector.export_onnx(path)`` exports ``detector.scoring_module()``, RAW
+  features, float64 ``(batch, n_features)`` as in ``decision_function``, to float64 scores
+  (input ``"X"``, output ``"score"``; the threshold and feature count in the file's
+  metadata). :func:`verify_onnx` scores data with ONNX Runtime at several batch sizes and
+  reports the largest difference from ``decision_function``;
+- image: ``ImageDetector.export_onnx(path)`` exports ``detector.scoring_module()``, the
+  whole of ``predict`` as one graph: input ``"images"`` (float32 ``(batch, 3, S, S)``, RGB
+  in ``[0, 1]``), outputs ``"scores"`` (float32 ``(batch,)``) and ``"maps"`` (float32
+  ``(batch, S, S)``). :func:`verify_image_onnx` checks it against ``predict`` at batch
+  sizes 1 and 8 (tolerance :data:`IMAGE_RTOL`).
+
+Both checks work on any object with the detector's public methods (duck typing).
 
 Exporter: PyTorch's TorchScript-based ``torch.onnx.export(..., dynamo=False)``, at opset
 :data:`OPSET` (ONNX Runtime >= 1.12 runs it). The dynamo exporter gives the same graphs for
@@ -89,7 +88,7 @@ def inference_copy(module: nn.Module) -> nn.Module:
     for name, child in list(module.named_modules()):
         if name and isinstance(child, LULinear):
             parent_name, _, attr = name.rpartition(".")
-            module.get_submodule(parent_name)._modules[attr] = child.frozen()
+            setattr(module.get_submodule(parent_name), attr, child.frozen())
     return module
 
 
@@ -298,54 +297,6 @@ def verify_module(
 # --- tabular detectors -------------------------------------------------------------------
 
 
-class DetectorGraph(nn.Module):
-    """A fitted tabular detector as one module: raw float64 features -> float64 scores.
-
-    It calls the detector's own ``_score`` on a copy whose network is
-    :func:`inference_copy` of ``model_``, so the exported score is ``decision_function``'s
-    by construction: standardise (float64), cast to float32, score, cast to float64, map
-    ``+-inf`` to the largest finite float64.
-    """
-
-    def __init__(self, detector: Any):
-        super().__init__()
-        detector._check_fitted()
-        self.model = inference_copy(detector.model_)
-        scorer = copy.copy(detector)
-        scorer.model_ = self.model
-        scorer.device_ = torch.device("cpu")
-        self._scorer = scorer  # not a module: the parameters belong to self.model
-        self.register_buffer("mean", torch.as_tensor(np.asarray(detector.scaler_mean_, dtype=np.float64)))
-        self.register_buffer("scale", torch.as_tensor(np.asarray(detector.scaler_scale_, dtype=np.float64)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = ((x - self.mean) / self.scale).to(torch.float32)
-        s = self._scorer._score(z).to(torch.float64)
-        big = float(np.finfo(np.float64).max)
-        s = torch.where(s == float("inf"), torch.full_like(s, big), s)
-        return torch.where(s == float("-inf"), torch.full_like(s, -big), s)
-
-
-def export_detector(detector: Any, path: PathLike, *, opset: int = OPSET) -> Path:
-    """Export a fitted tabular detector (see the module docstring); returns the path."""
-    from . import __version__
-
-    graph = DetectorGraph(detector).eval()
-    example = torch.as_tensor(np.asarray(detector.scaler_mean_, dtype=np.float64)).repeat(3, 1)
-    example = example + torch.linspace(-1, 1, 3, dtype=torch.float64)[:, None] * graph.scale
-    metadata = {
-        "usfad.version": __version__,
-        "usfad.class": type(detector).__name__,
-        "usfad.n_features": detector.n_features_in_,
-        "usfad.threshold": repr(float(detector.threshold_)),
-        "usfad.input": "X: float64 (batch, n_features), raw (unstandardised) features",
-        "usfad.output": "score: float64 (batch,), anomaly score, higher = more anomalous; label = score > threshold",
-    }
-    return export_module(
-        graph, example, path, input_names=("X",), output_names=("score",), opset=opset, metadata=metadata
-    )
-
-
 def verify_onnx(
     detector: Any,
     path: PathLike,
@@ -356,6 +307,9 @@ def verify_onnx(
     threads: int | None = 1,
 ) -> VerifyReport:
     """Score ``X`` with the ONNX file at ``path`` and with ``detector.decision_function``.
+
+    ``detector``: a fitted tabular detector (anything with ``n_features_in_`` and
+    ``decision_function``), e.g. the one whose ``export_onnx`` wrote ``path``.
 
     ONNX Runtime runs ``X`` (raw features) in batches of each size in ``batch_sizes``; the
     report holds, per batch size, the :func:`relative_difference` from PyTorch's scores
@@ -381,73 +335,12 @@ IMAGE_RTOL = 1e-4
 IMAGE_VERIFY_BATCH_SIZES = (1, 8)
 
 
-class ImageDetectorGraph(nn.Module):
-    """A fitted :class:`~usfad.vision.detector.ImageDetector` as one module: images -> (scores, maps).
-
-    ``forward(images)`` takes RGB images in ``[0, 1]``, float32 ``[batch, 3, S, S]`` with
-    ``S = image_size`` (default: the detector's), and runs what ``predict`` runs on them:
-    the detector's own resize to its ``image_size`` (a no-op when ``S`` is that size), the
-    backbone (its normalisation included), and the detector's ``_score_batch`` (the head's
-    level maps, upsampled to ``S``, combined, smoothed per image; score = the map's maximum)
-    with :func:`inference_copy` of the backbone and of the head. Returns scores float32
-    ``[batch]`` and maps float32 ``[batch, S, S]``.
-    """
-
-    def __init__(self, detector: Any, image_size: int | None = None):
-        super().__init__()
-        detector._check_fitted()
-        self.image_size = int(detector.image_size if image_size is None else image_size)
-        if self.image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
-        self.backbone = inference_copy(detector.backbone_)
-        self.head = inference_copy(detector.head_)
-        self._detector = detector  # not a module: the parameters belong to self.backbone and self.head
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        features = self.backbone(self._detector._resized(images))
-        return self._detector._score_batch(self.head, features, (self.image_size, self.image_size))
-
-
 def random_images(n: int, size: int, seed: int = 0) -> Tensor:
     """``[n, 3, size, size]`` float32 images in ``[0, 1]``: smooth random colour blobs plus pixel noise."""
     generator = torch.Generator().manual_seed(int(seed))
     coarse = torch.rand(n, 3, max(2, size // 16), max(2, size // 16), generator=generator)
     smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
     return (smooth + 0.1 * torch.randn(n, 3, size, size, generator=generator)).clamp(0.0, 1.0)
-
-
-def export_image_detector(detector: Any, path: PathLike, *, opset: int = OPSET, image_size: int | None = None) -> Path:
-    """Export a fitted image detector: input ``images``, outputs ``scores`` and ``maps``; returns the path.
-
-    See :class:`ImageDetectorGraph`; the batch axis is dynamic, the image size fixed
-    (``image_size``, default the detector's). The file's metadata holds the model, flow,
-    backbone and sizes (``usfad.*``).
-    """
-    from . import __version__
-
-    graph = ImageDetectorGraph(detector, image_size).eval()
-    size = graph.image_size
-    metadata = {
-        "usfad.version": __version__,
-        "usfad.class": type(detector).__name__,
-        "usfad.model": detector.model,
-        "usfad.flow": detector.flow,
-        "usfad.backbone": detector.backbone_name,
-        "usfad.image_size": size,
-        "usfad.detector_image_size": int(detector.image_size),
-        "usfad.input": f"images: float32 (batch, 3, {size}, {size}), RGB in [0, 1] (normalisation is inside)",
-        "usfad.output": f"scores: float32 (batch,), higher = more anomalous; maps: float32 (batch, {size}, {size})",
-    }
-    return export_module(
-        graph,
-        random_images(2, size),
-        path,
-        input_names=("images",),
-        output_names=("scores", "maps"),
-        opset=opset,
-        metadata=metadata,
-        output_shapes={"scores": ("batch",), "maps": ("batch", size, size)},
-    )
 
 
 def verify_image_onnx(
@@ -460,6 +353,10 @@ def verify_image_onnx(
     threads: int | None = 1,
 ) -> VerifyReport:
     """Score ``images`` with the ONNX file at ``path`` and with ``detector.predict``; compare.
+
+    ``detector``: a fitted image detector (anything with ``as_images``, ``predict`` and the
+    ``model``, ``flow`` and ``backbone_name`` that name it), e.g. the one whose
+    ``export_onnx`` wrote ``path``.
 
     ``images``: ``[N, 3, S, S]`` in ``[0, 1]`` at the file's input size. The report holds,
     per batch size, the worst :func:`relative_difference` over scores and maps (each one in
@@ -474,9 +371,7 @@ def verify_image_onnx(
     solve) moves PyTorch's own maps by 2.6e-5, and ONNX Runtime's kernels (summing in
     another order than PyTorch's) by another 1.4e-5 against the frozen PyTorch graph.
     """
-    from .vision.detector import _as_images
-
-    x = _as_images(images)
+    x = detector.as_images(images)
     session = onnx_session(path, threads=threads)
     expected_shape = session.get_inputs()[0].shape[1:]
     if list(x.shape[1:]) != [int(d) for d in expected_shape]:

@@ -14,6 +14,7 @@ config; loading never unpickles anything.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -25,6 +26,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from torch import Tensor, nn
 
 from ..errors import DataError, ModelFileError
+from ..export import OPSET, export_module, inference_copy
 from ..modelfile import read_model_file, write_model_file
 from ..runtime import resolve_device, seeded
 from ..train import History, TrainConfig
@@ -192,18 +194,46 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return self._batched(self._latent, self._validated(X))
 
     # --- deployment ---------------------------------------------------------------
+    def scoring_module(self) -> nn.Module:
+        """The fitted detector as one module: raw float64 features ``(batch, n_features)`` ->
+        float64 scores ``(batch,)``, as ``decision_function`` computes them (see
+        :class:`DetectorGraph`); in eval mode, on the CPU, LU layers frozen. What
+        :meth:`export_onnx` exports."""
+        return DetectorGraph(self).eval()
+
     def export_onnx(self, path: str | os.PathLike[str], *, opset: int | None = None) -> Path:
         """Write the fitted detector as an ONNX graph that scores like ``decision_function``.
 
-        The graph takes RAW features (input ``"X"``, float64, shape ``(batch, n_features)``,
-        batch size free) and returns ``"score"`` (float64 ``(batch,)``, higher = more
-        anomalous): the standardisation is inside. Opset :data:`usfad.export.OPSET` unless
-        ``opset`` is given. Check a file with :func:`usfad.export.verify_onnx`. Needs
-        ``pip install 'usfad[onnx]'``.
+        The graph (:meth:`scoring_module`) takes RAW features (input ``"X"``, float64, shape
+        ``(batch, n_features)``, batch size free) and returns ``"score"`` (float64
+        ``(batch,)``, higher = more anomalous): the standardisation is inside. The threshold
+        and feature count are in the file's metadata (``usfad.threshold``,
+        ``usfad.n_features``). Opset :data:`usfad.export.OPSET` unless ``opset`` is given.
+        Check a file with :func:`usfad.export.verify_onnx`. Needs ``pip install 'usfad[onnx]'``.
         """
-        from ..export import OPSET, export_detector
+        from .. import __version__
 
-        return export_detector(self, path, opset=OPSET if opset is None else opset)
+        graph = self.scoring_module()
+        example = torch.as_tensor(np.asarray(self.scaler_mean_, dtype=np.float64)).repeat(3, 1)
+        example = example + torch.linspace(-1, 1, 3, dtype=torch.float64)[:, None] * graph.scale
+        metadata = {
+            "usfad.version": __version__,
+            "usfad.class": type(self).__name__,
+            "usfad.n_features": self.n_features_in_,
+            "usfad.threshold": repr(float(self.threshold_)),
+            "usfad.input": "X: float64 (batch, n_features), raw (unstandardised) features",
+            "usfad.output": "score: float64 (batch,), anomaly score, higher = more anomalous; "
+            "label = score > threshold",
+        }
+        return export_module(
+            graph,
+            example,
+            path,
+            input_names=("X",),
+            output_names=("score",),
+            opset=OPSET if opset is None else opset,
+            metadata=metadata,
+        )
 
     # --- persistence --------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -260,3 +290,32 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 def load(path: str | os.PathLike[str], device: str = "cpu") -> BaseDetector:
     """Load any usfad detector saved with ``save``."""
     return BaseDetector.load(path, device=device)
+
+
+class DetectorGraph(nn.Module):
+    """A fitted tabular detector as one module: raw float64 features -> float64 scores.
+
+    It calls the detector's own ``_score`` on a copy whose network is
+    :func:`~usfad.export.inference_copy` of ``model_``, so the exported score is
+    ``decision_function``'s by construction: standardise (float64), cast to float32, score,
+    cast to float64, map ``+-inf`` to the largest finite float64. Build it with
+    :meth:`BaseDetector.scoring_module`.
+    """
+
+    def __init__(self, detector: BaseDetector):
+        super().__init__()
+        detector._check_fitted()
+        self.model = inference_copy(detector.model_)
+        scorer = copy.copy(detector)
+        scorer.model_ = self.model
+        scorer.device_ = torch.device("cpu")
+        self._scorer = scorer  # not a module: the parameters belong to self.model
+        self.register_buffer("mean", torch.as_tensor(np.asarray(detector.scaler_mean_, dtype=np.float64)))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(detector.scaler_scale_, dtype=np.float64)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = ((x - self.mean) / self.scale).to(torch.float32)
+        s = self._scorer._score(z).to(torch.float64)
+        big = float(np.finfo(np.float64).max)
+        s = torch.where(s == float("inf"), torch.full_like(s, big), s)
+        return torch.where(s == float("-inf"), torch.full_like(s, -big), s)

@@ -9,9 +9,10 @@ levels upsampled, combined, smoothed per image; score = the map's maximum).
 
 The switch is ``flow="usf" | "usf-gin" | "affine"``, as everywhere in usfad. ``fit_features`` and
 ``predict_features`` work on features extracted elsewhere, so a benchmark can run the
-backbone once for many heads and seeds. ``export_onnx(path)`` writes the whole of
-``predict`` (backbone to scores and maps) as one ONNX graph (:mod:`usfad.export`); it and
-``predict_features`` share one scoring function, ``_score_batch``.
+backbone once for many heads and seeds. ``scoring_module()`` is the whole of ``predict``
+(backbone to scores and maps) as one module (:class:`ImageDetectorGraph`) and
+``export_onnx(path)`` writes it as one ONNX graph (:func:`usfad.export.export_module`); it
+and ``predict_features`` share one scoring function, ``_score_batch``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 
 from ..errors import DataError
+from ..export import OPSET, export_module, inference_copy, random_images
 from ..flows import check_flow
 from ..modelfile import read_model_file, write_model_file
 from ..runtime import resolve_device, seeded
@@ -361,7 +363,7 @@ class ImageDetector(BaseEstimator):
         """Scores ``[B]`` and maps ``[B, *size]`` of one batch of features, by ``head``.
 
         The one scoring path: :meth:`predict_features` calls it with ``head_``, and the ONNX
-        graph (:class:`usfad.export.ImageDetectorGraph`) with its inference copy of ``head_``.
+        graph (:class:`ImageDetectorGraph`) with its inference copy of ``head_``.
         """
         from .anomaly_map import anomaly_map, image_scores
 
@@ -414,6 +416,22 @@ class ImageDetector(BaseEstimator):
         """One anomaly score per image (the maximum of its smoothed map)."""
         return self.predict(images)[0]
 
+    @staticmethod
+    def as_images(images: Any) -> Tensor:
+        """``images`` as :meth:`predict` takes them: a float tensor ``[N, 3, H, W]`` from a tensor
+        or array (``[3, H, W]`` is one image, one channel is repeated to three); raises
+        :class:`~usfad.errors.DataError` for another shape, no image, or a non-finite value."""
+        return _as_images(images)
+
+    def scoring_module(self, image_size: int | None = None) -> nn.Module:
+        """The fitted detector as one module: images ``[batch, 3, S, S]`` -> (scores, maps).
+
+        ``S = image_size`` (default: the detector's; another is resized inside, as
+        :meth:`predict` does). See :class:`ImageDetectorGraph`; in eval mode, on the CPU,
+        LU layers frozen. What :meth:`export_onnx` exports.
+        """
+        return ImageDetectorGraph(self, image_size).eval()
+
     def export_onnx(
         self, path: str | os.PathLike[str], *, opset: int | None = None, image_size: int | None = None
     ) -> Path:
@@ -423,13 +441,36 @@ class ImageDetector(BaseEstimator):
         normalisation is inside), ``S = image_size`` (default: the detector's; another size is
         resized inside, as :meth:`predict` does). Outputs ``"scores"`` float32 ``[batch]``
         (higher = more anomalous) and ``"maps"`` float32 ``[batch, S, S]``, as :meth:`predict`
-        gives them. The batch axis is dynamic; opset :data:`usfad.export.OPSET` unless
-        ``opset`` is given. Check a file with :func:`usfad.export.verify_image_onnx`. Needs
-        ``pip install 'usfad[onnx]'``.
+        gives them (:meth:`scoring_module`). The batch axis is dynamic, the image size fixed;
+        the file's metadata holds the model, flow, backbone and sizes (``usfad.*``). Opset
+        :data:`usfad.export.OPSET` unless ``opset`` is given. Check a file with
+        :func:`usfad.export.verify_image_onnx`. Needs ``pip install 'usfad[onnx]'``.
         """
-        from ..export import OPSET, export_image_detector
+        from .. import __version__
 
-        return export_image_detector(self, path, opset=OPSET if opset is None else opset, image_size=image_size)
+        graph = self.scoring_module(image_size)
+        size = graph.image_size
+        metadata = {
+            "usfad.version": __version__,
+            "usfad.class": type(self).__name__,
+            "usfad.model": self.model,
+            "usfad.flow": self.flow,
+            "usfad.backbone": self.backbone_name,
+            "usfad.image_size": size,
+            "usfad.detector_image_size": int(self.image_size),
+            "usfad.input": f"images: float32 (batch, 3, {size}, {size}), RGB in [0, 1] (normalisation is inside)",
+            "usfad.output": f"scores: float32 (batch,), higher = more anomalous; maps: float32 (batch, {size}, {size})",
+        }
+        return export_module(
+            graph,
+            random_images(2, size),
+            path,
+            input_names=("images",),
+            output_names=("scores", "maps"),
+            opset=OPSET if opset is None else opset,
+            metadata=metadata,
+            output_shapes={"scores": ("batch",), "maps": ("batch", size, size)},
+        )
 
     # --- persistence --------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -498,3 +539,31 @@ class ImageDetector(BaseEstimator):
             )
         det.head_ = head.to(det.device_).eval()
         return det
+
+
+class ImageDetectorGraph(nn.Module):
+    """A fitted :class:`ImageDetector` as one module: images -> (scores, maps).
+
+    ``forward(images)`` takes RGB images in ``[0, 1]``, float32 ``[batch, 3, S, S]`` with
+    ``S = image_size`` (default: the detector's), and runs what ``predict`` runs on them:
+    the detector's own resize to its ``image_size`` (a no-op when ``S`` is that size), the
+    backbone (its normalisation included), and the detector's ``_score_batch`` (the head's
+    level maps, upsampled to ``S``, combined, smoothed per image; score = the map's maximum)
+    with :func:`~usfad.export.inference_copy` of the backbone and of the head. Returns
+    scores float32 ``[batch]`` and maps float32 ``[batch, S, S]``. Build it with
+    :meth:`ImageDetector.scoring_module`.
+    """
+
+    def __init__(self, detector: ImageDetector, image_size: int | None = None):
+        super().__init__()
+        detector._check_fitted()
+        self.image_size = int(detector.image_size if image_size is None else image_size)
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        self.backbone = inference_copy(detector.backbone_)
+        self.head = inference_copy(detector.head_)
+        self._detector = detector  # not a module: the parameters belong to self.backbone and self.head
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.backbone(self._detector._resized(images))
+        return self._detector._score_batch(self.head, features, (self.image_size, self.image_size))

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..reporting.tables import DDOF, markdown_table
 from .spec import ANCHOR_MODELS, MODELS
 from .store import read_results
 
@@ -128,7 +129,7 @@ def per_dataset(df: pd.DataFrame, metric: str = "roc_auc", how: str = "mean") ->
     """Datasets x methods: the ``how`` (``mean`` or ``std``) over seeds of successful cells."""
     ok = df[df["status"] == "ok"]
     if how == "std":
-        table = ok.groupby(["ds", "method"])[metric].std(ddof=1).unstack("method")
+        table = ok.groupby(["ds", "method"])[metric].std(ddof=DDOF).unstack("method")
     else:
         table = ok.groupby(["ds", "method"])[metric].mean().unstack("method")
     table = table.reindex(columns=method_order(table.columns))
@@ -268,11 +269,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(table: pd.DataFrame, index_name: str = "", digits: int = 3, bold_max: bool = False) -> str:
-    cols = [str(c) for c in table.columns]
-    lines = ["| " + " | ".join([index_name, *cols]) + " |", "|" + "---|" * (len(cols) + 1)]
+def frame_table(table: pd.DataFrame, index_name: str = "", digits: int = 3, bold_max: bool = False) -> str:
+    """``table`` as a :func:`usfad.reporting.tables.markdown_table`: the index first (headed
+    ``index_name``), floats with ``digits`` decimals, ``–`` for a missing value, each row's
+    largest number in bold with ``bold_max``."""
     numeric = table.select_dtypes("number")
     row_max = numeric.max(axis=1) if bold_max and not numeric.empty else None
+    rows = []
     for idx, *values in table.itertuples(name=None):  # column-wise: ints stay ints
         best = row_max.loc[idx] if row_max is not None else None
         cells = []
@@ -281,8 +284,8 @@ def markdown_table(table: pd.DataFrame, index_name: str = "", digits: int = 3, b
             if best is not None and not pd.isna(best) and value == best:
                 text = f"**{text}**"
             cells.append(text)
-        lines.append("| " + " | ".join([_fmt(idx), *cells]) + " |")
-    return "\n".join(lines)
+        rows.append([_fmt(idx), *cells])
+    return markdown_table([index_name, *(str(c) for c in table.columns)], rows)
 
 
 def _last_line(error: Any) -> str:
@@ -401,7 +404,7 @@ def write_report(
         "model's own datasets (`datasets` column). `mean seed std`: the mean over datasets of the standard "
         "deviation over seeds (lower = more stable).",
         "",
-        markdown_table(summary, "model"),
+        frame_table(summary, "model"),
         "",
     ]
     if ref is not None:
@@ -411,7 +414,7 @@ def write_report(
             "",
             f"Datasets where {ref}'s mean {name} is higher / within {tie_tolerance:g} / lower.",
             "",
-            markdown_table(wtl, "against"),
+            frame_table(wtl, "against"),
             "",
         ]
     if ref is not None and ctl is not None:
@@ -431,21 +434,21 @@ def write_report(
     md += [
         f"## Per dataset: {name} (mean over seeds; best in bold)",
         "",
-        markdown_table(table, "dataset", bold_max=True),
+        frame_table(table, "dataset", bold_max=True),
         "",
     ]
     if metric != "pr_auc":
-        md += ["## Per dataset: PR-AUC", "", markdown_table(per_dataset(df, "pr_auc"), "dataset", bold_max=True), ""]
+        md += ["## Per dataset: PR-AUC", "", frame_table(per_dataset(df, "pr_auc"), "dataset", bold_max=True), ""]
     md += [
         f"## Stability: standard deviation of {name} over seeds",
         "",
-        markdown_table(std, "dataset", digits=4) if len(seeds) > 1 else "Only one seed: no spread to report.",
+        frame_table(std, "dataset", digits=4) if len(seeds) > 1 else "Only one seed: no spread to report.",
         "",
         "## Time",
         "",
         "Seconds of successful cells; compare within this run only (same machine, same load).",
         "",
-        markdown_table(time_table(df), "model", digits=2),
+        frame_table(time_table(df), "model", digits=2),
         "",
     ]
     ratios = preset_fit_ratios(df) if preset is None else pd.DataFrame()
@@ -453,7 +456,7 @@ def write_report(
         md += [
             "Fit-time ratio of each preset to `default`, on the cells both ran:",
             "",
-            markdown_table(ratios.set_index("model"), "model", digits=2),
+            frame_table(ratios.set_index("model"), "model", digits=2),
             "",
         ]
     failed = df[df["status"] != "ok"]
@@ -470,7 +473,7 @@ def write_report(
             },
             index=rows["ds"].to_numpy(),
         )
-        md += [markdown_table(listing, "dataset"), ""]
+        md += [frame_table(listing, "dataset"), ""]
     md += [
         "## Plots",
         "",

@@ -29,6 +29,7 @@ from ..data.embedded import EMBEDDED, load_embedded
 from ..data.protocol import SEEDS, protocol_t
 from ..metrics import alignment, detection_metrics
 from ..outputs import check_output_dir
+from ..reporting.tables import markdown_table, mean_std, text_table
 
 #: The demo shows what a user gets: every model runs with its library defaults, the same
 #: for every dataset (no per-dataset tuning).
@@ -153,12 +154,6 @@ def _run_cells(
 # --- tables -------------------------------------------------------------------------
 
 
-def _mean_std(values: list[float], digits: int = 3) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
-
-
 def summary_rows(cells: list[Cell]) -> list[list[str]]:
     """``[dataset, model, ROC-AUC, PR-AUC, fit s]`` per (dataset, model), mean over seeds."""
     groups: dict[tuple[str, str], list[Cell]] = {}
@@ -168,8 +163,8 @@ def summary_rows(cells: list[Cell]) -> list[list[str]]:
         [
             dataset,
             model,
-            _mean_std([c.roc_auc for c in g]),
-            _mean_std([c.pr_auc for c in g]),
+            mean_std([c.roc_auc for c in g]),
+            mean_std([c.pr_auc for c in g]),
             f"{np.mean([c.fit_seconds for c in g]):.2f}",
         ]
         for (dataset, model), g in groups.items()
@@ -187,20 +182,6 @@ def model_mean_rows(cells: list[Cell]) -> list[list[str]]:
         pr = np.mean([np.mean([c.pr_auc for c in mine if c.dataset == d]) for d in datasets])
         rows.append([model, f"{roc:.3f}", f"{pr:.3f}", f"{sum(c.fit_seconds for c in mine):.1f}"])
     return rows
-
-
-def text_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-    return "\n".join(out)
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 TABLE_HEADERS = ["dataset", "model", "ROC-AUC", "PR-AUC", "fit s"]
@@ -222,7 +203,7 @@ def write_report(result: DemoResult, out: Path, seeds: list[int], quick: bool, p
         "",
         "## Results per dataset",
         "",
-        "Mean over seeds (± standard deviation when there are several); fit time in seconds.",
+        "Mean over seeds (± sample standard deviation when there are several); fit time in seconds.",
         "",
         markdown_table(TABLE_HEADERS, summary_rows(result.cells)),
         "",
@@ -242,7 +223,7 @@ def write_report(result: DemoResult, out: Path, seeds: list[int], quick: bool, p
         "",
     ]
     aligned = [m for m in ALIGNED_MODELS if any(m in v for v in result.spearman.values())]
-    rows = [[d, *(_mean_std(v.get(m, [float("nan")]), 4) for m in aligned)] for d, v in result.spearman.items()]
+    rows = [[d, *(mean_std(v.get(m, [float("nan")]), 4) for m in aligned)] for d, v in result.spearman.items()]
     lines += [markdown_table(["dataset", *aligned], rows), ""]
     if plots:
         lines += ["## Figures", ""]

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import DataError, TrainingDivergedError
 from ..flows import FLOWS, is_usf
 from ..outputs import check_output_dir, check_output_file
+from ..reporting.tables import markdown_table, mean_std
 from ..vision.detector import MAPS
 from ..vision.heads import HEADS
 from .args import int_list, positive_int, split_list
@@ -256,15 +257,8 @@ def _bench_overlays(out: Path, name: str, dataset: Any, scores: np.ndarray, maps
         )
 
 
-def _fmt(values: list[float], digits: int = 3, sign: str = "") -> str:
-    """``mean ± std`` of the finite values (just the value if one; ``-`` if none); ``sign="+"``
-    writes the mean's sign always."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return "-"
-    mean = f"{np.mean(vals):{sign}.{digits}f}"
-    return f"{mean} ± {np.std(vals):.{digits}f}" if len(vals) > 1 else mean
-
+#: the name benchmarks/vision_summary.py imports
+_fmt = mean_std
 
 #: a run "blew up" when its last epoch's loss is this many nats per dimension above its best epoch's
 BLOW_UP_NATS = 1.0
@@ -331,20 +325,20 @@ def run_cells(group: list[dict[str, Any]]) -> dict[str, str]:
         "jumped": str(sum(rise > JUMP_NATS for rise in rises)) if known else "-",
         "largest rise": f"{max(rises):.2g}" if known else "-",
     }
-    cells.update({label: _fmt([r.get(key) for r in ok]) for key, label in METRIC_LABELS.items()})
+    cells.update({label: mean_std([r.get(key) for r in ok]) for key, label in METRIC_LABELS.items()})
     # CPU time, not wall time: it does not depend on how many runs shared the machine
-    cells["train CPU s"] = _fmt([r.get("fit_cpu_seconds") for r in ok], 1)
+    cells["train CPU s"] = mean_std([r.get("fit_cpu_seconds") for r in ok], 1)
     return cells
 
 
 def _table_lines(groups: dict[Group, list[dict[str, Any]]], with_dataset: bool) -> list[str]:
     cols = ["runs", "diverged", "blew up", "largest rise", *METRIC_LABELS.values(), "train CPU s"]
     head_cols = ["dataset", "model", "flow"] if with_dataset else ["model", "flow"]
-    lines = ["| " + " | ".join(head_cols + cols) + " |", "|" + "---|" * (len(head_cols) + len(cols))]
+    rows = []
     for (dataset, head, flow), group in groups.items():
         cells = run_cells(group)
-        lines.append("| " + " | ".join([dataset, head, flow][-len(head_cols) :] + [cells[c] for c in cols]) + " |")
-    return lines
+        rows.append([dataset, head, flow][-len(head_cols) :] + [cells[c] for c in cols])
+    return markdown_table(head_cols + cols, rows).split("\n")
 
 
 def _summary_lines(groups: dict[Group, list[dict[str, Any]]]) -> list[str]:
@@ -355,10 +349,7 @@ def _summary_lines(groups: dict[Group, list[dict[str, Any]]]) -> list[str]:
         vals = [r.get("image_auroc") for r in _ok(group)]
         vals = [v for v in vals if v is not None and math.isfinite(v)]
         mean[key] = float(np.mean(vals)) if vals else math.nan
-    lines = [
-        "| model | flow | datasets | mean image AUROC | datasets with this USF >= affine |",
-        "|---|---|---|---|---|",
-    ]
+    rows = []
     heads = sorted({(h, f) for _, h, f in mean}, key=lambda k: (HEADS.index(k[0]), FLOWS.index(k[1])))
     for head, flow in heads:
         per = {d: v for (d, h, f), v in mean.items() if (h, f) == (head, flow) and math.isfinite(v)}
@@ -368,8 +359,9 @@ def _summary_lines(groups: dict[Group, list[dict[str, Any]]]) -> list[str]:
             pairs = [(u, a) for u, a in pairs if math.isfinite(a)]
             versus = f"{sum(u >= a for u, a in pairs)} of {len(pairs)}" if pairs else "-"
         avg = f"{np.mean(list(per.values())):.3f}" if per else "-"
-        lines.append(f"| {head} | {flow} | {len(per)} | {avg} | {versus} |")
-    return lines
+        rows.append([head, flow, str(len(per)), avg, versus])
+    headers = ["model", "flow", "datasets", "mean image AUROC", "datasets with this USF >= affine"]
+    return markdown_table(headers, rows).split("\n")
 
 
 def write_bench_table(rows: list[dict[str, Any]], path: Path) -> Path:

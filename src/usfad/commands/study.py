@@ -32,8 +32,8 @@ def _limit_threads(threads: int | None) -> None:
 
 
 def run_alignment_command(args: argparse.Namespace) -> int:
+    from ..reporting.tables import text_table
     from ..studies.alignment import TABLE_HEADERS, run_alignment, table_rows, write_report
-    from .demo import text_table
 
     _limit_threads(args.threads)
     start = time.perf_counter()
@@ -58,6 +58,7 @@ def run_alignment_command(args: argparse.Namespace) -> int:
 
 
 def run_stability_command(args: argparse.Namespace) -> int:
+    from ..reporting.tables import text_table
     from ..studies.stability import (
         DEFAULT_DATASETS,
         DEFAULT_MODELS,
@@ -68,7 +69,6 @@ def run_stability_command(args: argparse.Namespace) -> int:
         table_rows,
         write_report,
     )
-    from .demo import text_table
 
     _limit_threads(args.threads)
     check_output_dir(args.output)

@@ -34,6 +34,7 @@ from scipy.special import logsumexp
 
 from ..errors import DataError, TrainingDivergedError
 from ..metrics import alignment
+from ..reporting.tables import markdown_table
 
 DIMS = (2, 8, 32, 128)
 MODELS = ("USFlow", "NonUSFlow", "DeepSVDD")
@@ -333,8 +334,6 @@ def write_csv(result: AlignmentResult, path: Path) -> Path:
 
 def write_report(result: AlignmentResult, out: str | Path, plots: bool = True) -> Path:
     """Write ``report.md``, ``alignment.csv`` and the figures into ``out``; returns the report's path."""
-    from ..commands.demo import markdown_table
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = result.settings

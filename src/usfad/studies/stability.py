@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..data.protocol import SEEDS
+from ..reporting.tables import markdown_table, std
 
 DEFAULT_DATASETS = ("4_breastw", "6_cardio", "24_mnist", "25_musk", "38_thyroid")
 DEFAULT_MODELS = ("usflow", "nonusflow", "deepsvdd")
@@ -189,7 +190,8 @@ def _stats(values: Sequence[float]) -> list[str]:
     if not values:
         return ["n/a"] * 4
     v = np.asarray(values, dtype=np.float64)
-    return [f"{v.mean():.3f}", f"{v.std():.3f}", f"{v.min():.3f}", f"{v.max():.3f}"]
+    spread = std(v)
+    return [f"{v.mean():.3f}", "n/a" if math.isnan(spread) else f"{spread:.3f}", f"{v.min():.3f}", f"{v.max():.3f}"]
 
 
 TABLE_HEADERS = ["dataset", "model", "runs", "diverged", "exploded", "failed", "ROC-AUC mean", "std", "min", "max"]
@@ -218,7 +220,8 @@ def model_rows(result: StabilityResult) -> list[list[str]]:
         counts = [sum(r.status == s for r in runs) for s in ("diverged", "exploded", "failed")]
         per_dataset = [v[model] for v in aucs.values() if v.get(model)]
         mean = f"{np.mean([np.mean(v) for v in per_dataset]):.3f}" if per_dataset else "n/a"
-        spread = f"{np.mean([np.std(v) for v in per_dataset]):.3f}" if per_dataset else "n/a"
+        spreads = [s for s in (std(v) for v in per_dataset) if not math.isnan(s)]
+        spread = f"{np.mean(spreads):.3f}" if spreads else "n/a"
         rows.append([model, str(len(runs)), *map(str, counts), mean, spread])
     return rows
 
@@ -249,8 +252,6 @@ def write_plots(result: StabilityResult, out: Path) -> list[Path]:
 
 def write_report(result: StabilityResult, out: str | Path, plots: bool = True) -> Path:
     """Write ``report.md``, ``runs.csv`` and the figures into ``out``; returns the report's path."""
-    from ..commands.demo import markdown_table
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = result.settings
@@ -269,7 +270,8 @@ def write_report(result: StabilityResult, out: str | Path, plots: bool = True) -
         "A run *diverged* when its loss became non-finite (or its scores NaN), *exploded* when it finished but a "
         f"training or validation loss rose above the first epoch's by more than {EXPLOSION_FACTOR:g} x "
         "max(1, |first loss|), *failed* on any other error. ROC-AUC statistics are over the runs that produced "
-        "scores (std = standard deviation over seeds).",
+        "scores (std = sample standard deviation over seeds, n/a for one seed; *mean std over seeds* averages it "
+        "over the datasets with two seeds or more).",
         "",
         "## Per model",
         "",

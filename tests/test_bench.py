@@ -15,7 +15,6 @@ from scipy import stats
 
 from helpers import DATA, needs_data
 from usfad.bench import report as rep
-from usfad.bench.commands import add_commands
 from usfad.bench.runner import CellJob, plan_jobs, run_benchmark, run_cell
 from usfad.bench.spec import (
     DEFAULT_SETTINGS,
@@ -27,6 +26,7 @@ from usfad.bench.spec import (
     preset_label,
 )
 from usfad.bench.store import ResultStore, StoreLockedError, read_results, row_key
+from usfad.commands.bench import add_commands
 from usfad.data.adbench import select_datasets
 from usfad.detectors import NonUSFlow, USFlow
 from usfad.errors import TrainingDivergedError

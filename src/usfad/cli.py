@@ -18,7 +18,7 @@ COMMAND_MODULES = (
     "usfad.commands.demo",
     "usfad.commands.model",
     "usfad.commands.export",
-    "usfad.bench.commands",
+    "usfad.commands.bench",
     "usfad.commands.study",
     "usfad.commands.image",
 )

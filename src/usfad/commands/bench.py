@@ -1,4 +1,5 @@
-"""``usfad bench`` and ``usfad report``: the command-line side of :mod:`usfad.bench`."""
+"""``usfad bench`` and ``usfad report``: the command-line side of :mod:`usfad.bench` (parse, then call its
+runner and report)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import signal
 import sys
 from typing import Any
 
-from ..commands.args import int_list, split_list
+from ..bench.spec import PRESETS, MissingDependencyError, default_models, describe_presets, parse_override
+from ..bench.store import StoreLockedError
 from ..data.protocol import SEEDS
 from ..outputs import check_output_dir, check_output_file
-from .spec import PRESETS, MissingDependencyError, default_models, describe_presets, parse_override
-from .store import StoreLockedError
+from .args import int_list, split_list
 
 
 def add_commands(subparsers: Any) -> None:
@@ -83,7 +84,7 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from .runner import run_benchmark
+    from ..bench.runner import run_benchmark
 
     if args.show_presets:
         print(describe_presets())
@@ -125,7 +126,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from ..bench.report import write_report
 
     check_output_dir(args.output, inputs=args.results)
     path = write_report(

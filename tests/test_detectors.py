@@ -164,3 +164,28 @@ def test_load_rejects_other_format_versions(tmp_path, gaussian_data):
     save_file(tensors, str(tmp_path / "v99.usfad"), metadata={**meta, "version": "99"})
     with pytest.raises(ModelFileError, match="format version 99"):
         load(tmp_path / "v99.usfad")
+
+
+def test_auto_noise_shrinks_as_the_training_rows_grow(gaussian_data):
+    noises = [USFlow.noise_for(n) for n in (50, 500, 5_000, 50_000, 500_000)]
+    assert all(a > b > 0 for a, b in zip(noises, noises[1:]))
+    det = USFlow(epochs=1).fit(gaussian_data)
+    assert det.noise_ == pytest.approx(USFlow.noise_for(len(gaussian_data)))
+    assert USFlow(epochs=1, noise=0.3).fit(gaussian_data).noise_ == 0.3
+
+
+@pytest.mark.parametrize("bad", [{"noise": -0.1}, {"noise": "lots"}, {"noise": float("nan")}, {"mixing": "qr"}])
+def test_bad_noise_or_mixing_is_refused(bad, gaussian_data):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        USFlow(epochs=1, **bad).fit(gaussian_data)
+
+
+@pytest.mark.parametrize("d, outer", [(4, "LULinear"), (USFlow.lu_mixing_max_features + 1, "Permutation")])
+def test_auto_mixing_uses_permutations_only_for_wide_data(d, outer):
+    X = np.random.default_rng(0).normal(size=(40, d))
+    det = USFlow(epochs=1, hidden_features=(8,)).fit(X)
+    blocks = det.model_.flow.layers[: det.n_blocks]
+    assert {type(b.outer).__name__ for b in blocks} == {outer}
+    assert det.model_.flow.constant_logdet  # a USF either way
+    z = det.model_.flow(torch.as_tensor(X[:5], dtype=torch.float32))[1]
+    assert torch.allclose(z, z[0].expand_as(z))

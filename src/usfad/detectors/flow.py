@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,8 @@ from torch import Tensor, nn
 from ..density import GaussianBase, chi2_nll_threshold
 from ..flows import build_flow, check_flow, is_usf
 from ..flows.base import Bijection
-from ..train import TrainConfig
+from ..flows.build import MIXINGS
+from ..train import History, TrainConfig
 from .base import BaseDetector
 
 
@@ -47,10 +49,14 @@ class FlowDetector(BaseDetector):
         default (``"usf"`` here).
     n_blocks, hidden_features, clamp: the flow's architecture (see
         :func:`usfad.flows.build_flow`).
+    mixing: how each block mixes the features around its coupling: ``"lu"`` (a learned LU
+        map), ``"permutation"`` (a fixed one: ``O(d)`` instead of ``O(d^2)`` per row) or
+        ``"auto"``: LU up to :attr:`lu_mixing_max_features` features, permutations above.
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
         Above 128 features the step size is ``lr * sqrt(128 / n_features)``.
-    noise: standard deviation of Gaussian noise added to standardised training batches.
+    noise: standard deviation of Gaussian noise added to standardised training batches, or
+        ``"auto"``: :meth:`noise_for` the number of training rows (more rows, less noise).
     standardize: standardise features with the training mean and deviation first.
     contamination: expected anomaly share, sets ``threshold_`` when
         ``threshold="contamination"``.
@@ -68,6 +74,7 @@ class FlowDetector(BaseDetector):
         n_blocks: int = 4,
         hidden_features: Sequence[int] = (256, 256),
         clamp: float = 2.0,
+        mixing: str = "auto",
         epochs: int = 100,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -75,7 +82,7 @@ class FlowDetector(BaseDetector):
         validation_fraction: float = 0.1,
         patience: int = 10,
         max_steps: int | None = 3000,
-        noise: float = 0.2,
+        noise: float | str = "auto",
         standardize: bool = True,
         contamination: float = 0.1,
         threshold: str = "contamination",
@@ -88,6 +95,7 @@ class FlowDetector(BaseDetector):
         self.n_blocks = n_blocks
         self.hidden_features = hidden_features
         self.clamp = clamp
+        self.mixing = mixing
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -117,6 +125,13 @@ class FlowDetector(BaseDetector):
             )
         if self.threshold == "chi2" and not is_usf(self.flow_):
             self._chi2_threshold()
+        if self.noise != "auto" and not (isinstance(self.noise, int | float) and 0 <= self.noise < math.inf):
+            raise ValueError(f"noise must be a number >= 0 or 'auto', got {self.noise!r}")
+        if self.mixing not in ("auto", *MIXINGS):
+            raise ValueError(f"mixing must be one of {('auto', *MIXINGS)}, got {self.mixing!r}")
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"noise_": self.noise_}
 
     #: ``lr`` applies as given up to this many features; see :meth:`_train_config`.
     lr_reference_features: int = 128
@@ -130,17 +145,47 @@ class FlowDetector(BaseDetector):
         scale = min(1.0, math.sqrt(self.lr_reference_features / self.n_features_in_))
         return dataclasses.replace(config, lr=config.lr * scale)
 
+    #: with ``mixing="auto"``, blocks mix by a fixed permutation above this many features
+    lu_mixing_max_features: int = 128
+
+    def _mixing(self, n_features: int) -> str:
+        if self.mixing != "auto":
+            return self.mixing
+        return "lu" if n_features <= self.lu_mixing_max_features else "permutation"
+
     def _build_model(self, n_features: int) -> FlowModel:
         flow = build_flow(
-            n_features, self.flow_, n_blocks=self.n_blocks, hidden_features=self.hidden_features, clamp=self.clamp
+            n_features,
+            self.flow_,
+            n_blocks=self.n_blocks,
+            hidden_features=self.hidden_features,
+            clamp=self.clamp,
+            mixing=self._mixing(n_features),
         )
         return FlowModel(flow, GaussianBase(n_features))
 
+    #: ``noise="auto"``: ``noise_at_1000 * (n_rows / 1000) ** -noise_exponent``
+    noise_at_1000: float = 0.2
+    noise_exponent: float = 0.25
+
+    @classmethod
+    def noise_for(cls, n_rows: int) -> float:
+        """The training noise ``noise="auto"`` uses for ``n_rows`` training rows.
+
+        Like a kernel density estimate's bandwidth, the smoothing shrinks as the data grow:
+        few rows need much of it not to memorise them, many rows can resolve finer detail.
+        """
+        return cls.noise_at_1000 * (max(int(n_rows), 2) / 1000.0) ** -cls.noise_exponent
+
+    def _fit_model(self, data: Tensor, config: TrainConfig, generator: torch.Generator) -> History:
+        self.noise_ = self.noise_for(data.shape[0]) if self.noise == "auto" else float(self.noise)
+        return super()._fit_model(data, config, generator)
+
     def _loss(self, batch: Tensor) -> Tensor:
-        if self.noise > 0 and self.model_.training:
+        if self.noise_ > 0 and self.model_.training:
             # Gaussian noise on the (standardised) training batch: smooths the density so
             # that features taking few distinct values cannot produce spikes of likelihood.
-            batch = batch + self.noise * torch.randn_like(batch)
+            batch = batch + self.noise_ * torch.randn_like(batch)
         return self.model_.nll(batch)
 
     def _score(self, batch: Tensor) -> Tensor:

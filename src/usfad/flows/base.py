@@ -7,13 +7,16 @@ maps ``(batch, channels, *spatial)``; layers act along dimension 1 and treat any
 trailing dimensions as positions.
 
 A class attribute ``constant_logdet`` says whether the layer's log-det is independent of
-its input. :class:`Sequential` combines it: a stack is a uniformly scaling flow (USF)
-exactly when every layer in it has ``constant_logdet = True``.
+its input. It has no default: every layer declares it (a composite such as
+:class:`Sequential` derives it per instance from its parts), and a layer that does not is
+refused when it is instantiated. :class:`Sequential` combines it: a stack is a uniformly
+scaling flow (USF) exactly when every layer in it has ``constant_logdet = True``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -26,7 +29,21 @@ def positions(x: Tensor) -> int:
     return n
 
 
-class Bijection(nn.Module):
+class _DeclaresConstantLogdet(type(nn.Module)):
+    """The type of :class:`Bijection`: an instance whose ``constant_logdet`` is not a bool once
+    it is built (neither its class nor its ``__init__`` declared it) is refused."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        layer = super().__call__(*args, **kwargs)
+        if not isinstance(getattr(layer, "constant_logdet", None), bool):
+            raise TypeError(
+                f"{cls.__name__} does not declare constant_logdet: set it to True or False in the class "
+                "(or, for a composite, in __init__ from its parts)"
+            )
+        return layer
+
+
+class Bijection(nn.Module, metaclass=_DeclaresConstantLogdet):
     """An invertible map ``f`` with a tractable log-Jacobian determinant.
 
     Subclasses implement ``forward(x, context=None) -> (y, logdet)`` and
@@ -35,8 +52,10 @@ class Bijection(nn.Module):
     everything else.
     """
 
-    #: ``True`` when ``log|det J_f(x)|`` does not depend on ``x``.
-    constant_logdet: bool = True
+    #: ``True`` when ``log|det J_f(x)|`` does not depend on ``x``. No default: every concrete
+    #: layer declares it as a class attribute (a composite sets it in ``__init__`` from its
+    #: parts); instantiating a layer that declares neither raises ``TypeError``.
+    constant_logdet: bool
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError

@@ -207,7 +207,7 @@ def test_failing_model_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
     assert (outcome.ok, outcome.failed) == (2, 2)
     failed = [r for r in read_results(results) if r["status"] == "failed"]
     assert {r["model"] for r in failed} == {"usflow"}
-    assert all("batch_size must be >= 1" in r["error"] for r in failed)
+    assert all("batch_size must be an integer >= 1, got 0" in r["error"] for r in failed)
 
 
 @needs_data

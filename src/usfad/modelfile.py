@@ -4,16 +4,27 @@ Nothing is ever unpickled. Reading takes the whole file into memory and parses t
 so a loaded model never depends on the file staying as it was (no memory map: replacing
 or truncating the file later cannot change or crash a detector already in memory).
 Writing goes to a temporary file that is renamed over the target only when complete.
+
+Integrity: :func:`write_model_file` stores a SHA-256 of the tensors (names, dtypes, shapes
+and bytes) and one of the rest of the metadata (the JSON config) under
+:data:`CHECKSUM_KEYS`; :func:`read_model_file` recomputes both and refuses a file whose
+checksums do not match (flipped bytes, an edited config). Files written before checksums
+existed have none and are read as they are. A checksum guards against corruption and
+careless edits, not against someone who rewrites it too. :func:`check_permutations`
+checks a loaded module's permutation buffers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from .errors import ModelFileError
 from .outputs import atomic_path
@@ -23,12 +34,40 @@ PathLike = str | os.PathLike[str]
 #: a safetensors header is a little-endian u64 length, then that many bytes of JSON
 _HEADER_LIMIT = 100 * 2**20
 
+#: metadata keys of the SHA-256 checksums: of the tensors, of the other metadata
+CHECKSUM_KEYS = ("sha256.tensors", "sha256.config")
+
+#: buffer names that hold a permutation of ``range(n)`` (LULinear, Permutation)
+PERMUTATION_BUFFERS = ("order", "inverse_order")
+
+
+def tensors_checksum(tensors: Mapping[str, Tensor]) -> str:
+    """SHA-256 (hex) of the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode("utf-8"))
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def config_checksum(metadata: Mapping[str, str]) -> str:
+    """SHA-256 (hex) of the metadata other than the checksums, as JSON with sorted keys."""
+    config = {k: v for k, v in metadata.items() if k not in CHECKSUM_KEYS}
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
+
 
 def write_model_file(path: PathLike, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
-    """Write ``tensors`` and string ``metadata`` to one safetensors file, atomically; returns the path."""
+    """Write ``tensors`` and string ``metadata`` to one safetensors file, atomically; returns the path.
+
+    The checksums of both are added to the metadata (:data:`CHECKSUM_KEYS`).
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
+    metadata = {k: v for k, v in metadata.items() if k not in CHECKSUM_KEYS}
+    metadata[CHECKSUM_KEYS[0]] = tensors_checksum(tensors)
+    metadata[CHECKSUM_KEYS[1]] = config_checksum(metadata)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
@@ -65,7 +104,11 @@ def model_file_format(path: PathLike) -> str:
 
 
 def read_model_file(path: PathLike, fmt: str, version: int) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors (in memory, owning their storage) and metadata of a model file; format and version checked."""
+    """Tensors (in memory, owning their storage) and metadata of a model file.
+
+    Checks the format, the version and, when the file has them (every file written since
+    they exist), the checksums: a mismatch is a :class:`ModelFileError` naming the file.
+    """
     from safetensors.torch import load as load_bytes
 
     path = Path(path)
@@ -79,4 +122,51 @@ def read_model_file(path: PathLike, fmt: str, version: int) -> tuple[dict[str, T
         tensors = load_bytes(data)
     except Exception as exc:
         raise ModelFileError(f"{path} is not a readable usfad model file ({exc})") from None
+    _check_checksums(path, tensors, metadata)
     return {k: v.clone() for k, v in tensors.items()}, metadata
+
+
+def _check_checksums(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> None:
+    present = [key for key in CHECKSUM_KEYS if key in metadata]
+    if not present:  # written before checksums existed
+        return
+    if len(present) < len(CHECKSUM_KEYS):
+        missing = sorted(set(CHECKSUM_KEYS) - set(present))
+        raise ModelFileError(f"{path} has a checksum but not {missing}: the file was edited or is corrupted")
+    for key, actual, what in (
+        (CHECKSUM_KEYS[0], tensors_checksum(tensors), "its tensors"),
+        (CHECKSUM_KEYS[1], config_checksum(metadata), "its config"),
+    ):
+        if metadata[key] != actual:
+            raise ModelFileError(
+                f"{path}: the SHA-256 of {what} is {actual}, but the file says {metadata[key]}: "
+                f"the file is corrupted or was edited; refit or restore the model"
+            )
+
+
+def check_permutations(module: nn.Module, path: PathLike) -> None:
+    """Raise :class:`ModelFileError` unless every ``order`` / ``inverse_order`` buffer of
+    ``module`` holds each index of ``range(n)`` exactly once (and, where a layer has both,
+    one undoes the other): a corrupted one would index out of range later, or scramble."""
+    for prefix, layer in module.named_modules():
+        found = {}
+        for name in PERMUTATION_BUFFERS:
+            buffer = layer._buffers.get(name)
+            if buffer is None:
+                continue
+            where = f"{prefix}.{name}" if prefix else name
+            n = buffer.numel()
+            if buffer.dim() != 1 or buffer.is_floating_point() or buffer.is_complex() or buffer.dtype == torch.bool:
+                raise ModelFileError(
+                    f"{path}: {where} must be a vector of indices, got {buffer.dtype} {tuple(buffer.shape)}"
+                )
+            if not torch.equal(torch.sort(buffer.long()).values, torch.arange(n)):
+                raise ModelFileError(
+                    f"{path}: {where} is not a permutation of 0..{n - 1} (each index exactly once): "
+                    f"the file is corrupted"
+                )
+            found[name] = buffer.long()
+        if len(found) == 2 and not torch.equal(
+            found["order"][found["inverse_order"]], torch.arange(len(found["order"]))
+        ):
+            raise ModelFileError(f"{path}: {prefix}.inverse_order does not undo {prefix}.order: the file is corrupted")

@@ -1,7 +1,18 @@
-"""Checks at the boundary: turn user input into a finite float64 matrix or say why not."""
+"""Checks at the boundary: turn user input into a finite float64 matrix or say why not.
+
+- :func:`check_array`: any array-like -> a finite float64 ``(n_samples, n_features)`` matrix;
+- :func:`feature_names` and :func:`check_feature_names`: a DataFrame's column names, recorded
+  at ``fit`` and compared at scoring (scikit-learn's ``feature_names_in_`` convention);
+- :class:`Constraint` and :func:`check_parameters`: hyper-parameters declared once as a table
+  of constraints, checked at ``fit``.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +27,11 @@ def check_array(X: Any, *, n_features: int | None = None, min_samples: int = 1, 
     ``min_samples`` rows, NaN or infinite values, or a feature count other than
     ``n_features``.
     """
+    if _is_sparse(X):
+        raise DataError(
+            f"{what} is a sparse matrix ({type(X).__name__}): sparse input is not supported; "
+            f"call {what}.toarray() first"
+        )
     columns = getattr(X, "columns", None)
     dtypes = getattr(X, "dtypes", None)
     if columns is not None and dtypes is not None:  # a pandas DataFrame
@@ -52,3 +68,139 @@ def check_array(X: Any, *, n_features: int | None = None, min_samples: int = 1, 
     if n_features is not None and arr.shape[1] != n_features:
         raise DataError(f"{what} has {arr.shape[1]} features, but the model was fitted with {n_features}")
     return arr
+
+
+def _is_sparse(X: Any) -> bool:
+    if not type(X).__module__.startswith("scipy.sparse"):
+        return False
+    from scipy import sparse
+
+    return bool(sparse.issparse(X))
+
+
+# --- column names --------------------------------------------------------------------
+
+
+def feature_names(X: Any) -> list[str] | None:
+    """The column names of a DataFrame ``X`` when all of them are strings, else ``None``.
+
+    scikit-learn's convention: arrays, and frames with integer (or mixed) column labels,
+    have no feature names and are taken positionally.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is None or getattr(X, "dtypes", None) is None:
+        return None
+    names = list(columns)
+    if not names or not all(isinstance(c, str) for c in names):
+        return None
+    return names
+
+
+def _shown(names: Sequence[str], limit: int = 20) -> str:
+    names = list(names)
+    return str(names if len(names) <= limit else [*names[:limit], f"... ({len(names)} in all)"])
+
+
+def check_feature_names(given: Sequence[str] | None, expected: Sequence[str] | None, *, what: str = "X") -> None:
+    """Raise :class:`DataError` unless ``given`` column names are ``expected``, in the same order.
+
+    Either being ``None`` (an array, or a model fitted on one) means positional input:
+    nothing to compare. The same names in another order are refused, not reordered: a
+    silent reorder would hide a pipeline that changed, and a positional score of the
+    reordered columns would be silently wrong.
+    """
+    if given is None or expected is None:
+        return
+    given, expected = [str(c) for c in given], [str(c) for c in expected]
+    if given == expected:
+        return
+    if sorted(given) == sorted(expected) and len(set(given)) == len(given):
+        raise DataError(
+            f"{what} has the model's columns in another order: expected {_shown(expected)}, "
+            f"got {_shown(given)}; reorder the columns to the expected order (they are never reordered silently)"
+        )
+    missing = [c for c in expected if c not in given]
+    unexpected = [c for c in given if c not in expected]
+    detail = "; ".join(
+        part
+        for part in (
+            f"missing {_shown(missing)}" if missing else "",
+            f"unexpected {_shown(unexpected)}" if unexpected else "",
+        )
+        if part
+    )
+    head = (
+        f"{what} has {len(given)} features, but the model was fitted with {len(expected)}"
+        if len(given) != len(expected)
+        else f"{what} does not have the columns the model was fitted with"
+    )
+    raise DataError(f"{head}: expected {_shown(expected)}, got {_shown(given)}" + (f" ({detail})" if detail else ""))
+
+
+# --- hyper-parameters --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What one hyper-parameter may be: an integer or a real number in a range, or one of some values.
+
+    ``kind`` is ``"int"`` (``int`` or a NumPy integer; not ``bool``, not ``1.5`` nor ``2.0``),
+    ``"real"`` (any finite ``int`` or ``float``; not ``bool``), ``"bool"`` or ``"options"``
+    (one of ``options``). ``low`` / ``high`` bound the value (``None``: unbounded), inclusive
+    unless ``low_open`` / ``high_open``; ``none`` also allows ``None``.
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    none: bool = False
+    options: tuple[Any, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "options":
+            text = f"one of {self.options}"
+        elif self.kind == "bool":
+            text = "True or False"
+        else:
+            text = "an integer" if self.kind == "int" else "a number"
+            if self.kind == "real" and self.low is None and self.high is None:
+                text = "a finite number"
+            elif self.low is not None and self.high is not None:
+                text += (
+                    f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+                )
+            elif self.low is not None:
+                text += f" {'>' if self.low_open else '>='} {self.low:g}"
+            elif self.high is not None:
+                text += f" {'<' if self.high_open else '<='} {self.high:g}"
+        return text + (" or None" if self.none else "")
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return self.none
+        if self.kind == "options":
+            return any(value == option and type(value) is type(option) for option in self.options)
+        if self.kind == "bool":
+            return isinstance(value, bool | np.bool_)
+        if isinstance(value, bool | np.bool_):
+            return False
+        if self.kind == "int" and not isinstance(value, numbers.Integral):
+            return False
+        if not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+
+def check_parameters(params: Mapping[str, Any], constraints: Mapping[str, Constraint]) -> None:
+    """Raise ``ValueError`` naming the first parameter of ``params`` that breaks its constraint.
+
+    Parameters without an entry in ``constraints`` are not checked here.
+    """
+    for name, value in params.items():
+        constraint = constraints.get(name)
+        if constraint is not None and not constraint.allows(value):
+            raise ValueError(f"{name} must be {constraint.describe()}, got {value!r} ({type(value).__name__})")

@@ -32,16 +32,18 @@ from .args import positive_int
 def _check_rows(detector: Any, args: argparse.Namespace) -> tuple[np.ndarray, str]:
     if args.check_data is not None:
         from ..data.files import iter_table
+        from ..validation import check_array, check_feature_names
 
         rows, n = [], 0
-        for chunk in iter_table(
-            args.check_data, chunk_size=args.check_rows, label_column=args.label_column, finite=True
-        ):
+        chunks = iter_table(args.check_data, chunk_size=args.check_rows, label_column=args.label_column, finite=True)
+        names = getattr(detector, "feature_names_in_", None)
+        check_feature_names(chunks.feature_names, names, what=str(args.check_data))
+        for chunk in chunks:
             rows.append(chunk[: args.check_rows - n])
             n += len(rows[-1])
             if n >= args.check_rows:
                 break
-        chunk = np.concatenate(rows)
+        chunk = check_array(np.concatenate(rows), n_features=detector.n_features_in_, what=str(args.check_data))
         return chunk, f"the first {len(chunk)} rows of {args.check_data}"
     rng = np.random.default_rng(args.random_state)
     X = detector.scaler_mean_ + detector.scaler_scale_ * rng.standard_normal((args.check_rows, detector.n_features_in_))

@@ -3,7 +3,9 @@
 ``usfad fit DATA --model usflow -o MODEL`` reads DATA whole (CSV, NPZ or Parquet; see
 :mod:`usfad.data.files`) and saves the fitted detector as one safetensors file. With
 ``--label-column`` the labels are split off and only the rows labelled 0 are used for
-training: the detectors are one-class and must see normal data only.
+training: the detectors are one-class and must see normal data only. The feature column
+names of a CSV or Parquet header are saved with the model (``feature_names_in_``); a bad
+row (a wrong number of fields, a missing, NaN or infinite value) is named by its line.
 
 ``usfad score MODEL DATA`` reads DATA in chunks of rows, so memory stays flat however long
 the file, and writes one ``score,label`` row per input row, in order (label 1 = score
@@ -11,7 +13,11 @@ above the model's threshold). Without ``-o`` it prints a summary instead. A bad 
 non-numeric value, a wrong number of fields, a missing, NaN or infinite value) stops the
 run with status 1 and an error naming its line in DATA (CSV; its row index for NPZ and
 Parquet); every row before it is scored and written to the output first, and the error
-says how many.
+says how many. A model fitted on a CSV or Parquet file refuses a CSV or Parquet file whose
+feature columns are not the same names in the same order (nothing is scored; reorder the
+columns); NPZ files and models fitted on NPZ are positional. A row whose standardised
+features are beyond float32's reach (e.g. a value of 1e39) scores the largest float64 and
+is flagged.
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data.files import DEFAULT_CHUNK_SIZE, iter_table, read_table, write_scores
+from ..data.files import DEFAULT_CHUNK_SIZE, feature_columns, iter_table, read_table, write_scores
 from ..errors import DataError
 from ..flows import FLOWS
 from ..outputs import check_output_file
-from ..validation import check_array
+from ..validation import check_array, check_feature_names
 from .args import positive_int
 
 MODELS = {
@@ -71,7 +77,8 @@ def _normal_rows(path: str, X: np.ndarray, y: np.ndarray, label_column: str) -> 
 
 def fit(args: argparse.Namespace) -> int:
     check_output_file(args.output, inputs=[args.data], what="model file")
-    X, y = read_table(args.data, label_column=args.label_column)
+    X, y = read_table(args.data, label_column=args.label_column, finite=True)
+    names = feature_columns(args.data, label_column=args.label_column)
     n_rows = len(X)
     if args.label_column is not None and y is not None:
         X = _normal_rows(args.data, X, y, args.label_column)
@@ -80,7 +87,12 @@ def fit(args: argparse.Namespace) -> int:
     X = check_array(X, min_samples=2, what=str(args.data))
     detector = _detector(args.model, args)
     start = time.perf_counter()
-    detector.fit(X)
+    if names is not None:  # fitting the frame records the header's names as feature_names_in_
+        import pandas as pd
+
+        detector.fit(pd.DataFrame(X, columns=names, copy=False))
+    else:
+        detector.fit(X)
     seconds = time.perf_counter() - start
     path = detector.save(args.output)
     left_out = f" ({n_rows - len(X)} anomalous row(s) left out)" if n_rows > len(X) else ""
@@ -102,7 +114,8 @@ def _scored_chunks(
         labels = (scores > detector.threshold_).astype(np.int64)
         stats["n"] += len(scores)
         stats["flagged"] += int(labels.sum())
-        stats["sum"] += float(scores.sum())
+        with np.errstate(over="ignore"):  # +inf rows score the largest float64
+            stats["sum"] += float(scores.sum())
         stats["min"] = min(stats["min"], float(scores.min()))
         stats["max"] = max(stats["max"], float(scores.max()))
         yield scores, labels
@@ -118,6 +131,7 @@ def score(args: argparse.Namespace) -> int:
     stats = {"n": 0, "flagged": 0, "sum": 0.0, "min": math.inf, "max": -math.inf}
     try:
         chunks = iter_table(args.data, chunk_size=args.chunk_size, label_column=args.label_column, finite=True)
+        check_feature_names(chunks.feature_names, getattr(detector, "feature_names_in_", None), what=str(args.data))
         scored = _scored_chunks(detector, args.data, chunks, stats)
         if args.output is not None:
             write_scores(args.output, scored)

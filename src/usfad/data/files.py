@@ -2,15 +2,18 @@
 
 - :func:`read_table` reads a whole file into a float64 matrix (and the labels, if asked);
 - :func:`iter_table` reads it in chunks of rows, so that scoring a large file keeps memory
-  flat (CSV through pandas' ``chunksize``, Parquet through pyarrow's ``iter_batches``, NPZ
-  by slicing a memory map of the ``X`` array when it is stored uncompressed);
+  flat (CSV line by line, Parquet through pyarrow's ``iter_batches``, NPZ by slicing a
+  memory map of the ``X`` array when it is stored uncompressed); the chunks carry the
+  feature column names, read once from the header (``feature_names``);
+- :func:`feature_columns` reads only the header: the names of the feature columns;
 - :func:`write_scores` writes ``score,label`` rows, chunk by chunk, to a CSV file.
 
 Formats: ``.csv`` (a header row; every column numeric except the label column), ``.npz``
 (array ``X`` of shape ``(n, d)`` and optional labels ``y``), ``.parquet`` / ``.pq``
-(numeric columns; needs pyarrow, ``pip install usfad[parquet]``). Every problem is a
-:class:`~usfad.errors.DataError` that names the file. Missing values are read as NaN; the
-models reject them, Protocol T maps them to 0.
+(numeric columns; needs pyarrow, ``pip install usfad[parquet]``). CSV files are UTF-8 text.
+Every problem is a :class:`~usfad.errors.DataError` that names the file (and, in a CSV
+file, the line). Missing values are read as NaN (unless ``finite=True``); the models
+reject them, Protocol T maps them to 0.
 """
 
 from __future__ import annotations
@@ -88,6 +91,46 @@ def _labels(path: Path, values: Any, name: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _field_count_problem(line: str, n_fields: int) -> str | None:
+    """Why a CSV line does not have the header's ``n_fields`` fields, or ``None`` when it has."""
+    count = line.count(",") + 1
+    return None if count == n_fields else f"{count} field(s) where the header has {n_fields}"
+
+
+def _scan_csv(path: Path, n_fields: int) -> None:
+    """Check, line by line, that a CSV file is UTF-8 and every data line has ``n_fields`` fields.
+
+    pandas would read a short line as missing values (a "NaN at row 99" far from the cause)
+    and a byte that is not UTF-8 as an error without the file's name.
+    """
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}: line {number} is not UTF-8 text (byte {raw[exc.start]:#04x} at position {exc.start + 1} "
+                    f"of the line); save the file as UTF-8"
+                ) from None
+            if number > 1 and line.strip():
+                problem = _field_count_problem(line, n_fields)
+                if problem is not None:
+                    raise DataError(f"{path}: line {number}: {problem}")
+
+
+def _csv_line_of_row(path: Path, row: int) -> int:
+    """The line number (line 1 = the header) of data row ``row`` (from 0; blank lines skipped)."""
+    with open(path, "rb") as f:
+        f.readline()
+        seen = -1
+        for number, raw in enumerate(f, start=2):
+            if raw.strip():
+                seen += 1
+                if seen == row:
+                    return number
+    raise ValueError(f"{path} has no data row {row}")
+
+
 def _read_csv_header(path: Path) -> list[str]:
     import pandas as pd
 
@@ -95,8 +138,10 @@ def _read_csv_header(path: Path) -> list[str]:
         return [str(c) for c in pd.read_csv(path, nrows=0).columns]
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.ParserError as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: the header is not UTF-8 text ({exc}); save the file as UTF-8") from None
 
 
 def _parquet_file(path: Path) -> Any:
@@ -198,13 +243,31 @@ def _npz_features(path: Path) -> np.ndarray:
 # --- public API ---------------------------------------------------------------------
 
 
-def read_table(path: PathLike, *, label_column: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def feature_columns(path: PathLike, *, label_column: str | None = None) -> list[str] | None:
+    """The feature column names of a CSV or Parquet file (all but ``label_column``), read from
+    its header only; ``None`` for NPZ files, whose ``X`` has no column names."""
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt == "csv":
+        return _split_label(path, _read_csv_header(path), label_column)
+    if fmt == "parquet":
+        return _split_label(path, list(_parquet_file(path).schema_arrow.names), label_column)
+    return None
+
+
+def read_table(
+    path: PathLike, *, label_column: str | None = None, finite: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a whole file as ``(X, y)``: ``X`` float64 ``(n, d)``, ``y`` int labels or ``None``.
 
     ``label_column`` names the column (CSV, Parquet) or array (NPZ) holding the labels: it
     is removed from ``X`` and returned as ``y``. For NPZ files an array ``y`` is returned
     as labels even when ``label_column`` is not given; CSV and Parquet files without
     ``label_column`` return ``y = None`` and every column is a feature.
+
+    A CSV line with another number of fields than the header, or a byte that is not UTF-8,
+    is a :class:`DataError` naming its line. With ``finite=True`` so is the first missing,
+    NaN or infinite feature (its line in a CSV file, its row index from 0 otherwise).
     """
     path = Path(path)
     fmt = _format_of(path)
@@ -213,6 +276,7 @@ def read_table(path: PathLike, *, label_column: str | None = None) -> tuple[np.n
 
         columns = _read_csv_header(path)
         features = _split_label(path, columns, label_column)
+        _scan_csv(path, len(columns))
         try:
             frame = pd.read_csv(path)
         except pd.errors.ParserError as exc:
@@ -234,15 +298,39 @@ def read_table(path: PathLike, *, label_column: str | None = None) -> tuple[np.n
             raise DataError(f"{path}: X has {len(X)} rows but {key!r} has {len(y)} labels")
     if X.shape[0] == 0:
         raise DataError(f"{path}: no data rows")
+    bad = _first_non_finite(X) if finite else None
+    if bad is not None:
+        row, col, kind = bad
+        if fmt == "csv":
+            raise DataError(f"{path}: line {_csv_line_of_row(path, row)}: column {features[col]!r} is {kind}")
+        name = f"column {features[col]!r}" if fmt == "parquet" else f"feature {col}"
+        raise DataError(f"{path}: row {row} (counting from 0): {name} is {kind}")
     return X, y
+
+
+class TableChunks(Iterator[np.ndarray]):
+    """The chunks :func:`iter_table` yields, with the file's feature column names.
+
+    ``feature_names``: the names of the feature columns from the header (CSV, Parquet), in
+    file order, or ``None`` (NPZ).
+    """
+
+    def __init__(self, chunks: Iterator[np.ndarray], feature_names: list[str] | None):
+        self._chunks = chunks
+        self.feature_names = feature_names
+
+    def __next__(self) -> np.ndarray:
+        return next(self._chunks)
 
 
 def iter_table(
     path: PathLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE, label_column: str | None = None, finite: bool = False
-) -> Iterator[np.ndarray]:
+) -> TableChunks:
     """Yield the feature matrix of ``path`` in float64 chunks of at most ``chunk_size`` rows.
 
-    The label column (or NPZ array), if named, is left out; rows come in file order.
+    The label column (or NPZ array), if named, is left out; rows come in file order. The
+    returned iterator's ``feature_names`` are the feature columns' names (read once, from
+    the header; ``None`` for NPZ).
     Raises :class:`DataError` before the first chunk for a missing or unreadable file, a
     missing label column, non-numeric columns (Parquet, NPZ) or a file without rows.
 
@@ -257,17 +345,23 @@ def iter_table(
         raise DataError(f"chunk_size must be >= 1, got {chunk_size}")
     path = Path(path)
     fmt = _format_of(path)
+    features: list[str] | None = None
     if fmt == "csv":
-        chunks = _iter_csv(path, int(chunk_size), label_column, finite)
+        columns = _read_csv_header(path)
+        features = _split_label(path, columns, label_column)
+        chunks = _iter_csv(path, int(chunk_size), columns, features, finite)
     elif fmt == "parquet":
-        chunks = _checked(path, _iter_parquet(path, int(chunk_size), label_column), finite)
+        pf = _parquet_file(path)
+        features = _split_label(path, list(pf.schema_arrow.names), label_column)
+        _check_parquet_types(path, pf.schema_arrow, features)
+        chunks = _checked(path, _iter_parquet(path, pf, int(chunk_size), features), finite)
     else:
         chunks = _checked(path, _iter_npz(path, int(chunk_size), label_column), finite)
     # Pull the first chunk now so that an empty or broken file fails at the call.
     first = next(chunks, None)
     if first is None:
         raise DataError(f"{path}: no data rows")
-    return _prepend(first, chunks)
+    return TableChunks(_prepend(first, chunks), features)
 
 
 def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -299,10 +393,10 @@ def _checked(path: Path, chunks: Iterator[np.ndarray], finite: bool) -> Iterator
         start += len(X)
 
 
-def _iter_csv(path: Path, chunk_size: int, label_column: str | None, finite: bool) -> Iterator[np.ndarray]:
+def _iter_csv(
+    path: Path, chunk_size: int, columns: list[str], features: list[str], finite: bool
+) -> Iterator[np.ndarray]:
     """CSV chunks read line by line, so that a bad row is known by its line number."""
-    columns = _read_csv_header(path)
-    features = _split_label(path, columns, label_column)
     n_fields = len(columns)
     with open(path, encoding="utf-8", errors="replace") as f:
         f.readline()  # the header, read by pandas above
@@ -319,9 +413,9 @@ def _iter_csv(path: Path, chunk_size: int, label_column: str | None, finite: boo
             # Field counts: a wrong count ends the chunk there (pandas would fail on the whole chunk).
             bad: tuple[int, str] | None = None
             for i, line in enumerate(lines):
-                count = line.count(",") + 1
-                if count != n_fields:
-                    bad = (i, f"{count} field(s) where the header has {n_fields}")
+                problem = _field_count_problem(line, n_fields)
+                if problem is not None:
+                    bad = (i, problem)
                     break
             good = lines if bad is None else lines[: bad[0]]
             X, problem = _csv_matrix(path, good, columns, features, finite)
@@ -372,10 +466,7 @@ def _csv_matrix(
     return X, first
 
 
-def _iter_parquet(path: Path, chunk_size: int, label_column: str | None) -> Iterator[np.ndarray]:
-    pf = _parquet_file(path)
-    features = _split_label(path, list(pf.schema_arrow.names), label_column)
-    _check_parquet_types(path, pf.schema_arrow, features)
+def _iter_parquet(path: Path, pf: Any, chunk_size: int, features: list[str]) -> Iterator[np.ndarray]:
     for batch in pf.iter_batches(batch_size=chunk_size, columns=features):
         if batch.num_rows:
             yield _frame_to_matrix(path, batch.to_pandas(), features)

@@ -8,8 +8,14 @@ scikit-learn's estimator rules (``__init__`` only stores parameters; ``fit`` ret
 - ``decision_scores_``, ``threshold_``, ``labels_`` (1 = anomaly) after ``fit``;
 - ``predict(X)`` and ``predict_proba(X)`` (PyOD's linear scaling of the training scores).
 
+Inputs: ``fit`` records ``feature_names_in_`` when ``X`` is a DataFrame whose column names are
+all strings; scoring a DataFrame with other names, or the same names in another order, is
+refused (arrays are taken positionally). Hyper-parameters are checked at ``fit`` against one
+table, :data:`PARAMETER_CONSTRAINTS`.
+
 Models are saved as one safetensors file (tensors) whose metadata holds a versioned JSON
-config; loading never unpickles anything.
+config and SHA-256 checksums of both (:mod:`usfad.modelfile`); loading never unpickles
+anything and checks every field it restores.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,23 +35,111 @@ from torch import Tensor, nn
 
 from ..errors import DataError, ModelFileError
 from ..export import OPSET, export_module, inference_copy
-from ..modelfile import read_model_file, write_model_file
+from ..modelfile import check_permutations, read_model_file, write_model_file
 from ..runtime import resolve_device, seeded
 from ..train import History, TrainConfig
-from ..validation import check_array
+from ..validation import Constraint, check_array, check_feature_names, check_parameters, feature_names
 
 FORMAT = "usfad-detector"
 FORMAT_VERSION = 1
 THRESHOLDS = ("contamination", "chi2")
 
+#: What each hyper-parameter of the tabular detectors may be, by name, in one place. ``fit``
+#: checks the parameters the estimator has (``n_blocks`` applies to the flows and VAEFlow,
+#: ``nu`` to DeepSVDD); rules that depend on the class (``flow``, ``mixing``, ``noise``,
+#: ``objective``, ``score``, ``prior``) stay in each class's ``_check_params``.
+PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
+    "epochs": Constraint("int", low=1),
+    "batch_size": Constraint("int", low=1),
+    "max_steps": Constraint("int", low=1, none=True),  # None: no cap on the optimiser steps
+    "patience": Constraint("int", low=0),
+    "n_blocks": Constraint("int", low=0),
+    "latent_features": Constraint("int", low=1, none=True),
+    "warm_up_epochs": Constraint("int", low=0),
+    "lr": Constraint("real", low=0, low_open=True),
+    "weight_decay": Constraint("real", low=0),
+    "validation_fraction": Constraint("real", low=0, high=1, high_open=True),
+    "clamp": Constraint("real", low=0),
+    "contamination": Constraint("real", low=0, high=0.5, low_open=True),
+    "threshold": Constraint("options", options=THRESHOLDS),
+    "alpha": Constraint("real", low=0, high=1, low_open=True, high_open=True),
+    "nu": Constraint("real", low=0, high=1, low_open=True),
+    "eps": Constraint("real", low=0),
+    "beta": Constraint("real", low=0),
+    "svdd_weight": Constraint("real", low=0),
+    "standardize": Constraint("bool"),
+    "random_state": Constraint("int", none=True),
+    "verbose": Constraint("bool"),
+}
+
+#: A column whose spread is at most this share of its own largest ``|value|`` is constant.
+CONSTANT_SPREAD = 1e-12
+
+#: A standardised feature beyond ``2**64`` (about 1.8e19, the square root of float32's largest
+#: value; 1e39 itself is beyond float32) cannot get a finite float32 score: its row scores +inf.
+FLOAT32_REACH = 2.0**64
+
+
+def fit_scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, scale, constant)`` per column of ``X``, safe at any finite scale.
+
+    The moments are taken on each column divided by its largest ``|value|`` (so values lie in
+    ``[-1, 1]``: no square overflows near 1e154, no spread underflows below 1e-154) and
+    scaled back. A column is ``constant`` when its spread is at most :data:`CONSTANT_SPREAD`
+    times its own largest ``|value|``, whatever that magnitude; its scale is then that
+    magnitude (1 for a column of zeros), so scaling ``X`` by any factor scales ``mean`` and
+    ``scale`` by it and leaves the standardised data unchanged.
+    """
+    magnitude = np.abs(X).max(axis=0)
+    unit = np.where(magnitude > 0, magnitude, 1.0)
+    scaled = X / unit
+    mean, spread = scaled.mean(axis=0), scaled.std(axis=0)
+    constant = spread <= CONSTANT_SPREAD
+    return mean * unit, np.where(constant, 1.0, spread) * unit, constant
+
+
+def standardised(x: Any, mean: Any, scale: Any) -> Any:
+    """``(x - mean) / scale`` computed as ``x / scale - mean / scale`` (NumPy arrays or tensors).
+
+    The difference of two huge values (``x - mean`` with both near 1e308) would overflow;
+    the two quotients are small for the training data and stay finite beyond it.
+    """
+    return x / scale - mean / scale
+
+
+def _beyond_float32(z: Tensor) -> Tensor:
+    """Rows of the float32 batch ``z`` holding a feature beyond :data:`FLOAT32_REACH` (or infinite)."""
+    return z.abs().amax(dim=1) > FLOAT32_REACH
+
+
 _REGISTRY: dict[str, type[BaseDetector]] = {}
 
 
 class BaseDetector(OutlierMixin, BaseEstimator):
-    """Common machinery; subclasses implement ``_build_model``, ``_loss`` and ``_score``."""
+    """Common machinery; subclasses implement ``_build_model``, ``_loss`` and ``_score``.
+
+    Standardisation (``standardize=True``, :func:`fit_scaler`) survives any finite scale and
+    warns (``UserWarning``) about constant columns; ``fit`` also warns when ``X`` has more
+    features than rows. A row whose standardised features are beyond float32's reach
+    (:data:`FLOAT32_REACH`, e.g. a raw value of 1e39 on a column of spread 1) cannot be
+    computed by the float32 network: its score is +inf, reported as the largest finite
+    float64, so it is always flagged (``predict`` 1, ``predict_proba`` 1).
+    """
 
     #: scores computed per batch at inference
     score_batch_size: ClassVar[int] = 4096
+
+    #: The fitted attributes a model file's ``state`` may restore, and what each must be;
+    #: ``load`` refuses any other key (one could shadow a method). ``_extra_state`` may only
+    #: return keys declared here: ``noise_`` is :class:`~usfad.detectors.flow.FlowDetector`'s,
+    #: ``collapsed_`` :class:`~usfad.detectors.svdd.DeepSVDD`'s. ``feature_names_in_`` (a list
+    #: of ``n_features_in_`` strings) is checked apart.
+    saved_state: ClassVar[Mapping[str, Constraint]] = {
+        "n_features_in_": Constraint("int", low=1),
+        "threshold_": Constraint("real"),
+        "noise_": Constraint("real", low=0),
+        "collapsed_": Constraint("bool"),
+    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -94,30 +190,41 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         )
 
     def _check_common_params(self) -> None:
-        if not 0 < self.contamination <= 0.5:
-            raise ValueError(f"contamination must be in (0, 0.5], got {self.contamination}")
-        if self.threshold not in THRESHOLDS:
-            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {self.threshold!r}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        """Raise ValueError for a parameter that breaks :data:`PARAMETER_CONSTRAINTS`."""
+        check_parameters(self.get_params(deep=False), PARAMETER_CONSTRAINTS)
 
     def fit(self, X: Any, y: Any = None) -> BaseDetector:
-        """Fit on normal data ``X`` (``y`` is ignored: training is unsupervised)."""
+        """Fit on normal data ``X`` (``y`` is ignored: training is unsupervised).
+
+        A DataFrame whose column names are all strings sets ``feature_names_in_``.
+        """
         self._check_common_params()
         self._check_params()
+        names = feature_names(X)
         X = check_array(X, min_samples=2)
         self.n_features_in_ = X.shape[1]
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        if X.shape[1] > X.shape[0]:
+            warnings.warn(
+                f"X has more features ({X.shape[1]}) than rows ({X.shape[0]}): the model can memorise the "
+                f"training rows, and fresh normal rows will be flagged far more often than the threshold says",
+                UserWarning,
+                stacklevel=2,
+            )
         if self.standardize:
-            self.scaler_mean_ = X.mean(0)
-            std = X.std(0)
-            self.scaler_scale_ = np.where(std > 1e-12 * np.maximum(1.0, np.abs(self.scaler_mean_)), std, 1.0)
+            self.scaler_mean_, self.scaler_scale_, constant = fit_scaler(X)
+            if constant.any():
+                columns = np.flatnonzero(constant).tolist()
+                named = [names[j] for j in columns] if names is not None else columns
+                warnings.warn(
+                    f"X has {len(columns)} constant column(s) {named[:20]}: they carry no information; "
+                    f"each is scaled by its own largest |value| instead of its spread",
+                    UserWarning,
+                    stacklevel=2,
+                )
         else:
             self.scaler_mean_ = np.zeros(X.shape[1])
             self.scaler_scale_ = np.ones(X.shape[1])
@@ -145,11 +252,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
     def _to_tensor(self, X: np.ndarray) -> Tensor:
-        Xs = (X - self.scaler_mean_) / self.scaler_scale_
+        with np.errstate(over="ignore"):  # beyond float64: inf, scored as +inf (see _scores_of)
+            Xs = standardised(X, self.scaler_mean_, self.scaler_scale_)
         return torch.as_tensor(Xs, dtype=torch.float32, device=self.device_)
 
     def _validated(self, X: Any) -> Tensor:
         self._check_fitted()
+        check_feature_names(feature_names(X), getattr(self, "feature_names_in_", None), what="X")
         return self._to_tensor(check_array(X, n_features=self.n_features_in_))
 
     @torch.no_grad()
@@ -162,16 +271,26 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return torch.cat(parts).numpy()
 
     def _scores_of(self, data: Tensor) -> np.ndarray:
+        far = _beyond_float32(data)
+        if bool(far.any()):  # not computed (inf - inf would make NaN): +inf by definition
+            data = torch.where(far[:, None], torch.zeros((), dtype=data.dtype, device=data.device), data)
         scores = self._batched(self._score, data)
+        scores[far.cpu().numpy()] = np.inf
         if np.isnan(scores).any():
             raise DataError(
                 f"{type(self).__name__} produced NaN scores for rows {np.flatnonzero(np.isnan(scores))[:10].tolist()}"
-            )  # noqa: E501
+            )
         # +inf means "beyond float range": keep the order, stay finite for metrics.
         return np.nan_to_num(scores, posinf=np.finfo(np.float64).max, neginf=np.finfo(np.float64).min)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Anomaly score per sample, higher = more anomalous."""
+        """Anomaly score per sample, higher = more anomalous.
+
+        ``X``: an array (columns taken by position) or a DataFrame; after a ``fit`` on a
+        DataFrame, its column names must be ``feature_names_in_`` in that order (other names,
+        or the same in another order, raise :class:`~usfad.errors.DataError`). A row beyond
+        float32's reach once standardised scores the largest finite float64 (+inf).
+        """
         return self._scores_of(self._validated(X))
 
     def score_samples(self, X: Any) -> np.ndarray:
@@ -186,7 +305,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         """``(n, 2)`` [normal, anomaly] by min-max scaling against the training scores."""
         scores = self.decision_function(X)
         lo, hi = float(self.decision_scores_.min()), float(self.decision_scores_.max())
-        p = np.clip((scores - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+        with np.errstate(over="ignore"):  # a +inf row (the largest float64) gives p = 1
+            p = np.clip((scores - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
         return np.column_stack([1 - p, p])
 
     def latent(self, X: Any) -> np.ndarray:
@@ -244,7 +364,15 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         tensors["scaler_scale"] = torch.from_numpy(np.asarray(self.scaler_scale_, dtype=np.float64))
         tensors["decision_scores"] = torch.from_numpy(np.asarray(self.decision_scores_, dtype=np.float64))
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
-        state = {"n_features_in_": self.n_features_in_, "threshold_": self.threshold_, **self._extra_state()}
+        extra = self._extra_state()
+        undeclared = sorted(set(extra) - set(self.saved_state))
+        if undeclared:
+            raise TypeError(
+                f"{type(self).__name__} saves {undeclared}, which load() would refuse: add them to saved_state"
+            )
+        state = {"n_features_in_": self.n_features_in_, "threshold_": self.threshold_, **extra}
+        if hasattr(self, "feature_names_in_"):
+            state["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
         metadata = {
             "format": FORMAT,
             "version": str(FORMAT_VERSION),
@@ -256,7 +384,19 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "cpu") -> BaseDetector:
-        """Read a file written by :meth:`save`; validates format, version and class."""
+        """Read a file written by :meth:`save`, checking everything it restores.
+
+        :func:`usfad.modelfile.read_model_file` checks the format, the version and the
+        SHA-256 checksums of the tensors and the config (files written before checksums
+        existed have none and still load; a file with a checksum that does not match does
+        not). Then every field is checked: the class, the hyper-parameters
+        (:data:`PARAMETER_CONSTRAINTS` and the class's own rules), the ``state`` keys (only
+        those in :attr:`saved_state`, each of its declared type and range; ``threshold_`` a
+        finite number, ``n_features_in_`` a positive integer), the scaler and training
+        scores (finite, one per feature or row), every model tensor (finite) and every
+        permutation buffer (``order`` / ``inverse_order``: each index exactly once). Any
+        failure is a :class:`~usfad.errors.ModelFileError` naming the file.
+        """
         tensors, metadata = read_model_file(path, FORMAT, FORMAT_VERSION)
         name = metadata.get("class", "")
         klass = _REGISTRY.get(name)
@@ -268,16 +408,22 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             params = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(metadata["params"]).items()}
             state = json.loads(metadata["state"])
             det = klass(**params)
+            det._check_common_params()
+            det._check_params()
             det.device_ = resolve_device(device)
-            det.n_features_in_ = int(state.pop("n_features_in_"))
-            det.threshold_ = float(state.pop("threshold_"))
-            for key, value in state.items():
-                setattr(det, key, value)
-            det.scaler_mean_ = tensors.pop("scaler_mean").numpy()
-            det.scaler_scale_ = tensors.pop("scaler_scale").numpy()
-            det.decision_scores_ = tensors.pop("decision_scores").numpy()
+            det._restore_state(state)
+            det.scaler_mean_ = _restored_vector(tensors.pop("scaler_mean"), "scaler_mean", det.n_features_in_)
+            det.scaler_scale_ = _restored_vector(tensors.pop("scaler_scale"), "scaler_scale", det.n_features_in_)
+            if not (det.scaler_scale_ > 0).all():
+                raise ValueError("scaler_scale holds values <= 0")
+            det.decision_scores_ = _restored_vector(tensors.pop("decision_scores"), "decision_scores")
             model = det._build_model(det.n_features_in_)
-            model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()}, strict=True)
+            weights = {k[len("model.") :]: v for k, v in tensors.items()}
+            bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            if bad:
+                raise ValueError(f"tensors {bad[:5]} hold NaN or infinite values")
+            model.load_state_dict(weights, strict=True)
+            check_permutations(model, path)
         except ModelFileError:
             raise
         except Exception as exc:
@@ -286,10 +432,44 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         det.labels_ = (det.decision_scores_ > det.threshold_).astype(int)
         return det
 
+    def _restore_state(self, state: Any) -> None:
+        """Set the fitted attributes of a model file's ``state``; ValueError for anything unknown or out of range."""
+        if not isinstance(state, dict):
+            raise ValueError(f"state must be a JSON object, got {type(state).__name__}")
+        names = state.pop("feature_names_in_", None)
+        unknown = sorted(set(state) - set(self.saved_state))
+        if unknown:
+            raise ValueError(f"unknown state keys {unknown[:10]} (known: {sorted(self.saved_state)})")
+        for key in ("n_features_in_", "threshold_"):
+            if key not in state:
+                raise ValueError(f"state has no {key}")
+        check_parameters(state, self.saved_state)
+        for key, value in state.items():
+            setattr(self, key, value)
+        self.n_features_in_ = int(self.n_features_in_)
+        self.threshold_ = float(self.threshold_)
+        if names is not None:
+            if not (
+                isinstance(names, list) and len(names) == self.n_features_in_ and all(isinstance(c, str) for c in names)
+            ):
+                raise ValueError(f"feature_names_in_ must be a list of {self.n_features_in_} strings")
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+
 
 def load(path: str | os.PathLike[str], device: str = "cpu") -> BaseDetector:
-    """Load any usfad detector saved with ``save``."""
+    """Load any usfad detector saved with ``save`` (checked as :meth:`BaseDetector.load` says)."""
     return BaseDetector.load(path, device=device)
+
+
+def _restored_vector(tensor: Tensor, name: str, size: int | None = None) -> np.ndarray:
+    """A finite float64 vector from a model file (of ``size`` entries when given)."""
+    if tensor.dim() != 1 or (size is not None and tensor.shape[0] != size) or tensor.shape[0] == 0:
+        expected = f"({size},)" if size is not None else "(n_rows,)"
+        raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {expected}")
+    values = tensor.to(torch.float64).numpy()
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return values
 
 
 class DetectorGraph(nn.Module):
@@ -297,8 +477,9 @@ class DetectorGraph(nn.Module):
 
     It calls the detector's own ``_score`` on a copy whose network is
     :func:`~usfad.export.inference_copy` of ``model_``, so the exported score is
-    ``decision_function``'s by construction: standardise (float64), cast to float32, score,
-    cast to float64, map ``+-inf`` to the largest finite float64. Build it with
+    ``decision_function``'s by construction: standardise (float64, :func:`standardised`),
+    cast to float32, score (a row beyond :data:`FLOAT32_REACH` is not computed and scores
+    +inf), cast to float64, map ``+-inf`` to the largest finite float64. Build it with
     :meth:`BaseDetector.scoring_module`.
     """
 
@@ -314,8 +495,11 @@ class DetectorGraph(nn.Module):
         self.register_buffer("scale", torch.as_tensor(np.asarray(detector.scaler_scale_, dtype=np.float64)))
 
     def forward(self, x: Tensor) -> Tensor:
-        z = ((x - self.mean) / self.scale).to(torch.float32)
+        z = standardised(x, self.mean, self.scale).to(torch.float32)
+        far = _beyond_float32(z)
+        z = torch.where(far[:, None], torch.zeros_like(z), z)
         s = self._scorer._score(z).to(torch.float64)
+        s = torch.where(far, torch.full_like(s, float("inf")), s)
         big = float(np.finfo(np.float64).max)
         s = torch.where(s == float("inf"), torch.full_like(s, big), s)
         return torch.where(s == float("-inf"), torch.full_like(s, -big), s)

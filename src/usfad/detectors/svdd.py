@@ -129,8 +129,8 @@ class DeepSVDD(BaseDetector):
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if not 0 < self.nu <= 1:
             raise ValueError(f"nu must be in (0, 1], got {self.nu}")
-        if int(self.latent_features) < 1:
-            raise ValueError(f"latent_features must be >= 1, got {self.latent_features}")
+        if self.latent_features is None:
+            raise ValueError("latent_features must be an integer >= 1 for DeepSVDD, got None")
         if self.threshold == "chi2":
             self._chi2_threshold()
 

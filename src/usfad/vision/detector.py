@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..errors import DataError
 from ..export import OPSET, export_module, inference_copy, random_images
 from ..flows import check_flow
-from ..modelfile import read_model_file, write_model_file
+from ..modelfile import check_permutations, read_model_file, write_model_file
 from ..runtime import resolve_device, seeded
 from ..train import History, TrainConfig, fit_module
 from .heads import HEADS, FlowHead, build_head
@@ -506,7 +506,10 @@ class ImageDetector(BaseEstimator):
     ) -> ImageDetector:
         """Read a file written by :meth:`save`; the backbone is rebuilt from its name and weights.
 
-        Pass ``backbone`` to use a module instead (it must have the saved channels).
+        Pass ``backbone`` to use a module instead (it must have the saved channels). The
+        file's checksums are checked when it has them (:func:`usfad.modelfile.read_model_file`;
+        files written before checksums existed still load) and so are the head's permutation
+        buffers; any failure is a :class:`~usfad.errors.ModelFileError` naming the file.
         """
         from ..errors import ModelFileError
 
@@ -529,6 +532,9 @@ class ImageDetector(BaseEstimator):
             head.load_state_dict(
                 {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}, strict=True
             )
+            check_permutations(head, path)
+        except ModelFileError:
+            raise
         except Exception as exc:
             raise ModelFileError(f"{path} could not be restored as an ImageDetector: {exc}") from None
         det.backbone_ = det._build_backbone()

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from usfad import DeepSVDD, NonUSFlow, USFlow
+from usfad import DeepSVDD, DeepSVDDVAE, NonUSFlow, USFlow, VAEFlow
 from usfad.errors import DataError, TrainingDivergedError
 
 FAST = {"epochs": 2, "hidden_features": (8,), "n_blocks": 1, "batch_size": 32}
@@ -66,6 +66,17 @@ def test_scoring_before_fit_says_so():
         ({"epochs": 0}, "epochs"),
         ({"lr": -1.0}, "lr"),
         ({"flow": "nice"}, "flow must be one of"),
+        ({"epochs": 1.5}, r"epochs must be an integer >= 1, got 1\.5 \(float\)"),
+        ({"batch_size": 1.5}, r"batch_size must be an integer >= 1, got 1\.5 \(float\)"),
+        ({"n_blocks": 1.5}, r"n_blocks must be an integer >= 0, got 1\.5 \(float\)"),
+        ({"alpha": None}, r"alpha must be a number in \(0, 1\), got None"),
+        ({"max_steps": 0}, r"max_steps must be an integer >= 1 or None, got 0"),
+        ({"max_steps": 2.5}, r"max_steps must be an integer >= 1 or None, got 2\.5"),
+        ({"contamination": "0.1"}, r"contamination must be a number in \(0, 0\.5\], got '0\.1' \(str\)"),
+        ({"lr": float("nan")}, r"lr must be a number > 0, got nan"),
+        ({"random_state": 1.5}, r"random_state must be an integer or None, got 1\.5"),
+        ({"verbose": "yes"}, r"verbose must be True or False, got 'yes'"),
+        ({"epochs": True}, r"epochs must be an integer >= 1, got True \(bool\)"),
     ],
 )
 def test_invalid_hyper_parameters_are_named(params, message):
@@ -73,6 +84,55 @@ def test_invalid_hyper_parameters_are_named(params, message):
 
     with pytest.raises(ValueError, match=message):
         FlowDetector(**{**FAST, **params}).fit(GOOD)
+
+
+@pytest.mark.parametrize(
+    ("make", "params", "message"),
+    [
+        (DeepSVDD, {"epochs": 1.5}, r"epochs must be an integer >= 1, got 1\.5"),
+        (DeepSVDD, {"latent_features": None}, r"latent_features must be an integer >= 1 for DeepSVDD, got None"),
+        (DeepSVDD, {"nu": 0.0}, r"nu must be a number in \(0, 1\]"),
+        (VAEFlow, {"n_blocks": 1.5}, r"n_blocks must be an integer >= 0, got 1\.5"),
+        (VAEFlow, {"latent_features": 0}, r"latent_features must be an integer >= 1 or None, got 0"),
+        (DeepSVDDVAE, {"batch_size": 1.5}, r"batch_size must be an integer >= 1, got 1\.5"),
+    ],
+)
+def test_the_parameter_table_applies_to_every_detector_with_that_parameter(make, params, message):
+    with pytest.raises(ValueError, match=message):
+        make(**params).fit(GOOD)
+
+
+def test_max_steps_none_means_no_cap():
+    det = USFlow(**{**FAST, "epochs": 3}, max_steps=None, validation_fraction=0.0).fit(GOOD)
+    assert det.history_.steps == 3 * 2  # 40 rows, batches of 32: 2 steps per epoch, all 3 epochs
+
+
+def test_max_steps_caps_the_steps():
+    assert USFlow(**{**FAST, "epochs": 3}, max_steps=1).fit(GOOD).history_.steps == 1
+
+
+@pytest.mark.parametrize("kind", ["csr_matrix", "csc_matrix", "coo_array"])
+def test_sparse_input_has_its_own_message(kind):
+    from scipy import sparse
+
+    X = getattr(sparse, kind)(GOOD)
+    with pytest.raises(DataError, match=r"sparse input is not supported; call X\.toarray\(\) first"):
+        USFlow(**FAST).fit(X)
+    det = USFlow(**FAST).fit(GOOD)
+    with pytest.raises(DataError, match="sparse input is not supported"):
+        det.decision_function(X)
+
+
+def test_pr_auc_never_reads_above_one():
+    from sklearn.metrics import average_precision_score
+
+    from usfad.metrics import detection_metrics, pr_auc
+
+    y = np.array([1] * 42 + [0] * 4)
+    scores = np.random.default_rng(0).uniform(size=46) + y  # every anomaly above every normal row
+    assert average_precision_score(y, scores) > 1.0  # scikit-learn's rounding
+    assert pr_auc(y, scores) == 1.0
+    assert detection_metrics(y, scores)["pr_auc"] == 1.0
 
 
 def test_non_finite_training_loss_stops_with_a_clear_error():
@@ -83,7 +143,8 @@ def test_non_finite_training_loss_stops_with_a_clear_error():
 
 def test_constant_columns_are_fine():
     X = np.column_stack([GOOD, np.full(len(GOOD), 7.0)])
-    det = USFlow(**FAST).fit(X)
+    with pytest.warns(UserWarning, match=r"constant column\(s\) \[3\]"):
+        det = USFlow(**FAST).fit(X)
     assert np.isfinite(det.decision_function(X)).all()
 
 
@@ -97,6 +158,7 @@ def test_constant_columns_are_fine():
     kind=st.sampled_from(["usflow", "nonusflow", "deepsvdd"]),
 )
 @pytest.mark.filterwarnings("ignore::usfad.errors.RepresentationCollapseWarning")  # constant data may collapse
+@pytest.mark.filterwarnings("ignore:X has:UserWarning")  # constant columns, more features than rows
 def test_fit_and_score_on_random_shapes_and_values(data, kind):
     make = {
         "usflow": lambda: USFlow(**FAST),

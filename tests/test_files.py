@@ -187,7 +187,50 @@ def test_write_scores_leaves_no_file_when_something_else_fails(tmp_path):
 def test_malformed_csv_rows_are_reported_with_the_file(tmp_path):
     path = tmp_path / "ragged.csv"
     path.write_text("a,b\n" + "1,2\n" * 10 + "1,2,3,4\n")
-    with pytest.raises(DataError, match=r"ragged\.csv: not a readable CSV"):
+    with pytest.raises(DataError, match=r"ragged\.csv: line 12: 4 field\(s\) where the header has 2"):
         read_table(path)
     with pytest.raises(DataError, match=r"ragged\.csv: line 12: 4 field\(s\) where the header has 2"):
         list(iter_table(path, chunk_size=4))
+
+
+def test_read_table_names_a_short_row_by_line_and_field_count(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("a,b,c\n" + "1,2,3\n" * 98 + "1,2\n" + "1,2,3\n")  # line 100
+    with pytest.raises(DataError, match=r"short\.csv: line 100: 2 field\(s\) where the header has 3"):
+        read_table(path)
+
+
+def test_read_table_names_a_byte_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"a,b\n1,2\n3,\xe9\n")
+    with pytest.raises(DataError, match=r"latin1\.csv: line 3 is not UTF-8 text \(byte 0xe9"):
+        read_table(path)
+    path.write_bytes(b"a,\xe9\n1,2\n")
+    with pytest.raises(DataError, match=r"latin1\.csv: the header is not UTF-8"):
+        read_table(path)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "where"),
+    [
+        (".csv", r"line 9: column 'f1' is NaN or missing"),  # blank lines count in the line numbers
+        (".npz", r"row 5 \(counting from 0\): feature 1 is NaN or missing"),
+        pytest.param(
+            ".parquet",
+            r"row 5 \(counting from 0\): column 'f1' is NaN or missing",
+            marks=PARQUET.marks,
+        ),
+    ],
+)
+def test_read_table_finite_names_the_first_missing_value(tmp_path, table, suffix, where):
+    X, y = table
+    X = X.copy()
+    X[5, 1] = np.nan
+    path = _write(tmp_path / f"data{suffix}", X, y)
+    if suffix == ".csv":
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:2] + ["\n", "\n"] + lines[2:]))
+    label = "target" if suffix != ".npz" else None
+    assert np.isnan(read_table(path, label_column=label)[0][5, 1])  # without finite: NaN, as before
+    with pytest.raises(DataError, match=rf"data{suffix}: {where}"):
+        read_table(path, label_column=label, finite=True)

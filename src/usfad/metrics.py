@@ -29,9 +29,13 @@ def roc_auc(y_true: Any, scores: Any) -> float:
 
 
 def pr_auc(y_true: Any, scores: Any) -> float:
-    """Average precision (area under the precision-recall curve)."""
+    """Average precision (area under the precision-recall curve), in ``[0, 1]``.
+
+    scikit-learn's sum of precision steps can round to just above 1 (1.0000000000000002);
+    it is clipped so that a perfect detector reads exactly 1.
+    """
     y, s = _check(y_true, scores)
-    return float(average_precision_score(y, s))
+    return float(min(1.0, max(0.0, average_precision_score(y, s))))
 
 
 def best_f1(y_true: Any, scores: Any) -> float:

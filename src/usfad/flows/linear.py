@@ -39,11 +39,10 @@ class LULinear(Bijection):
     random, ``L = I``, ``U = 0``, unit diagonal), so that consecutive layers split and mix
     coordinates differently; the mixing itself is learned. Not the LU factors of a random
     rotation (Glow's start): those are well-conditioned only by their exact structure, and
-    Adam moves every entry by about the learning rate per step, so at 512 channels the
-    condition number of ``W`` reached 800 within 10 steps of FastFlow training on SqueezeNet
-    features and 7e4 by step 220; the loss passed 10 at step 210 and became non-finite at step
-    262. From a permutation it stayed below 17 and the loss kept falling
-    (``benchmarks/results/lu_conditioning.md``). On vectors
+    Adam moves every entry by about the learning rate per step, so at hundreds of channels
+    the rotation's factors soon became ill-conditioned and FastFlow training blew up, while
+    from a permutation the condition number stayed small and the loss kept falling
+    (measurements: ``benchmarks/results/lu_conditioning.md``). On vectors
     ``W`` is never formed: the factors are applied one after the other (``O(d^2)`` per
     sample), and the inverse is two triangular solves.
     """

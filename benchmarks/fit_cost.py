@@ -95,6 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     here = Path(__file__).resolve().parents[1] / "src"
     rows = []
+    load_start = os.getloadavg()[0]
     for case in args.cases:
         spec = CASES[case]
         if spec.startswith("adbench") and not Path(args.data).exists():
@@ -119,7 +120,9 @@ def main() -> None:
         "# One USFlow fit: time and where it goes",
         "",
         f"`{' '.join(['benchmarks/fit_cost.py', *sys.argv[1:]])}`; one thread, each fit in its own process, "
-        "default parameters (`USFlow()`).",
+        "default parameters (`USFlow()`). Load average (1 min) at the start and the end of the run: "
+        f"{load_start:.1f} and {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; above the core count other work "
+        "shared the machine and the absolute times are inflated (the before/after pairs ran back to back).",
         "",
         "| case | before: fit s (steps) | after: fit s (steps) | after / before |",
         "|---|---|---|---|",

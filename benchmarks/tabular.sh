@@ -44,3 +44,14 @@ $USFAD bench --data "$DATA" --models usflow_gin --jobs 2 --results "$OUT/usflow_
     2_annthyroid 28_pendigits 25_musk 19_landsat 32_shuttle 22_magic.gamma 33_skin 34_smtp 11_donors 24_mnist
 $USFAD report "$OUT/usflow_gin_classical.jsonl" "$OUT/usfad_models.jsonl" --group Classical \
     --reference usflow_gin --control usflow -o "$OUT/report_gin"
+
+# issue 17, session 10: the new USFlow default (mixing='auto', noise='auto', batch 512, 1500 steps, fused Adam)
+# next to the anchors, all in one run so that cell-seconds compare (run from a snapshot of the code: a worktree,
+# so that edits made while it runs cannot leak into the worker processes)
+$USFAD bench --data "$DATA" --datasets Classical --models usflow knn iforest ecod \
+    --jobs 2 --time-limit 1800 --results "$OUT/tabular_v2/results.jsonl"
+$USFAD bench --data "$DATA" --datasets Classical --models nonusflow deepsvdd \
+    --jobs 2 --time-limit 1800 --results "$OUT/tabular_v2/results.jsonl"
+$USFAD report "$OUT/tabular_v2/results.jsonl" --group Classical --control knn -o "$OUT/tabular_v2/report_vs_knn"
+# one fit profiled, before and after (a worktree of the commit before the change as --before)
+.venv/bin/python benchmarks/fit_cost.py --before /tmp/before/src --data "$DATA" -o "$OUT/fit_cost"

@@ -136,7 +136,7 @@ def test_wrong_feature_count_at_scoring(tmp_path, data, capsys):
     out = tmp_path / "scores.csv"
     assert main(["score", str(model), str(wide), "-o", str(out)]) == 1
     err = _error(capsys)
-    assert "wide.csv" in err and "has 4 features, but the model was fitted with 3" in err
+    assert "wide.csv" in err and "has 4 features, but the model is expecting 3 features as input" in err
     assert not out.exists()
 
 
@@ -225,5 +225,5 @@ def test_export_check_data_with_nan_names_the_file_and_leaves_no_onnx(tmp_path, 
     assert not onnx.exists()
     wide = _write(tmp_path / "wide.npz", np.hstack([X, X]))
     assert main(["export", str(model), "--check-data", str(wide), "-o", str(onnx)]) == 1
-    assert "wide.npz has 6 features, but the model was fitted with 3" in _error(capsys)
+    assert "wide.npz has 6 features, but the model is expecting 3 features as input" in _error(capsys)
     assert not onnx.exists()

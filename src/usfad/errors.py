@@ -1,8 +1,19 @@
 """Errors raised by usfad, each naming what was expected and what was given."""
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class DataError(ValueError):
     """Input data that cannot be used: wrong shape, non-finite or non-numeric values."""
+
+
+class NotFittedError(_SklearnNotFittedError, RuntimeError):
+    """A detector used before ``fit``.
+
+    scikit-learn's :class:`~sklearn.exceptions.NotFittedError` (so a ``ValueError`` and an
+    ``AttributeError``, what :func:`sklearn.utils.validation.check_is_fitted` raises), and a
+    ``RuntimeError`` as usfad raised before.
+    """
 
 
 class TrainingDivergedError(RuntimeError):

@@ -363,13 +363,12 @@ def verify_image_onnx(
     ``output_rel_diff``), and ``passed`` when it is within ``rtol``.
 
     Why 1e-4 and not the tabular 1e-5: in float32 the whole path (CNN backbone, flow head,
-    upsampling, blur) cannot be held to 1e-5 in general. Measured on MobileNetV2 at 256 px
-    (``benchmarks/results/export_check_vision.md``): 1e-7 to 4e-6 for FastFlow, CFlow and
-    U-Flow ``usf``, but 1.2e-5 for U-Flow ``affine`` after one epoch, whose maps reach 2.6e6:
-    the affine couplings' ``exp`` amplify float32 rounding. There, freezing the LU layers
-    into plain matrices (:func:`inference_copy`, needed because ONNX has no triangular
-    solve) moves PyTorch's own maps by 2.6e-5, and ONNX Runtime's kernels (summing in
-    another order than PyTorch's) by another 1.4e-5 against the frozen PyTorch graph.
+    upsampling, blur) cannot be held to 1e-5 in general. Where a head's maps are large (U-Flow
+    ``affine``, whose couplings' ``exp`` amplify float32 rounding), both freezing the LU
+    layers into plain matrices (:func:`inference_copy`, needed because ONNX has no
+    triangular solve) and ONNX Runtime's kernels (summing in another order than PyTorch's)
+    move the maps. The differences per head and flow (MobileNetV2, 256 px) are in
+    ``benchmarks/results/export_check_vision.md``.
     """
     x = detector.as_images(images)
     session = onnx_session(path, threads=threads)

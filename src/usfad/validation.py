@@ -20,12 +20,16 @@ import numpy as np
 from .errors import DataError
 
 
-def check_array(X: Any, *, n_features: int | None = None, min_samples: int = 1, what: str = "X") -> np.ndarray:
+def check_array(
+    X: Any, *, n_features: int | None = None, min_samples: int = 1, what: str = "X", fitted: str = "the model"
+) -> np.ndarray:
     """Return ``X`` as a C-contiguous float64 array of shape ``(n_samples, n_features)``.
 
-    Raises :class:`DataError` for non-numeric columns, a shape other than 2-D, fewer than
-    ``min_samples`` rows, NaN or infinite values, or a feature count other than
-    ``n_features``.
+    Raises :class:`DataError` for non-numeric or complex values, a shape other than 2-D,
+    fewer than ``min_samples`` rows, no columns, NaN or infinite values, or a feature count
+    other than ``n_features`` (the message names ``fitted``, the model expecting them). The
+    messages contain scikit-learn's wording (``n_samples=``, ``0 feature(s)``, ``Reshape
+    your data``, ``is expecting N features as input``, ``Complex data not supported``).
     """
     if _is_sparse(X):
         raise DataError(
@@ -44,18 +48,25 @@ def check_array(X: Any, *, n_features: int | None = None, min_samples: int = 1, 
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and similar
         raise DataError(f"{what} could not be read as an array: {exc}") from None
-    if arr.dtype.kind in "OUSV" or arr.dtype.kind == "c":
+    if arr.dtype.kind == "c":  # a cast would silently drop the imaginary parts
+        raise DataError(f"{what} has complex values ({arr.dtype}): Complex data not supported; pass real numbers")
+    if arr.dtype.kind in "OUSV":
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise DataError(f"{what} has non-numeric values ({exc}); encode them as numbers first") from None
     if arr.ndim != 2:
-        hint = " (use X.reshape(-1, 1) for a single feature)" if arr.ndim == 1 else ""
+        hint = (
+            f". Reshape your data: {what}.reshape(-1, 1) for a single feature, "
+            f"{what}.reshape(1, -1) for a single sample"
+            if arr.ndim == 1
+            else ""
+        )
         raise DataError(f"{what} must be 2-D (n_samples, n_features), got an array of shape {arr.shape}{hint}")
     if arr.shape[0] < min_samples:
-        raise DataError(f"{what} needs at least {min_samples} sample(s), got {arr.shape[0]}")
+        raise DataError(f"{what} needs at least {min_samples} sample(s), got n_samples={arr.shape[0]}")
     if arr.shape[1] == 0:
-        raise DataError(f"{what} has no features (shape {arr.shape})")
+        raise DataError(f"{what} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     finite = np.isfinite(arr)
     if not finite.all():
@@ -66,7 +77,7 @@ def check_array(X: Any, *, n_features: int | None = None, min_samples: int = 1, 
             f"column {cols[0]}. Impute or drop them first"
         )
     if n_features is not None and arr.shape[1] != n_features:
-        raise DataError(f"{what} has {arr.shape[1]} features, but the model was fitted with {n_features}")
+        raise DataError(f"{what} has {arr.shape[1]} features, but {fitted} is expecting {n_features} features as input")
     return arr
 
 
@@ -130,7 +141,7 @@ def check_feature_names(given: Sequence[str] | None, expected: Sequence[str] | N
         if part
     )
     head = (
-        f"{what} has {len(given)} features, but the model was fitted with {len(expected)}"
+        f"{what} has {len(given)} features, but the model is expecting {len(expected)} features as input"
         if len(given) != len(expected)
         else f"{what} does not have the columns the model was fitted with"
     )

@@ -6,9 +6,8 @@ prints ROC-AUC, PR-AUC and fit time per cell, and writes ``report.md``, ``result
 three figures: ROC curves, score histograms and NLL against latent distance for the two
 flows, which shows density alignment (a curve for the USF, a cloud for the non-USF).
 
-The settings are sized for a laptop CPU (the default run takes about half a minute on a
-busy 2-core machine, well under 3 minutes); they are demo settings, not the benchmark's
-(see ``usfad bench``).
+The settings are sized for a short run on a laptop CPU (the run prints its fit times);
+they are demo settings, not the benchmark's (see ``usfad bench``).
 """
 
 from __future__ import annotations
@@ -104,8 +103,8 @@ def run_demo(datasets: list[str], seeds: list[int], quick: bool = False, progres
     factories = model_factories(quick)
     result = DemoResult()
     # The demo's networks are small, so a second thread gains little; when other processes
-    # compete for the cores, spinning worker threads make every step many times slower
-    # (6-10x measured on a busy 2-core machine). One thread keeps the run short everywhere.
+    # compete for the cores, spinning worker threads make every step many times slower.
+    # One thread keeps the run short everywhere.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

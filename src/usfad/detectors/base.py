@@ -6,7 +6,10 @@ scikit-learn's estimator rules (``__init__`` only stores parameters; ``fit`` ret
 - ``decision_function(X)``: anomaly score, higher = more anomalous;
 - ``score_samples(X) = -decision_function(X)`` (scikit-learn sign);
 - ``decision_scores_``, ``threshold_``, ``labels_`` (1 = anomaly) after ``fit``;
-- ``predict(X)`` and ``predict_proba(X)`` (PyOD's linear scaling of the training scores).
+- ``predict(X)`` and ``predict_proba(X)`` (PyOD's linear scaling of the training scores);
+  labels are PyOD's 0/1, not the -1/+1 of scikit-learn's ``OutlierMixin`` (whose
+  ``fit_predict`` gives the same 0/1); ``tests/test_sklearn_checks.py`` runs scikit-learn's
+  estimator checks and lists the few that do not apply, with the reason for each.
 
 Inputs: ``fit`` records ``feature_names_in_`` when ``X`` is a DataFrame whose column names are
 all strings; scoring a DataFrame with other names, or the same names in another order, is
@@ -33,7 +36,7 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from torch import Tensor, nn
 
-from ..errors import DataError, ModelFileError
+from ..errors import DataError, ModelFileError, NotFittedError
 from ..export import OPSET, export_module, inference_copy
 from ..modelfile import check_permutations, read_model_file, write_model_file
 from ..runtime import resolve_device, seeded
@@ -249,7 +252,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     # --- inference ----------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
     def _to_tensor(self, X: np.ndarray) -> Tensor:
         with np.errstate(over="ignore"):  # beyond float64: inf, scored as +inf (see _scores_of)
@@ -259,7 +262,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def _validated(self, X: Any) -> Tensor:
         self._check_fitted()
         check_feature_names(feature_names(X), getattr(self, "feature_names_in_", None), what="X")
-        return self._to_tensor(check_array(X, n_features=self.n_features_in_))
+        return self._to_tensor(check_array(X, n_features=self.n_features_in_, fitted=type(self).__name__))
 
     @torch.no_grad()
     def _batched(self, fn: Any, data: Tensor) -> np.ndarray:

@@ -41,9 +41,9 @@ FORMAT = "usfad-image-detector"
 FORMAT_VERSION = 2  # 2: head tensors under "head.", the feature scaler under "scaler."
 
 #: per-model defaults, chosen so that a Magnetic Tile run (761 training images, 256 x 256,
-#: MobileNetV2 levels 24@4, 32@8, 96@16, batch 8) trains in about 2 minutes of one CPU core
-#: after feature caching: measured CPU seconds per epoch, FastFlow 11, CFlow (256 fibres
-#: per image and level) 10, U-Flow 15
+#: MobileNetV2 levels 24@4, 32@8, 96@16, batch 8; CFlow 256 fibres per image and level)
+#: trains in minutes of one CPU core after feature caching; the training CPU seconds per
+#: model are in ``benchmarks/results/vision_magnetic_tile/results.md``
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "fastflow": {"n_blocks": 4, "hidden_ratio": 1.0, "epochs": 10, "combine": "likelihood"},
     "cflow": {"n_blocks": 4, "hidden_ratio": 1.0, "epochs": 10, "combine": "likelihood"},
@@ -84,7 +84,7 @@ def _mean_std(features: Tensor, chunk: int = 64) -> tuple[Tensor, Tensor]:
 
 def _ordinary(t: Tensor) -> Tensor:
     """An inference-mode tensor as an ordinary one: training on slices of inference tensors is
-    an order of magnitude slower (measured: 13 s against 0.6 s for a tiny U-Flow)."""
+    much slower."""
     if not t.is_inference():
         return t
     with torch.inference_mode(False):
@@ -128,9 +128,10 @@ class ImageDetector(BaseEstimator):
         cannot learn to scale away by itself.
     noise: standard deviation of Gaussian noise added to the standardised training features
         (not at test time), as the tabular flows do. A feature that never varies in the
-        training images (a ReLU unit that is never on: 18 of SqueezeNet's 512 deepest
-        channels over 200 Magnetic Tile images) otherwise has an unbounded likelihood: the
-        flow keeps shrinking it and training blows up. ``0`` turns it off.
+        training images (a ReLU unit that is never on, as some of SqueezeNet's deepest
+        channels on Magnetic Tile: ``benchmarks/results/noise_check.md``) otherwise has an
+        unbounded likelihood: the flow keeps shrinking it and training blows up. ``0`` turns
+        it off.
     random_state, device, verbose: seed, ``"cpu" | "cuda" | "auto"``, progress bars.
     """
 

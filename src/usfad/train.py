@@ -86,7 +86,7 @@ def fit_module(
     train, val = data[train_idx], data[val_idx]
     params = [p for p in module.parameters() if p.requires_grad]
     # The fused kernel updates every tensor in one call: on the CPU the per-tensor loop it
-    # replaces cost a tenth of a small flow's step (benchmarks/results/fit_profile.md).
+    # replaces was a visible share of a small flow's step (benchmarks/results/fit_cost.md).
     fused = all(p.dtype in (torch.float32, torch.float64) for p in params) and bool(params)
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
     # Linear warm-up: Adam's first steps are full-size whatever the gradient's scale, and

@@ -12,7 +12,13 @@ i.e. the Deep SVDD term on the network ``f`` with centre ``c`` plus the regulari
 ``-kappa`` (:func:`usf_nll_terms`), and ``NLL`` is a strictly increasing function of the
 latent distance ``||f(x) - c||``. If the USF fits the data, ``||f(x) - c||^2 / s^2`` of
 normal samples follows ``chi2(d)``: :func:`chi2_nll_threshold` turns a false-alarm rate
-into an NLL threshold without any anomaly examples.
+into an NLL threshold without any anomaly examples. That holds only as far as the fitted
+flow is the data's density, so the chi-square threshold is approximate.
+
+The distribution-free alternative is split-conformal calibration (any score, any model):
+hold out :func:`calibration_size` normal rows (:func:`calibration_split`), fit on the rest,
+and threshold at :func:`conformal_threshold` of the held-out scores; :func:`conformal_p_values`
+gives each row's p-value against them.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from .errors import DataError
 from .flows.base import Bijection
 
 
@@ -102,8 +110,110 @@ def chi2_nll_threshold(dim: int, alpha: float, kappa: float, scale: float = 1.0)
 
     ``||f(x) - c||^2 / s^2 ~ chi2(dim)`` for normal data, so the ``1 - alpha`` quantile
     ``q`` maps to ``NLL = q / 2 + (dim/2) log(2 pi s^2) - kappa``.
+
+    Approximate: the law holds only if the fitted flow *is* the data's density. It is not:
+    the flow is fitted on training rows plus Gaussian noise (``noise_``), which widens the
+    fitted density, so clean rows land closer to ``c`` than ``chi2(dim)`` says and fewer
+    than ``alpha`` are flagged; a finite network misfits multimodal or bounded data
+    (flagged share above or below ``alpha``). The measured false-alarm rates (Gaussian,
+    mixture and uniform data, ADBench sets) are in ``benchmarks/results/false_alarms.md``;
+    for a rate with a guarantee, use the split-conformal threshold (:func:`conformal_threshold`).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     q = float(stats.chi2.ppf(1 - alpha, dim))
     return q / 2 + 0.5 * dim * math.log(2 * math.pi * scale**2) - kappa
+
+
+# --- split-conformal calibration ------------------------------------------------------
+
+#: :func:`calibration_size`: a fifth of the rows, ...
+CALIBRATION_FRACTION = 0.2
+#: ... at least this many when that leaves half of the rows to fit on (100 rows give a
+#: finite threshold down to ``alpha = 1/101``) ...
+CALIBRATION_FLOOR = 100
+#: ... and at most this many (the fitted rate's spread, about ``sqrt(alpha / n_cal)``,
+#: is then below a seventh of ``alpha`` at ``alpha = 0.01``; more rows go to the model).
+CALIBRATION_CAP = 5000
+#: fewer calibration rows than this are refused (``alpha`` would have to be above 1/21).
+CALIBRATION_MIN = 20
+
+#: The threshold when no calibration score may be exceeded (``alpha < 1/(n_cal + 1)``):
+#: the largest float64 below the score of a row beyond float range, so only such rows
+#: (scored +inf, reported as the largest float64) are flagged.
+NO_ALARM = float(np.nextafter(np.finfo(np.float64).max, 0.0))
+
+
+def calibration_size(n_rows: int) -> int:
+    """How many of ``n_rows`` normal training rows are held out for calibration.
+
+    ``n_rows // 5`` (:data:`CALIBRATION_FRACTION`), raised to ``min(n_rows // 2, 100)``
+    (:data:`CALIBRATION_FLOOR`) and capped at 5000 (:data:`CALIBRATION_CAP`): 100 rows for
+    200 to 500 rows, half below, a fifth from 500 to 25,000 rows, 5000 above. It reads
+    ``n_rows`` only, so the split never depends on the data's values.
+    """
+    n_rows = int(n_rows)
+    floor = min(n_rows // 2, CALIBRATION_FLOOR)
+    return min(max(int(n_rows * CALIBRATION_FRACTION), floor), CALIBRATION_CAP)
+
+
+def rows_for_calibration(n_cal: int) -> int | None:
+    """The fewest rows whose :func:`calibration_size` is at least ``n_cal`` (None: no number of rows)."""
+    if n_cal <= CALIBRATION_FLOOR:
+        return 2 * max(int(n_cal), 0)
+    if n_cal <= CALIBRATION_CAP:
+        return math.ceil(n_cal / CALIBRATION_FRACTION)
+    return None
+
+
+def calibration_split(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit_rows, calibration_rows)``: sorted row indices, a random split seeded by ``seed``.
+
+    ``calibration_rows`` has :func:`calibration_size` entries; fewer than
+    :data:`CALIBRATION_MIN` is a :class:`~usfad.errors.DataError`.
+    """
+    n_cal = calibration_size(n_rows)
+    if n_cal < CALIBRATION_MIN:
+        raise DataError(
+            f"threshold='conformal' holds out calibration rows and needs at least "
+            f"{rows_for_calibration(CALIBRATION_MIN)} training rows ({CALIBRATION_MIN} calibration rows); "
+            f"got {n_rows}. Use threshold='contamination' or more rows"
+        )
+    order = np.random.default_rng(int(seed)).permutation(int(n_rows))
+    return np.sort(order[n_cal:]), np.sort(order[:n_cal])
+
+
+def exceedances_allowed(n_cal: int, alpha: float) -> int:
+    """``floor((n_cal + 1) alpha)``: how many calibration scores may lie above the threshold.
+
+    (Rounded to 9 decimals first, so that ``100 * 0.01`` is 1 whatever its float error.)
+    """
+    return math.floor(round((int(n_cal) + 1) * float(alpha), 9))
+
+
+def conformal_threshold(calibration_scores: np.ndarray, alpha: float) -> float:
+    """The split-conformal threshold at false-alarm rate ``alpha``.
+
+    With ``n`` calibration scores and ``l = floor((n + 1) alpha)``, the
+    ``ceil((n + 1)(1 - alpha)) = (n + 1 - l)``-th smallest score. A fresh score exchangeable
+    with the calibration scores exceeds it with probability ``l / (n + 1)`` (ties only
+    lower it): at most ``alpha`` and more than ``alpha - 1/(n + 1)``. With ``l = 0``
+    (``alpha < 1/(n + 1)``) no calibration score may be exceeded: :data:`NO_ALARM`.
+    """
+    scores = np.sort(np.asarray(calibration_scores, dtype=np.float64).ravel())
+    allowed = exceedances_allowed(scores.size, alpha)
+    if allowed < 1:
+        return NO_ALARM
+    return float(scores[scores.size - allowed])
+
+
+def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``(1 + #{calibration scores >= s}) / (n + 1)`` for each score ``s``: in ``[1/(n + 1), 1]``.
+
+    Under exchangeability ``P(p <= a) <= a`` for every ``a``; a score above the threshold of
+    :func:`conformal_threshold` at ``alpha`` is exactly one whose p-value is at most ``alpha``.
+    """
+    reference = np.sort(np.asarray(calibration_scores, dtype=np.float64).ravel())
+    scores = np.asarray(scores, dtype=np.float64)
+    at_least = reference.size - np.searchsorted(reference, scores, side="left")
+    return (1.0 + at_least) / (reference.size + 1.0)

@@ -45,9 +45,12 @@ def tensors_checksum(tensors: Mapping[str, Tensor]) -> str:
     """SHA-256 (hex) of the tensors' names, dtypes, shapes and bytes, in name order."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
+        t = tensors[name].detach().cpu()
         digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode("utf-8"))
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        # a fresh copy: a one-element buffer made by expand() counts as contiguous with stride 0,
+        # which view(uint8) refuses (GaussianBase's centre with one feature)
+        flat = t.reshape(-1).clone(memory_format=torch.contiguous_format)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

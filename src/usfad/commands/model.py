@@ -56,7 +56,7 @@ def _detector(name: str, args: argparse.Namespace) -> Any:
         if name != "flow":
             raise ValueError(f"--flow goes with --model flow (--model {name} fixes its own flow)")
         params["flow"] = args.flow
-    for key in ("epochs", "contamination", "threshold"):
+    for key in ("epochs", "contamination", "threshold", "alpha"):
         value = getattr(args, key)
         if value is not None:
             params[key] = value
@@ -186,8 +186,16 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument(
         "--threshold",
-        choices=("contamination", "chi2"),
-        help="how to set the threshold; chi2 needs usflow (default: contamination)",
+        choices=("contamination", "chi2", "conformal"),
+        help="how to set the threshold: the contamination share of the training rows, or a false-alarm rate "
+        "--alpha by chi2 (usflow only, approximate) or conformal (held-out calibration rows, any model) "
+        "(default: contamination)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        metavar="A",
+        help="false-alarm rate for --threshold chi2 or conformal (default: the model's, 0.01)",
     )
     p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no training progress bar")

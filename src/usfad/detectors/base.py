@@ -9,7 +9,8 @@ scikit-learn's estimator rules (``__init__`` only stores parameters; ``fit`` ret
 - ``predict(X)`` and ``predict_proba(X)`` (PyOD's linear scaling of the training scores);
   labels are PyOD's 0/1, not the -1/+1 of scikit-learn's ``OutlierMixin`` (whose
   ``fit_predict`` gives the same 0/1); ``tests/test_sklearn_checks.py`` runs scikit-learn's
-  estimator checks and lists the few that do not apply, with the reason for each.
+  estimator checks and lists the few that do not apply, with the reason for each;
+- ``p_values(X)`` with ``threshold="conformal"`` (split-conformal p-values).
 
 Inputs: ``fit`` records ``feature_names_in_`` when ``X`` is a DataFrame whose column names are
 all strings; scoring a DataFrame with other names, or the same names in another order, is
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -36,6 +38,7 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from torch import Tensor, nn
 
+from ..density import NO_ALARM, calibration_split, conformal_p_values, conformal_threshold, rows_for_calibration
 from ..errors import DataError, ModelFileError, NotFittedError
 from ..export import OPSET, export_module, inference_copy
 from ..modelfile import check_permutations, read_model_file, write_model_file
@@ -45,7 +48,7 @@ from ..validation import Constraint, check_array, check_feature_names, check_par
 
 FORMAT = "usfad-detector"
 FORMAT_VERSION = 1
-THRESHOLDS = ("contamination", "chi2")
+THRESHOLDS = ("contamination", "chi2", "conformal")
 
 #: What each hyper-parameter of the tabular detectors may be, by name, in one place. ``fit``
 #: checks the parameters the estimator has (``n_blocks`` applies to the flows and VAEFlow,
@@ -120,6 +123,37 @@ _REGISTRY: dict[str, type[BaseDetector]] = {}
 
 class BaseDetector(OutlierMixin, BaseEstimator):
     """Common machinery; subclasses implement ``_build_model``, ``_loss`` and ``_score``.
+
+    Thresholds (``threshold=``; ``predict`` flags ``decision_function(X) > threshold_``):
+
+    - ``"contamination"`` (the default): PyOD's rule, the ``1 - contamination`` quantile of
+      the training scores. It flags that share of the training rows and promises nothing
+      about fresh normal rows.
+    - ``"chi2"`` (uniformly scaling flows only): a false-alarm rate ``alpha`` read from the
+      chi-square law of the latent distance. Approximate: it holds only as far as the fitted
+      flow is the data's density, and the training noise (``noise_``) widens that density,
+      so fewer than ``alpha`` are flagged on Gaussian data and more or fewer on others
+      (:func:`usfad.density.chi2_nll_threshold`; measured in
+      ``benchmarks/results/false_alarms.md``).
+    - ``"conformal"``: split-conformal, any detector. ``fit`` holds out a seeded calibration
+      split of ``X`` (:func:`usfad.density.calibration_size` rows: a fifth, at least 100 when
+      that leaves half, at most 5000; fewer than 40 rows in ``X`` is a
+      :class:`~usfad.errors.DataError`), fits the scaler and the network on the rest, and
+      sets ``threshold_`` to the ``ceil((n_cal + 1)(1 - alpha))``-th smallest calibration
+      score (:func:`usfad.density.conformal_threshold`). If fresh normal rows are
+      exchangeable with the training rows, each is flagged with probability at most
+      ``alpha`` and more than ``alpha - 1/(n_cal + 1)`` (over the calibration draw: one
+      fit's rate varies around it by about ``sqrt(alpha / n_cal)``). When ``alpha <
+      1/(n_cal + 1)`` no finite score can be flagged: ``fit`` warns (``UserWarning``).
+      ``calibration_scores_`` (ascending, saved in the model file) gives ``p_values(X)``;
+      ``predict(X) == (p_values(X) <= alpha)``. ``decision_scores_`` and ``labels_`` cover
+      every row of ``X``, calibration rows included.
+
+    The default stays ``"contamination"`` although only ``"conformal"`` keeps a promise about
+    fresh rows: ``contamination=0.1`` is the default PyOD and ADBench code relies on, so
+    switching (or switching whenever ``contamination`` is not passed, which needs a ``None``
+    default) would change the labels of every existing caller, and conformal calibration
+    withholds rows from the model. Ask for it with ``threshold="conformal"``.
 
     Standardisation (``standardize=True``, :func:`fit_scaler`) survives any finite scale and
     warns (``UserWarning``) about constant columns; ``fit`` also warns when ``X`` has more
@@ -199,12 +233,19 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> BaseDetector:
         """Fit on normal data ``X`` (``y`` is ignored: training is unsupervised).
 
-        A DataFrame whose column names are all strings sets ``feature_names_in_``.
+        A DataFrame whose column names are all strings sets ``feature_names_in_``. With
+        ``threshold="conformal"`` a seeded share of the rows is held out for calibration (see
+        the class docstring) and everything is fitted on the rest.
         """
         self._check_common_params()
         self._check_params()
         names = feature_names(X)
         X = check_array(X, min_samples=2)
+        seed = self.random_state if self.random_state is not None else int(np.random.randint(2**31 - 1))
+        if self.threshold == "conformal":
+            fit_rows, calibration_rows = calibration_split(X.shape[0], int(seed))
+        else:
+            fit_rows, calibration_rows = None, None
         self.n_features_in_ = X.shape[1]
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
@@ -217,8 +258,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=2,
             )
+        X_fit = X if fit_rows is None else X[fit_rows]  # the calibration rows stay out of everything fitted
         if self.standardize:
-            self.scaler_mean_, self.scaler_scale_, constant = fit_scaler(X)
+            self.scaler_mean_, self.scaler_scale_, constant = fit_scaler(X_fit)
             if constant.any():
                 columns = np.flatnonzero(constant).tolist()
                 named = [names[j] for j in columns] if names is not None else columns
@@ -231,15 +273,19 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         else:
             self.scaler_mean_ = np.zeros(X.shape[1])
             self.scaler_scale_ = np.ones(X.shape[1])
-        seed = self.random_state if self.random_state is not None else int(np.random.randint(2**31 - 1))
         self.device_ = resolve_device(self.device)
         data = self._to_tensor(X)
         with seeded(int(seed)):
             generator = torch.Generator().manual_seed(int(seed))
             self.model_ = self._build_model(X.shape[1]).to(self.device_)
-            self.history_ = self._fit_model(data, self._train_config(), generator)
+            fit_data = data if fit_rows is None else data[fit_rows]
+            self.history_ = self._fit_model(fit_data, self._train_config(), generator)
         self.model_.eval()
         self.decision_scores_ = self._scores_of(data)
+        if calibration_rows is not None:
+            self.calibration_scores_ = np.sort(self.decision_scores_[calibration_rows])
+        elif hasattr(self, "calibration_scores_"):
+            del self.calibration_scores_
         self.threshold_ = self._threshold()
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
@@ -247,6 +293,22 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def _threshold(self) -> float:
         if self.threshold == "chi2":
             return float(self._chi2_threshold())
+        if self.threshold == "conformal":
+            threshold = conformal_threshold(self.calibration_scores_, self.alpha)
+            if threshold == NO_ALARM:
+                n_cal = len(self.calibration_scores_)
+                needed = math.ceil(round(1 / self.alpha, 9)) - 1
+                rows = rows_for_calibration(needed)
+                lowest = f"use alpha >= {1 / (n_cal + 1):.3g}"
+                hint = f"Fit on at least {rows} rows or {lowest}" if rows is not None else lowest.capitalize()
+                warnings.warn(
+                    f"threshold='conformal' at alpha={self.alpha} needs at least {needed} calibration rows; "
+                    f"{n_cal} were held out of {len(self.decision_scores_)}: no row with a finite score will be "
+                    f"flagged (p_values still rank rows). {hint}",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return threshold
         return float(np.quantile(self.decision_scores_, 1 - self.contamination))
 
     # --- inference ----------------------------------------------------------------
@@ -303,6 +365,23 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """1 for anomalies (score above ``threshold_``), 0 otherwise."""
         return (self.decision_function(X) > self.threshold_).astype(int)
+
+    def p_values(self, X: Any) -> np.ndarray:
+        """Split-conformal p-value of each row (``threshold="conformal"`` only), in ``(0, 1]``.
+
+        ``(1 + #{calibration scores >= score}) / (n_cal + 1)``
+        (:func:`usfad.density.conformal_p_values`): small = unlike the normal training rows.
+        For a fresh normal row exchangeable with them, ``P(p <= a) <= a`` for every ``a``;
+        ``predict(X) == (p_values(X) <= alpha)`` (rows scored +inf are flagged even when
+        ``alpha < 1/(n_cal + 1)``). Other thresholds hold no calibration rows: ``ValueError``.
+        """
+        self._check_fitted()
+        if not hasattr(self, "calibration_scores_"):
+            raise ValueError(
+                f"p_values needs calibration rows held out at fit: fit with threshold='conformal' "
+                f"(this {type(self).__name__} has threshold={self.threshold!r})"
+            )
+        return conformal_p_values(self.calibration_scores_, self.decision_function(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """``(n, 2)`` [normal, anomaly] by min-max scaling against the training scores."""
@@ -366,6 +445,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         tensors["scaler_mean"] = torch.from_numpy(np.asarray(self.scaler_mean_, dtype=np.float64))
         tensors["scaler_scale"] = torch.from_numpy(np.asarray(self.scaler_scale_, dtype=np.float64))
         tensors["decision_scores"] = torch.from_numpy(np.asarray(self.decision_scores_, dtype=np.float64))
+        if hasattr(self, "calibration_scores_"):
+            tensors["calibration_scores"] = torch.from_numpy(np.asarray(self.calibration_scores_, dtype=np.float64))
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()}
         extra = self._extra_state()
         undeclared = sorted(set(extra) - set(self.saved_state))
@@ -396,8 +477,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         (:data:`PARAMETER_CONSTRAINTS` and the class's own rules), the ``state`` keys (only
         those in :attr:`saved_state`, each of its declared type and range; ``threshold_`` a
         finite number, ``n_features_in_`` a positive integer), the scaler and training
-        scores (finite, one per feature or row), every model tensor (finite) and every
-        permutation buffer (``order`` / ``inverse_order``: each index exactly once). Any
+        scores (finite, one per feature or row), the calibration scores (present exactly when
+        ``threshold="conformal"``; finite, ascending, giving ``threshold_``), every model
+        tensor (finite) and every permutation buffer (``order`` / ``inverse_order``: each
+        index exactly once). Any
         failure is a :class:`~usfad.errors.ModelFileError` naming the file.
         """
         tensors, metadata = read_model_file(path, FORMAT, FORMAT_VERSION)
@@ -420,6 +503,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             if not (det.scaler_scale_ > 0).all():
                 raise ValueError("scaler_scale holds values <= 0")
             det.decision_scores_ = _restored_vector(tensors.pop("decision_scores"), "decision_scores")
+            det._restore_calibration(tensors.pop("calibration_scores", None))
             model = det._build_model(det.n_features_in_)
             weights = {k[len("model.") :]: v for k, v in tensors.items()}
             bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
@@ -434,6 +518,24 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         det.model_ = model.to(det.device_).eval()
         det.labels_ = (det.decision_scores_ > det.threshold_).astype(int)
         return det
+
+    def _restore_calibration(self, tensor: Tensor | None) -> None:
+        """Set ``calibration_scores_`` from a model file; ValueError unless it fits ``threshold`` and ``threshold_``."""
+        if (tensor is not None) != (self.threshold == "conformal"):
+            has = "holds" if tensor is not None else "has no"
+            raise ValueError(f"the file {has} calibration_scores, but threshold={self.threshold!r}")
+        if tensor is None:
+            return
+        scores = _restored_vector(tensor, "calibration_scores")
+        if (np.diff(scores) < 0).any():
+            raise ValueError("calibration_scores are not in ascending order")
+        expected = conformal_threshold(scores, self.alpha)
+        if self.threshold_ != expected:
+            raise ValueError(
+                f"threshold_ {self.threshold_!r} is not the conformal threshold of its calibration_scores "
+                f"at alpha={self.alpha} ({expected!r})"
+            )
+        self.calibration_scores_ = scores
 
     def _restore_state(self, state: Any) -> None:
         """Set the fitted attributes of a model file's ``state``; ValueError for anything unknown or out of range."""

@@ -13,12 +13,18 @@ backbone once for many heads and seeds. ``scoring_module()`` is the whole of ``p
 (backbone to scores and maps) as one module (:class:`ImageDetectorGraph`) and
 ``export_onnx(path)`` writes it as one ONNX graph (:func:`usfad.export.export_module`); it
 and ``predict_features`` share one scoring function, ``_score_batch``.
+
+``threshold="conformal"`` holds out calibration images at ``fit`` and sets ``threshold_``
+and ``p_values(images)`` by split-conformal calibration, as the tabular detectors do
+(:mod:`usfad.density`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 
+from ..density import NO_ALARM, calibration_split, conformal_p_values, conformal_threshold
 from ..errors import DataError
 from ..export import OPSET, export_module, inference_copy, random_images
 from ..flows import check_flow
@@ -51,6 +58,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: what the per-level maps can be (``ImageDetector(maps=...)``)
 MAPS = ("published", "density")
+#: image-level thresholds (``ImageDetector(threshold=...)``): none, or split-conformal
+THRESHOLDS = (None, "conformal")
 
 
 def _as_images(images: Any, what: str = "images") -> Tensor:
@@ -68,17 +77,19 @@ def _as_images(images: Any, what: str = "images") -> Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
-def _mean_std(features: Tensor, chunk: int = 64) -> tuple[Tensor, Tensor]:
-    """Mean and standard deviation (n - 1) over the first axis, accumulated in float64 by chunks
-    (a float64 copy of a large backbone's cached features would not fit in memory)."""
-    n = int(features.shape[0])
+def _mean_std(features: Tensor, chunk: int = 64, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation (n - 1) over the first axis (only ``rows`` when given),
+    accumulated in float64 by chunks (a float64 copy of a large backbone's cached features
+    would not fit in memory)."""
+    rows = torch.arange(int(features.shape[0])) if rows is None else rows
+    n = int(rows.shape[0])
     total = torch.zeros(features.shape[1:], dtype=torch.float64)
     for start in range(0, n, chunk):
-        total += features[start : start + chunk].double().sum(0)
+        total += features[rows[start : start + chunk]].double().sum(0)
     mean = total / n
     squares = torch.zeros_like(mean)
     for start in range(0, n, chunk):
-        squares += (features[start : start + chunk].double() - mean).pow(2).sum(0)
+        squares += (features[rows[start : start + chunk]].double() - mean).pow(2).sum(0)
     return mean, (squares / max(n - 1, 1)).sqrt()
 
 
@@ -132,6 +143,18 @@ class ImageDetector(BaseEstimator):
         channels on Magnetic Tile: ``benchmarks/results/noise_check.md``) otherwise has an
         unbounded likelihood: the flow keeps shrinking it and training blows up. ``0`` turns
         it off.
+    threshold, alpha: ``None`` (the default: scores and maps only, every image trains the
+        head) or ``"conformal"``: a seeded calibration split of the training images
+        (:func:`usfad.density.calibration_size`: a fifth, at least 100 when that leaves half,
+        at most 5000; fewer than 40 images is a :class:`~usfad.errors.DataError`) is held out,
+        the scaler and the head are fitted on the rest, and ``threshold_`` is the
+        ``ceil((n_cal + 1)(1 - alpha))``-th smallest image score of the held-out images
+        (:func:`usfad.density.conformal_threshold`). A fresh normal image exchangeable with
+        the training images scores above it with probability at most ``alpha`` (and more
+        than ``alpha - 1/(n_cal + 1)``); when ``alpha < 1/(n_cal + 1)`` nothing can be
+        flagged and ``fit`` warns. ``calibration_scores_`` (saved with the model) give
+        ``p_values(images)``; an image is flagged (``scores > threshold_``) exactly when its
+        p-value is at most ``alpha``.
     random_state, device, verbose: seed, ``"cpu" | "cuda" | "auto"``, progress bars.
     """
 
@@ -156,6 +179,8 @@ class ImageDetector(BaseEstimator):
         weight_decay: float = 1e-5,
         standardize: bool = True,
         noise: float = 0.1,
+        threshold: str | None = None,
+        alpha: float = 0.01,
         random_state: int | None = 0,
         device: str = "cpu",
         verbose: bool = False,
@@ -179,6 +204,8 @@ class ImageDetector(BaseEstimator):
         self.weight_decay = weight_decay
         self.standardize = standardize
         self.noise = noise
+        self.threshold = threshold
+        self.alpha = alpha
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -207,6 +234,10 @@ class ImageDetector(BaseEstimator):
             raise ValueError(f"noise must be >= 0, got {self.noise}")
         if not self._setting("hidden_ratio") > 0:
             raise ValueError(f"hidden_ratio must be > 0, got {self.hidden_ratio}")
+        if self.threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {self.threshold!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float) or not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be a number in (0, 1), got {self.alpha!r}")
 
     def _check_maps(self) -> None:
         if self.maps not in MAPS:
@@ -282,7 +313,8 @@ class ImageDetector(BaseEstimator):
         """Train the head on backbone features ``[N, C_l, h_l, w_l]`` per level (e.g. from :meth:`features`).
 
         ``on_step(step, loss)`` is called after every optimiser step (:func:`usfad.train.fit_module`);
-        the head being trained is ``self.head_``."""
+        the head being trained is ``self.head_``. With ``threshold="conformal"`` the calibration
+        images are held out of the scaler and the training, then scored (``calibration_scores_``)."""
         self._check_params()
         self.device_ = resolve_device(self.device)
         if not hasattr(self, "backbone_"):
@@ -297,8 +329,12 @@ class ImageDetector(BaseEstimator):
             raise DataError(f"need at least 2 images with features at every level, got {[len(f) for f in features]}")
         self.channels_ = channels
         self.reductions_ = [int(r) for r in self.backbone_.reductions]
-        self._fit_scaler(features)
         seed = int(self.random_state) if self.random_state is not None else int(np.random.randint(2**31 - 1))
+        if self.threshold == "conformal":
+            fit_rows, calibration_rows = (torch.as_tensor(r) for r in calibration_split(n, seed))
+        else:
+            fit_rows, calibration_rows = torch.arange(n), None
+        self._fit_scaler(features, fit_rows)
         with seeded(seed):
             generator = torch.Generator().manual_seed(seed)
             self.head_ = self._build_head().to(self.device_)
@@ -319,16 +355,36 @@ class ImageDetector(BaseEstimator):
                 verbose=bool(self.verbose),
                 desc=f"{self.model} ({self.flow})",
             )
-            self.history_: History = fit_module(self.head_, loss, torch.arange(n), config, generator, on_step=on_step)
+            self.history_: History = fit_module(self.head_, loss, fit_rows, config, generator, on_step=on_step)
         self.head_.eval()
+        for stale in ("calibration_scores_", "threshold_"):
+            if hasattr(self, stale):
+                delattr(self, stale)
+        if calibration_rows is not None:
+            scores = self.predict_features([f[calibration_rows] for f in features])[0]
+            self._set_calibration(np.sort(scores), warn=True)
         return self
 
-    def _fit_scaler(self, features: Sequence[Tensor]) -> None:
-        """Per-(channel, position) mean and scale of the training features (identity if not ``standardize``)."""
+    def _set_calibration(self, scores: np.ndarray, warn: bool = False) -> None:
+        """``calibration_scores_`` (ascending) and the ``threshold_`` they give at ``alpha``."""
+        self.calibration_scores_ = scores
+        self.threshold_ = conformal_threshold(scores, self.alpha)
+        if warn and self.threshold_ == NO_ALARM:
+            warnings.warn(
+                f"threshold='conformal' at alpha={self.alpha} needs at least {math.ceil(round(1 / self.alpha, 9)) - 1} "
+                f"calibration images; {len(scores)} were held out: no image will be flagged (p_values still "
+                f"rank images). Use alpha >= {1 / (len(scores) + 1):.3g} or more training images",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _fit_scaler(self, features: Sequence[Tensor], rows: Tensor | None = None) -> None:
+        """Per-(channel, position) mean and scale of the training features (``rows`` of them when
+        given; identity if not ``standardize``)."""
         self.feature_mean_, self.feature_scale_ = [], []
         for f in features:
             if self.standardize:
-                mean, std = _mean_std(f)
+                mean, std = _mean_std(f, rows=rows)
                 # A floor at a tenth of the channel's mean spread, so that no position where the
                 # training images happen to agree (a border, a dead unit) blows up at test time.
                 typical = std.flatten(1).mean(1)[:, None, None]
@@ -417,6 +473,18 @@ class ImageDetector(BaseEstimator):
         """One anomaly score per image (the maximum of its smoothed map)."""
         return self.predict(images)[0]
 
+    def p_values(self, images: Any) -> np.ndarray:
+        """Split-conformal p-value of each image (``threshold="conformal"`` only), in ``(0, 1]``:
+        ``(1 + #{calibration scores >= score}) / (n_cal + 1)``; at most ``alpha`` exactly when
+        the score is above ``threshold_``. Without calibration images: ``ValueError``."""
+        self._check_fitted()
+        if not hasattr(self, "calibration_scores_"):
+            raise ValueError(
+                f"p_values needs calibration images held out at fit: fit with threshold='conformal' "
+                f"(this ImageDetector has threshold={self.threshold!r})"
+            )
+        return conformal_p_values(self.calibration_scores_, self.decision_function(images))
+
     @staticmethod
     def as_images(images: Any) -> Tensor:
         """``images`` as :meth:`predict` takes them: a float tensor ``[N, 3, H, W]`` from a tensor
@@ -488,6 +556,8 @@ class ImageDetector(BaseEstimator):
         for level, (mean, scale) in enumerate(zip(self.feature_mean_, self.feature_scale_)):
             tensors[f"scaler.{level}.mean"] = mean.detach().cpu().contiguous()
             tensors[f"scaler.{level}.scale"] = scale.detach().cpu().contiguous()
+        if hasattr(self, "calibration_scores_"):
+            tensors["calibration_scores"] = torch.from_numpy(np.asarray(self.calibration_scores_, dtype=np.float64))
         state = {
             "channels_": self.channels_,
             "reductions_": self.reductions_,
@@ -529,6 +599,18 @@ class ImageDetector(BaseEstimator):
             levels = len(det.channels_)
             det.feature_mean_ = [tensors[f"scaler.{i}.mean"].to(det.device_) for i in range(levels)]
             det.feature_scale_ = [tensors[f"scaler.{i}.scale"].to(det.device_) for i in range(levels)]
+            det._check_params()
+            calibration = tensors.get("calibration_scores")
+            if (calibration is not None) != (det.threshold == "conformal"):
+                has = "holds" if calibration is not None else "has no"
+                raise ValueError(f"the file {has} calibration_scores, but threshold={det.threshold!r}")
+            if calibration is not None:
+                scores = calibration.to(torch.float64).numpy().copy()
+                if calibration.dim() != 1 or not len(scores) or not np.isfinite(scores).all():
+                    raise ValueError("calibration_scores must be a non-empty vector of finite numbers")
+                if (np.diff(scores) < 0).any():
+                    raise ValueError("calibration_scores are not in ascending order")
+                det._set_calibration(scores)
             head = det._build_head()
             head.load_state_dict(
                 {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}, strict=True

@@ -2,7 +2,7 @@
 
 ``FlowDetector(flow="usf")`` is a uniformly scaling flow: its NLL is the Deep SVDD
 distance plus a constant, so its scores rank samples exactly like its latent distance and
-``threshold="chi2"`` calibrates a false-alarm rate without anomaly examples.
+``threshold="chi2"`` approximates a false-alarm rate without anomaly examples.
 ``flow="usf-gin"`` is a USF too (GIN couplings: affine with centred log-scales).
 ``flow="affine"`` is the non-USF control that differs only in its couplings.
 :class:`USFlow` and :class:`NonUSFlow` are the two with the switch preset.
@@ -60,8 +60,10 @@ class FlowDetector(BaseDetector):
     standardize: standardise features with the training mean and deviation first.
     contamination: expected anomaly share, sets ``threshold_`` when
         ``threshold="contamination"``.
-    threshold: ``"contamination"`` or ``"chi2"`` (USF only: flag at false-alarm rate
-        ``alpha`` from the chi-square law of the latent distance).
+    threshold: ``"contamination"``, ``"chi2"`` (USF only; approximate, see
+        :func:`usfad.density.chi2_nll_threshold`) or ``"conformal"`` (any detector:
+        held-out calibration rows, false-alarm rate at most ``alpha``; see
+        :class:`~usfad.detectors.base.BaseDetector`).
     random_state, device, verbose: seed, torch device (``"auto"`` picks a GPU if any),
         progress bar.
     """

@@ -76,11 +76,11 @@ def block(
     """
     if mixing not in MIXINGS:
         raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
+    # the coupling first, then the outer map: the order in which they draw from torch's generator,
+    # so that a seeded flow starts from the same weights as before mixing= existed
+    inner_coupling = coupling(flow, features, subnet, swap=swap, clamp=clamp, context_features=context_features)
     outer = LULinear(features) if mixing == "lu" else Permutation(features)
-    inner = Conjugate(
-        coupling(flow, features, subnet, swap=swap, clamp=clamp, context_features=context_features),
-        outer,
-    )
+    inner = Conjugate(inner_coupling, outer)
     return Sequential([ActNorm(features), inner]) if actnorm else inner
 
 

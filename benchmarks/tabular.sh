@@ -46,12 +46,26 @@ $USFAD report "$OUT/usflow_gin_classical.jsonl" "$OUT/usfad_models.jsonl" --grou
     --reference usflow_gin --control usflow -o "$OUT/report_gin"
 
 # issue 17, session 10: the new USFlow default (mixing='auto', noise='auto', batch 512, 1500 steps, fused Adam)
-# next to the anchors, all in one run so that cell-seconds compare (run from a snapshot of the code: a worktree,
-# so that edits made while it runs cannot leak into the worker processes)
+# next to the anchors, all in one run so that cell-seconds compare. Run from a snapshot of the code (a git worktree
+# of e3dd20f, PYTHONPATH=that/src), so that edits made while it runs cannot leak into the worker processes. Seed 42
+# only (the machine was shared; seed 0 and the rest were stopped: results_partial.jsonl).
 $USFAD bench --data "$DATA" --datasets Classical --models usflow knn iforest ecod \
-    --jobs 2 --time-limit 1800 --results "$OUT/tabular_v2/results.jsonl"
-$USFAD bench --data "$DATA" --datasets Classical --models nonusflow deepsvdd \
-    --jobs 2 --time-limit 1800 --results "$OUT/tabular_v2/results.jsonl"
+    --seeds 42 --jobs 2 --time-limit 1800 --results "$OUT/tabular_v2/results.jsonl"
+$USFAD bench --data "$DATA" --datasets "$MVTEC" --models usflow knn \
+    --seeds 42 --jobs 2 --time-limit 1800 --results "$OUT/tabular_v2/mvtec.jsonl"
+$USFAD bench --data "$DATA" --datasets Classical --models nonusflow \
+    --seeds 42 --jobs 2 --time-limit 1800 --results "$OUT/tabular_v2/results.jsonl"
 $USFAD report "$OUT/tabular_v2/results.jsonl" --group Classical --control knn -o "$OUT/tabular_v2/report_vs_knn"
+$USFAD report "$OUT/tabular_v2/mvtec.jsonl" --group CV_by_ResNet18 --control knn -o "$OUT/tabular_v2/report_mvtec"
+.venv/bin/python benchmarks/tabular_compare.py --models usflow nonusflow knn iforest ecod --seeds 42 \
+    --before "$OUT/results.jsonl" "$OUT/usfad_models.jsonl" --after "$OUT/tabular_v2/results.jsonl" \
+    -o "$OUT/tabular_v2/compare.md"
+# the smallest sets, 5 seeds: noise 0.2 against noise='auto'
+SMALL="15_Hepatitis 45_wine 46_WPBC 14_glass 39_vertebral 21_Lymphography 42_WBC 37_Stamps 43_WDBC 4_breastw 40_vowels"
+$USFAD bench --data "$DATA" --datasets $SMALL --models usflow --jobs 1 --param usflow.noise=0.2 \
+    --results "$OUT/tabular_v2/small_sets.jsonl"
+$USFAD bench --data "$DATA" --datasets $SMALL --models usflow --jobs 1 --results "$OUT/tabular_v2/small_sets.jsonl"
+.venv/bin/python benchmarks/small_sets_noise.py -o "$OUT/tabular_v2/small_sets.md"
 # one fit profiled, before and after (a worktree of the commit before the change as --before)
 .venv/bin/python benchmarks/fit_cost.py --before /tmp/before/src --data "$DATA" -o "$OUT/fit_cost"
+.venv/bin/python benchmarks/alignment_default.py -o "$OUT/alignment_default.md"

@@ -60,6 +60,12 @@ $USFAD report "$OUT/tabular_v2/mvtec.jsonl" --group CV_by_ResNet18 --control knn
 .venv/bin/python benchmarks/tabular_compare.py --models usflow nonusflow knn iforest ecod --seeds 42 \
     --before "$OUT/results.jsonl" "$OUT/usfad_models.jsonl" --after "$OUT/tabular_v2/results.jsonl" \
     -o "$OUT/tabular_v2/compare.md"
+# seed 0 on a quiet machine, all changes in (the clean cost measurement)
+$USFAD bench --data "$DATA" --datasets Classical --models usflow knn iforest ecod \
+    --seeds 0 --jobs 2 --time-limit 1800 --results "$OUT/tabular_v2/results_seed0_quiet.jsonl"
+.venv/bin/python benchmarks/tabular_compare.py --models usflow knn iforest ecod --seeds 0 \
+    --before "$OUT/results.jsonl" "$OUT/usfad_models.jsonl" --after "$OUT/tabular_v2/results_seed0_quiet.jsonl" \
+    -o "$OUT/tabular_v2/compare_seed0_quiet.md"
 # the smallest sets, 5 seeds: noise 0.2 against noise='auto'
 SMALL="15_Hepatitis 45_wine 46_WPBC 14_glass 39_vertebral 21_Lymphography 42_WBC 37_Stamps 43_WDBC 4_breastw 40_vowels"
 $USFAD bench --data "$DATA" --datasets $SMALL --models usflow --jobs 1 --param usflow.noise=0.2 \

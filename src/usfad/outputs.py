@@ -54,8 +54,6 @@ def check_output_file(path: PathLike, *, inputs: Iterable[PathLike | None] = (),
         raise OutputPathError(f"the {what} {path} cannot be written: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"the {what} {path} cannot be written: no write permission in {parent}")
-    if path.exists() and not os.access(path, os.W_OK) and not os.access(parent, os.W_OK):
-        raise OutputPathError(f"the {what} {path} exists and cannot be replaced")
     return path
 
 

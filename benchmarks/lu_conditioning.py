@@ -31,11 +31,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
-from vision_variants import ROOT, _features  # the same disk cache of backbone features
 
 from usfad.errors import TrainingDivergedError
+from usfad.experiments.image import cached_features
 from usfad.flows import LULinear
 from usfad.vision import ImageDetector
+
+ROOT = Path(__file__).resolve().parents[2] / "shared"
 
 STARTS = ("rotation", "permutation")
 
@@ -127,7 +129,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/usfad_features"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lu_conditioning.md")
     args = parser.parse_args()
-    cache, backbone = _features(args)
+    cache, backbone = cached_features(args.images, args.backbone, args.cache)
     rows = [row for start in STARTS for row in run(start, cache["train"], backbone, args)]
     with args.out.with_suffix(".csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -32,7 +32,7 @@ def _level_losses(det: ImageDetector, features: list[torch.Tensor], batch: int =
     det.head_.eval()
     totals = [0.0] * len(features)
     for start in range(0, len(features[0]), batch):
-        maps = det.head_.anomaly_maps(det._standardized([f[start : start + batch] for f in features]))
+        maps = det.head_.anomaly_maps(det.standardized([f[start : start + batch] for f in features]))
         totals = [t + float(m.mean(dim=(1, 2)).sum()) for t, m in zip(totals, maps)]
     return [t / len(features[0]) for t in totals]
 

@@ -3,7 +3,7 @@
 Pixel ROC-AUC pools the pixels of all test images, so it mixes two things: finding the defect
 inside an image (localisation) and keeping the maps of different images on one scale
 (calibration across images). This script trains one head per flow on Magnetic Tile
-(MobileNetV2 features, cached on disk as in ``vision_variants.py``; detector defaults; per
+(MobileNetV2 features, cached on disk by :func:`usfad.experiments.image.cached_features`; detector defaults; per
 seed in ``--seeds``) and splits the pixel metric:
 
 - ``pixel AUROC``: the usual one, all pixels of all test images;
@@ -39,26 +39,25 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from vision_variants import ROOT, _features  # the same disk cache of backbone features
 
+from usfad.experiments.image import cached_features
 from usfad.flows import FLOWS
 from usfad.metrics import roc_auc
+from usfad.reporting.tables import mean_std
 from usfad.vision import ImageDetector
 from usfad.vision.heads import FlowHead
 from usfad.vision.metrics import pixel_auroc, vision_metrics
+
+ROOT = Path(__file__).resolve().parents[2] / "shared"
 
 
 def _energy(detector: ImageDetector, features: list[torch.Tensor]) -> np.ndarray:
     """Mean squared standardised feature per image, averaged over the levels."""
     out = np.zeros(len(features[0]))
     for start in range(0, len(out), 64):
-        batch = detector._standardized([f[start : start + 64].float() for f in features])
+        batch = detector.standardized([f[start : start + 64].float() for f in features])
         out[start : start + 64] = np.mean([x.pow(2).mean((1, 2, 3)).numpy() for x in batch], axis=0)
     return out
-
-
-def _mean_std(values: np.ndarray) -> str:
-    return f"{values.mean():.3f}" if len(values) < 2 else f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
 def _own_density(detector: ImageDetector) -> bool:
@@ -96,7 +95,7 @@ def main() -> None:
     suffix = "" if args.backbone == "mobilenet_v2" else f"_{args.backbone}"
     args.out = args.out or Path(__file__).parent / "results" / f"vision_calibration_{args.model}{suffix}.md"
     torch.set_num_threads(1)
-    cache, backbone = _features(args)
+    cache, backbone = cached_features(args.images, args.backbone, args.cache)
     labels, masks = np.asarray(cache["labels"]), np.asarray(cache["masks"]).astype(bool)
     rows, energy = [], None
     for seed in args.seeds:
@@ -133,7 +132,7 @@ def main() -> None:
     for flow in args.flows:
         for kind in dict.fromkeys(r["map"] for r in rows):
             group = [r for r in rows if r["flow"] == flow and r["map"] == kind]
-            cells = [_mean_std(np.array([r[c] for r in group])) for c in cols]
+            cells = [mean_std([r[c] for r in group]) for c in cols]
             lines.append("| " + " | ".join([flow, kind, *cells]) + " |")
     lines += [
         "",

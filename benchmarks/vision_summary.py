@@ -4,10 +4,11 @@ Trains nothing: it reads the committed rows of the image runs, one file per back
 (``SOURCES``), and writes ``--out`` (markdown) and a PNG beside it. Per backbone and head:
 
 - per flow, the mean ± standard deviation over seeds of image AUROC, pixel AUROC and AUPRO, the
-  number of runs, of diverged runs (non-finite loss), of runs that blew up
-  (:func:`usfad.commands.image.blew_up`), the largest rise of any run's epoch loss above its best
-  so far (:func:`usfad.commands.image.largest_rise`), the number of runs where that rise was
-  more than ``JUMP_NATS`` (0.1 nats per dimension: ``jumped``) and the training CPU seconds;
+  number of runs, of diverged runs (non-finite loss), of runs that blew up, the largest rise of
+  any run's epoch loss above its best so far, the number of runs where that rise was more than
+  ``JUMP_NATS`` (0.1 nats per dimension: ``jumped``), all read by
+  :func:`usfad.experiments.health.training_health`, and the training CPU seconds
+  (:func:`usfad.reporting.image.run_cells`);
 - per USF flow, its difference from the affine head, paired by seed (mean ± standard deviation of
   the per-seed differences over the seeds both flows ran).
 
@@ -28,9 +29,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from usfad.bench.store import ResultStore
-from usfad.commands.image import JUMP_NATS, METRIC_LABELS, _fmt, _groups, _ok, largest_rise, run_cells
+from usfad.experiments.health import JUMP_NATS, training_health
+from usfad.experiments.store import ResultStore
 from usfad.flows import FLOWS, is_usf
+from usfad.reporting.image import METRIC_LABELS, finished_runs, group_runs, run_cells
+from usfad.reporting.tables import mean_std, std
 from usfad.vision.heads import HEADS
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,10 +55,10 @@ SOURCES = {
 
 def _paired(usf: list[dict], affine: list[dict], metric: str) -> list[float]:
     """USF minus affine, seed by seed, over the seeds where both finished."""
-    theirs = {r["seed"]: r.get(metric) for r in _ok(affine)}
+    theirs = {r["seed"]: r.get(metric) for r in finished_runs(affine)}
     return [
         r[metric] - theirs[r["seed"]]
-        for r in _ok(usf)
+        for r in finished_runs(usf)
         if r.get(metric) is not None and theirs.get(r["seed"]) is not None
     ]
 
@@ -72,7 +75,7 @@ def load(results: Path) -> dict[str, dict[tuple[str, str], list[dict]]]:
             for r in ResultStore(path).rows()
             if r.get("dataset") == "magnetic_tile" and r.get("head") in HEADS and r.get("flow") in FLOWS
         ]
-        out[backbone] = {(head, flow): group for (_, head, flow), group in _groups(rows).items()}
+        out[backbone] = {(head, flow): group for (_, head, flow), group in group_runs(rows).items()}
     return out
 
 
@@ -107,7 +110,7 @@ def _backbone_lines(backbone: str, groups: dict[tuple[str, str], list[dict]]) ->
         if not diffs["image_auroc"]:
             continue
         cells = [head, flow, str(len(diffs["image_auroc"]))]
-        cells += [_fmt(diffs[m], sign="+") for m in METRIC_LABELS]
+        cells += [mean_std(diffs[m], sign="+") for m in METRIC_LABELS]
         ahead = [label for m, label in METRIC_LABELS.items() if diffs[m] and np.mean(diffs[m]) >= 0]
         cells.append(", ".join(ahead) if ahead else "none")
         lines.append("| " + " | ".join(cells) + " |")
@@ -121,7 +124,9 @@ def _stability(ax, data: dict[str, dict[tuple[str, str], list[dict]]]) -> None:
     backbones = list(data)
     width = 0.8 / max(len(backbones), 1)
     rises_of = {
-        (backbone, head, flow): [largest_rise(r) for r in _ok(rows) if r.get("train_loss")]
+        (backbone, head, flow): [
+            training_health(r["train_loss"]).largest_rise for r in finished_runs(rows) if r.get("train_loss")
+        ]
         for backbone, groups in data.items()
         for (head, flow), rows in groups.items()
     }
@@ -174,7 +179,7 @@ def plot(data: dict[str, dict[tuple[str, str], list[dict]]], path: Path) -> None
                     ax.errorbar(
                         x,
                         np.mean(diffs),
-                        yerr=np.std(diffs) if len(diffs) > 1 else None,
+                        yerr=std(diffs) if len(diffs) > 1 else None,
                         fmt=marker,
                         color=f"C{b}",
                         mfc=f"C{b}" if flow == "usf" else "white",

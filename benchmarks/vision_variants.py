@@ -11,7 +11,7 @@ same features and seed, with the detector's defaults except what the variant cha
 - ``long``: 20 epochs.
 
 One row per run (image AUROC, pixel AUROC, AUPRO, training loss per epoch, seconds) goes to the
-``--results`` store (:class:`usfad.bench.store.ResultStore`), keyed by dataset, head and flow,
+``--results`` store (:class:`usfad.experiments.store.ResultStore`), keyed by dataset, head and flow,
 backbone and variant, and seed; finished runs are skipped.
 
     PYTHONPATH=src .venv/bin/python benchmarks/vision_variants.py --variants base k3 wide --seeds 0
@@ -23,12 +23,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from usfad.bench.store import ResultStore, row_key
-from usfad.commands.image import feature_cache, run_one
+from usfad.experiments.engine import run_job
+from usfad.experiments.image import ImageRun, cached_features
+from usfad.experiments.store import ResultStore, row_key
 from usfad.flows import FLOWS
-from usfad.vision import ImageDetector, ImageFolderDataset
 
 ROOT = Path(__file__).resolve().parents[2] / "shared"
 VARIANTS = {
@@ -39,20 +37,6 @@ VARIANTS = {
     "long": {"epochs": 20},
 }
 KEPT = ("image_auroc", "pixel_auroc", "aupro", "train_loss", "fit_seconds", "fit_cpu_seconds", "status", "error")
-
-
-def _features(args: argparse.Namespace) -> tuple[dict, object]:
-    """The bench's feature cache, kept on disk between runs of this script; and the backbone."""
-    extractor = ImageDetector(backbone=args.backbone, verbose=False)
-    backbone = extractor.backbone_ = extractor._build_backbone()
-    path = args.cache / f"{args.images.name}_{args.backbone}_256.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False), backbone
-    train, test = (ImageFolderDataset(args.images, split=split, image_size=256) for split in ("train", "test"))
-    cache = feature_cache(extractor, train, test)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(cache, path)
-    return cache, backbone
 
 
 def main() -> None:
@@ -69,7 +53,7 @@ def main() -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     store = ResultStore(args.results)
     done = store.keys()
-    cache, backbone = _features(args)
+    cache, backbone = cached_features(args.images, args.backbone, args.cache)
     with store.writer() as writer:
         for seed in args.seeds:
             for variant in args.variants:
@@ -86,8 +70,8 @@ def main() -> None:
                     }
                     if row_key(row) in done:
                         continue
-                    params = {**VARIANTS[variant], "verbose": False}
-                    result, _, _ = run_one(args.model, flow, seed, params, backbone, cache, threads=1)
+                    params = {**VARIANTS[variant], "verbose": False, "backbone": backbone}
+                    result = run_job(ImageRun(args.model, flow, seed, params, threads=1), cache).row
                     row.update({k: result.get(k) for k in KEPT})
                     writer.append(row)
                     print(json.dumps(row), flush=True)

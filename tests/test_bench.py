@@ -25,11 +25,11 @@ from usfad.bench.spec import (
     parse_override,
     preset_label,
 )
-from usfad.bench.store import ResultStore, StoreLockedError, read_results, row_key
 from usfad.commands.bench import add_commands
 from usfad.data.adbench import select_datasets
 from usfad.detectors import NonUSFlow, USFlow
 from usfad.errors import TrainingDivergedError
+from usfad.experiments.store import ResultStore, StoreLockedError, read_results, row_key
 
 #: a few optimiser steps of a small network: enough to exercise a cell, fast on one core
 TINY = {"epochs": 2, "max_steps": 3, "hidden_features": (8, 8), "n_blocks": 2}

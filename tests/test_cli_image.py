@@ -153,7 +153,8 @@ def test_bench_refuses_a_normal_class_for_an_image_folder(category, tmp_path, ca
 
 
 def test_the_table_counts_runs_whose_loss_blew_up_but_stayed_finite(tmp_path):
-    from usfad.commands.image import blew_up, largest_rise, write_bench_table
+    from usfad.experiments.health import training_health
+    from usfad.reporting.image import write_bench_table
 
     base = {"dataset": "d", "head": "cflow", "status": "ok", "diverged": False, "image_auroc": 0.8}
     rows = [
@@ -164,10 +165,9 @@ def test_the_table_counts_runs_whose_loss_blew_up_but_stayed_finite(tmp_path):
         {**base, "flow": "usf", "seed": 1},  # a row written before losses were kept
         {**base, "head": "uflow", "flow": "usf", "seed": 0},
     ]
-    assert [blew_up(r) for r in rows] == [True, False, True, False, False, False]
-    assert [largest_rise(r) for r in rows[:4]] == pytest.approx([8.7e4 - 1.0, 0.5, 0.0, 0.0])
-    assert largest_rise({"train_loss": [1.0, 0.2, 2.2, 0.1]}) == pytest.approx(2.0)  # a jump it came back from
-    assert largest_rise({"train_loss": [1.0, float("nan")]}) == float("inf")
+    health = [training_health(r.get("train_loss", [])) for r in rows]
+    assert [h.blew_up for h in health] == [True, False, True, False, False, False]
+    assert [h.largest_rise for h in health[:4]] == pytest.approx([8.7e4 - 1.0, 0.5, 0.0, 0.0])
     table = write_bench_table(rows, tmp_path / "t.md").read_text()
     assert "| cflow | affine | 3 | 0 | 2 | 8.7e+04 |" in table and "| cflow | usf | 2 | 0 | 0 | 0 |" in table
     assert "| uflow | usf | 1 | 0 | - | - |" in table  # not known, not zero

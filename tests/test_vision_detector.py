@@ -164,9 +164,9 @@ def test_features_are_standardised_per_position_with_training_statistics():
     for f, mean, scale in zip(train, det.feature_mean_, det.feature_scale_):
         assert mean.shape == f.shape[1:] and torch.allclose(mean, f.mean(0), atol=1e-5)
         assert torch.allclose(scale, f.std(0), rtol=1e-4)  # no position below the floor here
-    standardised = det._standardized(train)
+    standardised = det.standardized(train)
     assert torch.allclose(standardised[0].mean(0), torch.zeros(8, 16, 16), atol=1e-5)
     with pytest.raises(DataError, match="training size"):
-        det._standardized([f[:, :, :4, :4] for f in train])
+        det.standardized([f[:, :, :4, :4] for f in train])
     off = _detector(standardize=False).fit_features(train)
-    assert all(torch.equal(f, g) for f, g in zip(off._standardized(train), train))
+    assert all(torch.equal(f, g) for f, g in zip(off.standardized(train), train))

@@ -7,6 +7,10 @@ class DataError(ValueError):
     """Input data that cannot be used: wrong shape, non-finite or non-numeric values."""
 
 
+class NonFiniteScoresError(DataError):
+    """A fitted model gave NaN or infinite scores: its training probably diverged."""
+
+
 class NotFittedError(_SklearnNotFittedError, RuntimeError):
     """A detector used before ``fit``.
 
@@ -30,3 +34,7 @@ class RepresentationCollapseWarning(UserWarning):
 
 class OutputPathError(ValueError):
     """An output path that would destroy an input, or that cannot be written: refused before any work."""
+
+
+class MissingDependencyError(ImportError):
+    """An optional package that a model or an executor needs is not installed."""

@@ -1,4 +1,5 @@
-"""Figures for reports: ROC curves, score histograms and the density-alignment scatter.
+"""Figures for reports: ROC curves, score histograms, the density-alignment scatter and
+anomaly-map overlays of images.
 
 Each function takes plain arrays keyed by dataset (and model), draws one figure with a
 panel per dataset and writes it as a PNG. Figures are made with matplotlib's object API
@@ -168,3 +169,34 @@ def plot_density_alignment(results: AlignmentByDataset, path: str | os.PathLike[
         if row == 0 and col == 0:
             ax.legend(fontsize="x-small", markerscale=2)
     return _save(fig, path)
+
+
+def write_overlay(
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    amap: np.ndarray,
+    vmin: float,
+    vmax: float,
+    mask: np.ndarray | None = None,
+    title: str | None = None,
+) -> Path:
+    """Save ``image`` ``[H, W, 3]`` in [0, 1] with ``amap`` ``[H, W]`` blended on top (jet, range
+    ``vmin``..``vmax``), the ``mask`` (if any) outlined in white and ``title`` (if any) above."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    h, w = image.shape[:2]
+    scale = max(1.0, 420 / max(h, w))  # small images are shown larger, so the title fits
+    pad = 24 if title else 0  # pixels above the image for the title
+    fig = Figure(figsize=(w * scale / 100, (h * scale + pad) / 100), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, h * scale / (h * scale + pad)))
+    ax.imshow(image)
+    ax.imshow(amap, cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
+    if mask is not None and mask.any():
+        ax.contour(mask, levels=[0.5], colors="white", linewidths=1.0)
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=7, y=0.995, va="top")
+    fig.savefig(path)
+    return Path(path)

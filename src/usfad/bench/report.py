@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..experiments.store import read_results
 from ..reporting.tables import DDOF, markdown_table
 from .spec import ANCHOR_MODELS, MODELS
-from .store import read_results
 
 METRICS = ("roc_auc", "pr_auc", "best_f1")
 METRIC_NAMES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "best_f1": "best F1"}

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import MissingDependencyError
+
 PRESETS = ("default", "paper")
 ANCHOR_PRESET = "default"
 
@@ -87,10 +89,6 @@ ANCHOR_SETTINGS: dict[str, dict[str, Any]] = {
 
 # settings that do not change results and so stay out of the preset label
 _NOT_IN_LABEL = frozenset({"device", "verbose", "n_jobs"})
-
-
-class MissingDependencyError(ImportError):
-    """An optional dependency a requested model needs is not installed."""
 
 
 @dataclass(frozen=True)

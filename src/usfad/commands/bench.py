@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from ..bench.spec import PRESETS, MissingDependencyError, default_models, describe_presets, parse_override
-from ..bench.store import StoreLockedError
 from ..data.protocol import SEEDS
+from ..experiments.store import StoreLockedError
 from ..outputs import check_output_dir, check_output_file
 from .args import int_list, split_list
 

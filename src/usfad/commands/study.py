@@ -26,7 +26,7 @@ from .args import int_list, split_list
 def _limit_threads(threads: int | None) -> None:
     # On a shared machine torch's default (one thread per core) oversubscribes the cores.
     if threads is not None:
-        from ..bench.runner import limit_threads
+        from ..experiments.engine import limit_threads
 
         limit_threads(threads)
 

@@ -1,14 +1,17 @@
 """Training stability: the same models over many seeds on real datasets.
 
-Every (dataset, model, seed) run follows Protocol T (:func:`usfad.data.protocol.protocol_t`)
-with the benchmark's models and presets (:mod:`usfad.bench.spec`). A run ends as
+Every (dataset, model, seed) run is a cell of the tabular benchmark
+(:class:`usfad.bench.runner.CellJob`: Protocol T, the benchmark's models and presets) that
+keeps its loss history, run in this process by the experiment engine
+(:mod:`usfad.experiments.engine`). The study reads each run's row as one of :data:`ENDINGS`:
 
 - ``ok``;
-- ``diverged``: its loss became non-finite
-  (:class:`~usfad.errors.TrainingDivergedError`) or it produced NaN scores;
-- ``exploded``: it finished, but a training or validation loss rose above the first
-  epoch's by more than ``EXPLOSION_FACTOR`` times ``max(1, |first loss|)`` (a heuristic
-  for a blow-up that early stopping papered over);
+- ``diverged``: its loss became non-finite or it produced non-finite scores (the row's
+  ``diverged``);
+- ``exploded``: it finished, but :func:`~usfad.experiments.health.training_health` finds a
+  training or validation loss that rose above the first epoch's by more than
+  ``EXPLOSION_FACTOR`` times ``max(1, |first loss|)`` (a heuristic for a blow-up that early
+  stopping papered over);
 - ``failed``: any other error (reported with its message).
 
 The report gives, per dataset and model, the spread of ROC-AUC over seeds (standard
@@ -22,7 +25,6 @@ import csv
 import math
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,26 +33,24 @@ from typing import Any
 import numpy as np
 
 from ..data.protocol import SEEDS
+from ..experiments.engine import SerialExecutor
+from ..experiments.health import EXPLOSION_FACTOR, training_health
 from ..reporting.tables import markdown_table, std
 
 DEFAULT_DATASETS = ("4_breastw", "6_cardio", "24_mnist", "25_musk", "38_thyroid")
 DEFAULT_MODELS = ("usflow", "nonusflow", "deepsvdd")
 #: ``quick``: a smoke test in seconds (applied to the models that take these parameters)
 QUICK_OVERRIDES: dict[str, Any] = {"epochs": 2, "max_steps": 5, "hidden_features": (16, 16)}
-EXPLOSION_FACTOR = 10.0
-STATUSES = ("ok", "diverged", "exploded", "failed")
+#: how a run ended, read from its row (see the module docstring)
+ENDINGS = ("ok", "diverged", "exploded", "failed")
 
 
-def loss_exploded(train_loss: Sequence[float], val_loss: Sequence[float], factor: float = EXPLOSION_FACTOR) -> bool:
-    """Whether a finished run's loss rose far above where it started (see the module docstring)."""
-    for curve in (train_loss, val_loss):
-        values = [float(v) for v in curve]
-        if len(values) < 2:
-            continue
-        first = values[0]
-        if any(not math.isfinite(v) or v > first + factor * max(1.0, abs(first)) for v in values[1:]):
-            return True
-    return False
+def ending(row: Mapping[str, Any]) -> str:
+    """The :data:`ENDINGS` entry of a cell's row (one that kept its losses)."""
+    if row.get("status") != "ok":
+        return "diverged" if row.get("diverged") else "failed"
+    health = training_health(row.get("train_loss") or [], row.get("val_loss") or [])
+    return "exploded" if health.exploded else "ok"
 
 
 @dataclass
@@ -97,38 +97,20 @@ def _model_overrides(name: str, quick: bool, device: str | None) -> dict[str, An
     return {f"{name}.{k}": v for k, v in wanted.items() if k in accepted}
 
 
-def _run_one(
-    dataset: str, X: np.ndarray, y: np.ndarray, model: str, seed: int, preset: str, overrides: Mapping[str, Any]
-) -> StabilityRun:
-    from ..bench.spec import make_model
-    from ..data.protocol import protocol_t
-    from ..errors import DataError, TrainingDivergedError
-    from ..metrics import roc_auc
-
-    run = StabilityRun(dataset, model, seed, "ok")
-    start = time.perf_counter()
-    try:
-        split = protocol_t(X, y, seed)
-        detector = make_model(model, preset, n_features=X.shape[1], seed=seed, overrides=overrides)
-        detector.fit(split.X_train)
-        run.fit_seconds = time.perf_counter() - start
-        history = getattr(detector, "history_", None)
-        if history is not None:
-            run.train_loss = [float(v) for v in history.train_loss]
-            run.val_loss = [float(v) for v in history.val_loss]
-        scores = np.asarray(detector.decision_function(split.X_test), dtype=np.float64)
-        if not np.isfinite(scores).all():
-            raise DataError(f"{int((~np.isfinite(scores)).sum())} of {scores.size} test scores are not finite")
-        run.roc_auc = roc_auc(split.y_test, scores)
-        if loss_exploded(run.train_loss, run.val_loss):
-            run.status = "exploded"
-    except (TrainingDivergedError, DataError) as exc:
-        run.status, run.error = "diverged", str(exc)
-    except Exception as exc:  # a study reports failures, it does not stop at the first
-        run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
-    if not run.fit_seconds:
-        run.fit_seconds = time.perf_counter() - start
-    return run
+def _run(row: Mapping[str, Any]) -> StabilityRun:
+    """A cell's row as the study keeps it."""
+    seconds = row.get("fit_seconds") if row.get("fit_seconds") is not None else row.get("wall_seconds")
+    return StabilityRun(
+        dataset=row["dataset"],
+        model=row["model"],
+        seed=int(row["seed"]),
+        status=ending(row),
+        roc_auc=row.get("roc_auc"),
+        fit_seconds=float(seconds or 0.0),
+        train_loss=list(row.get("train_loss") or []),
+        val_loss=list(row.get("val_loss") or []),
+        error=row.get("error"),
+    )
 
 
 def run_stability(
@@ -149,8 +131,9 @@ def run_stability(
     """
     from tqdm.auto import tqdm
 
+    from ..bench.runner import plan_jobs
     from ..bench.spec import check_models, check_preset
-    from ..data.adbench import read_npz, select_datasets
+    from ..data.adbench import select_datasets
 
     check_preset(preset)
     seeds = [int(s) for s in seeds]
@@ -171,15 +154,15 @@ def run_stability(
             "overrides": {k: v for k, v in overrides.items() if not k.endswith(".device")},
         }
     )
-    n = len(infos) * len(models) * len(seeds)
-    with tqdm(total=n, desc="stability", unit="run", disable=not progress, file=sys.stderr) as bar:
-        for info in infos:
-            X, y = read_npz(info.path)
-            for model in models:
-                for seed in seeds:
-                    bar.set_postfix_str(f"{info.name} / {model} / seed {seed}")
-                    result.runs.append(_run_one(info.name, X, y, model, seed, preset, overrides))
-                    bar.update()
+    jobs = plan_jobs(infos, models, seeds, preset, overrides, keep_losses=True)
+    # dataset, then model, then seed: each model's seeds side by side in the report
+    rank = {str(info.path): i for i, info in enumerate(infos)}
+    jobs.sort(key=lambda job: (rank[job.path], models.index(job.model)))
+    with tqdm(total=len(jobs), desc="stability", unit="run", disable=not progress, file=sys.stderr) as bar:
+        for row in SerialExecutor().run(jobs):
+            bar.set_postfix_str(f"{row['dataset']} / {row['model']} / seed {row['seed']}")
+            result.runs.append(_run(row))
+            bar.update()
     return result
 
 

@@ -36,7 +36,7 @@ from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 
 from ..density import NO_ALARM, calibration_split, conformal_p_values, conformal_threshold
-from ..errors import DataError
+from ..errors import DataError, NonFiniteScoresError
 from ..export import OPSET, export_module, inference_copy, random_images
 from ..flows import check_flow
 from ..modelfile import check_permutations, read_model_file, write_model_file
@@ -340,7 +340,7 @@ class ImageDetector(BaseEstimator):
             self.head_ = self._build_head().to(self.device_)
 
             def loss(index: Tensor) -> Tensor:
-                batch = self._standardized([f[index].to(self.device_, torch.float32) for f in features])
+                batch = self.standardized([f[index].to(self.device_, torch.float32) for f in features])
                 if self.noise > 0:
                     batch = [x + float(self.noise) * torch.randn_like(x) for x in batch]
                 return self.head_.loss(batch)
@@ -395,7 +395,9 @@ class ImageDetector(BaseEstimator):
             self.feature_mean_.append(mean.float().to(self.device_))
             self.feature_scale_.append(scale.float().to(self.device_))
 
-    def _standardized(self, features: Sequence[Tensor]) -> list[Tensor]:
+    def standardized(self, features: Sequence[Tensor]) -> list[Tensor]:
+        """Backbone features as the fitted head sees them: per position, minus the training
+        features' mean, divided by their scale (the scaler fitted by :meth:`fit_features`)."""
         out = []
         for f, mean, scale in zip(features, self.feature_mean_, self.feature_scale_):
             if tuple(f.shape[1:]) != tuple(mean.shape):
@@ -425,7 +427,7 @@ class ImageDetector(BaseEstimator):
         from .anomaly_map import anomaly_map, image_scores
 
         self._check_maps()  # may have been set after fit
-        features = self._standardized(features)
+        features = self.standardized(features)
         maps = anomaly_map(
             head.density_maps(features) if self.maps == "density" else head.anomaly_maps(features),
             size,
@@ -451,7 +453,7 @@ class ImageDetector(BaseEstimator):
             maps[start : start + len(m)] = m.cpu().numpy()
             scores[start : start + len(m)] = s.double().cpu().numpy()
         if not np.isfinite(scores).all():
-            raise DataError(
+            raise NonFiniteScoresError(
                 f"the {self.model} head produced non-finite scores for {int((~np.isfinite(scores)).sum())}"
                 " image(s); the training probably diverged"
             )

@@ -1,4 +1,5 @@
-"""The result store: one JSON line per benchmark cell, appended as soon as the cell ends.
+"""The result store: one JSON line per result row (a benchmark cell, an image run), appended as
+soon as the job ends.
 
 Each row is written with a single ``write`` of one line, then flushed and ``fsync``-ed, so
 a crash or Ctrl-C loses at most the row being written. Reading tolerates a truncated last
@@ -42,7 +43,6 @@ FIELDS = (
     "error",
 )
 KEY_FIELDS = ("group", "dataset", "model", "preset", "seed")
-STATUSES = ("ok", "failed")
 
 Key = tuple[str, str, str, str, int]
 
@@ -101,7 +101,7 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 class ResultStore:
-    """Append-only JSONL store of benchmark rows (see the module docstring)."""
+    """Append-only JSONL store of result rows (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)

@@ -11,10 +11,10 @@ from scipy import stats
 from helpers import DATA, needs_data
 from usfad.commands.study import add_commands
 from usfad.detectors import DeepSVDD, NonUSFlow, USFlow
+from usfad.metrics import latent_distance
 from usfad.studies.alignment import (
     alignment_mixture,
     autograd_log_abs_det,
-    latent_distance,
     log_abs_det_jacobian,
     run_alignment,
 )

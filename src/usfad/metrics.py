@@ -1,4 +1,5 @@
-"""Detection metrics (higher score = more anomalous, label 1 = anomaly) and alignment."""
+"""Detection metrics (higher score = more anomalous, label 1 = anomaly), alignment, and the
+latent distance of a fitted detector."""
 
 from __future__ import annotations
 
@@ -63,3 +64,16 @@ def alignment(a: Any, b: Any) -> dict[str, float]:
         "spearman": float(stats.spearmanr(x, y)[0]),
         "kendall": float(stats.kendalltau(x, y)[0]),
     }
+
+
+def latent_center(detector: Any) -> np.ndarray:
+    """``c``: a fitted flow detector's base mean, or a Deep SVDD's centre (float64)."""
+    model = detector.model_
+    center = model.base.center if hasattr(model, "base") else model.center
+    return center.detach().cpu().double().numpy()
+
+
+def latent_distance(detector: Any, X: Any) -> np.ndarray:
+    """``||z - c||`` per row of ``X``: the distance of its latent ``z = detector.latent(X)``
+    from :func:`latent_center` (a USF's NLL is an increasing function of it)."""
+    return np.linalg.norm(detector.latent(X) - latent_center(detector), axis=1)

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ..errors import DataError, TrainingDivergedError
-from ..metrics import alignment
+from ..metrics import alignment, latent_center, latent_distance
 from ..reporting.tables import markdown_table
 
 DIMS = (2, 8, 32, 128)
@@ -86,18 +86,6 @@ def alignment_mixture(d: int) -> DiagonalGaussianMixture:
 
 
 # --- what is measured on one fitted model ---------------------------------------------
-
-
-def latent_center(detector: Any) -> np.ndarray:
-    """``c``: a flow detector's base mean, or a Deep SVDD's centre."""
-    model = detector.model_
-    center = model.base.center if hasattr(model, "base") else model.center
-    return center.detach().cpu().double().numpy()
-
-
-def latent_distance(detector: Any, X: np.ndarray) -> np.ndarray:
-    """``||z - c||`` per row of ``X``."""
-    return np.linalg.norm(detector.latent(X) - latent_center(detector), axis=1)
 
 
 def learned_log_density(detector: Any, X: np.ndarray) -> np.ndarray:

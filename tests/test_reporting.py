@@ -29,3 +29,16 @@ def test_mean_std_is_the_sample_standard_deviation_of_the_finite_values():
 def test_std_needs_two_finite_values():
     assert math.isnan(std([1.0])) and math.isnan(std([1.0, float("inf")]))
     assert std([1.0, 3.0]) == np.std([1.0, 3.0], ddof=1)
+
+
+def test_report_pieces(tmp_path):
+    from pathlib import Path
+
+    from usfad.reporting.report import QUICK_RUN_NOTE, figure_section, quick_note, write_markdown
+
+    assert quick_note(False) == [] and quick_note(True) == ["", QUICK_RUN_NOTE]
+    assert figure_section([], {"a": "A"}) == []
+    assert figure_section([Path("x/a.png"), Path("b.png")], {"a": "The a."}) == [
+        "## Figures", "", "The a.", "", "![a](a.png)", "", "", "", "![b](b.png)", "",
+    ]  # fmt: skip
+    assert write_markdown(["# t", "", "x"], tmp_path / "r.md").read_text(encoding="utf-8") == "# t\n\nx"

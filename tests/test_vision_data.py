@@ -138,3 +138,21 @@ def test_magnetic_tile_counts_match_its_readme():
     assert len(train) == 761
     assert test.counts() == {"blowhole": 115, "break": 85, "crack": 57, "fray": 32, "good": 191, "uneven": 103}
     assert test.has_masks
+
+
+def test_image_files_lists_files_and_folders_and_names_what_is_missing(tmp_path):
+    from usfad.vision.data import image_files
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/2.png", "a/b/1.JPG", "a/notes.txt", "c.webp"):
+        (tmp_path / name).write_bytes(b"")
+    assert image_files([tmp_path / "c.webp", tmp_path / "a"]) == [
+        tmp_path / "c.webp",
+        tmp_path / "a" / "2.png",
+        tmp_path / "a" / "b" / "1.JPG",
+    ]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no image files"):
+        image_files([tmp_path / "empty"])
+    with pytest.raises(FileNotFoundError, match="no image file or folder at"):
+        image_files([tmp_path / "nope.png"])

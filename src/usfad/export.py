@@ -235,16 +235,22 @@ class VerifyReport:
     def passed(self) -> bool:
         return self.worst <= self.rtol
 
-    def __str__(self) -> str:
-        verdict = "OK" if self.passed else f"FAILED (tolerance {self.rtol:g})"
+    def differences(self) -> str:
+        """The relative differences by batch size (``1.2e-07 at batch 1, ...``), per output when
+        there are several (``scores 1.2e-07 at batch 1; maps ...``)."""
         if len(self.output_rel_diff) > 1:
-            per = "; ".join(
-                f"{name} " + ", ".join(f"batch {b}: {v:.2e}" for b, v in diffs.items())
+            return "; ".join(
+                f"{name} " + ", ".join(f"{v:.2e} at batch {b}" for b, v in diffs.items())
                 for name, diffs in self.output_rel_diff.items()
             )
-        else:
-            per = ", ".join(f"batch {b}: {v:.2e}" for b, v in self.max_rel_diff.items())
-        return f"{self.model}: ONNX vs PyTorch on {self.n_rows} rows, max relative difference {per}: {verdict}"
+        return ", ".join(f"{v:.2e} at batch {b}" for b, v in self.max_rel_diff.items())
+
+    def __str__(self) -> str:
+        verdict = "OK" if self.passed else f"FAILED (tolerance {self.rtol:g})"
+        return (
+            f"{self.model}: ONNX vs PyTorch on {self.n_rows} rows, max relative difference {self.differences()}: "
+            f"{verdict}"
+        )
 
 
 def _compare(

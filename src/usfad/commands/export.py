@@ -19,6 +19,7 @@ file is kept).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,13 @@ def _check_rows(detector: Any, args: argparse.Namespace) -> tuple[np.ndarray, st
     return X, f"{args.check_rows} random rows (Gaussian with the training mean and deviation)"
 
 
-def _print_check(report: Any, what: str, rtol: float, path: Path) -> int:
-    if len(report.output_rel_diff) > 1:
-        per = "; ".join(
-            f"{name} " + ", ".join(f"{v:.2e} at batch {b}" for b, v in diffs.items())
-            for name, diffs in report.output_rel_diff.items()
-        )
-    else:
-        per = ", ".join(f"{v:.2e} at batch {b}" for b, v in report.max_rel_diff.items())
-    print(f"check on {what}: max relative difference ONNX Runtime vs PyTorch {per}")
+def _check(checked: tuple[Any, str] | None, verify: Callable[[Any, float], Any], rtol: float, path: Path) -> int:
+    """Run ``verify(data, rtol)`` on the check data (none: nothing to check) and print its verdict."""
+    if checked is None:
+        return 0
+    data, what = checked
+    report = verify(data, rtol)
+    print(f"check on {what}: max relative difference ONNX Runtime vs PyTorch {report.differences()}")
     if not report.passed:
         print(f"check FAILED: above the tolerance {rtol:g}; the file {path} is kept but does not match")
         return 1
@@ -80,11 +79,10 @@ def _export_tabular(args: argparse.Namespace) -> int:
         f"input X float64 (batch, {detector.n_features_in_}) raw features, output score float64 (batch,), "
         f"dynamic batch; threshold {detector.threshold_:.6g}"
     )
-    if checked is None:
-        return 0
-    X, what = checked
     rtol = RTOL if args.rtol is None else args.rtol
-    return _print_check(verify_onnx(detector, path, X, batch_sizes=sorted({1, len(X)}), rtol=rtol), what, rtol, path)
+    return _check(
+        checked, lambda X, rtol: verify_onnx(detector, path, X, batch_sizes=sorted({1, len(X)}), rtol=rtol), rtol, path
+    )
 
 
 def _check_images(size: int, args: argparse.Namespace) -> tuple[Any, str]:
@@ -93,10 +91,9 @@ def _check_images(size: int, args: argparse.Namespace) -> tuple[Any, str]:
     from ..export import random_images
 
     if args.check_data is not None:
-        from ..vision.data import read_image
-        from .image import _image_files
+        from ..vision.data import image_files, read_image
 
-        files = _image_files([args.check_data])
+        files = image_files([args.check_data])
         files = files if args.check_images is None else files[: args.check_images]
         return torch.stack([read_image(f, size) for f in files]), f"{len(files)} image(s) of {args.check_data}"
     n = 8 if args.check_images is None else args.check_images
@@ -118,12 +115,14 @@ def _export_image(args: argparse.Namespace) -> int:
         f"opset {args.opset}, input images float32 (batch, 3, {size}, {size}) RGB in [0, 1], outputs scores float32 "
         f"(batch,) and maps float32 (batch, {size}, {size}), dynamic batch"
     )
-    if checked is None:
-        return 0
-    images, what = checked
     rtol = IMAGE_RTOL if args.rtol is None else args.rtol
-    report = verify_image_onnx(detector, path, images, batch_sizes=IMAGE_VERIFY_BATCH_SIZES, rtol=rtol)
-    return _print_check(report, what, rtol, path)
+
+    return _check(
+        checked,
+        lambda images, rtol: verify_image_onnx(detector, path, images, batch_sizes=IMAGE_VERIFY_BATCH_SIZES, rtol=rtol),
+        rtol,
+        path,
+    )
 
 
 def export(args: argparse.Namespace) -> int:

@@ -21,15 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
 from ..flows import FLOWS
 from ..outputs import check_output_dir, check_output_file
 from ..plots import write_overlay
 from ..vision.detector import MAPS
 from ..vision.heads import HEADS
 from .args import int_list, positive_int, split_list
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def _weights(text: str | None) -> str | None:
@@ -75,22 +72,6 @@ def fit(args: argparse.Namespace) -> int:
 
 
 # --- predict --------------------------------------------------------------------------
-def _image_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"no image file or folder at {path}")
-    return files
-
-
 def _overlay_names(files: list[Path]) -> list[str]:
     """``<stem>_overlay.png``, made unique with the parent folder's name (and an index) when stems repeat."""
     names, seen = [], set()
@@ -109,14 +90,14 @@ def predict(args: argparse.Namespace) -> int:
     import torch
     import torch.nn.functional as F
 
-    from ..vision.data import read_image
+    from ..vision.data import image_files, read_image
     from ..vision.detector import ImageDetector
 
     detector = ImageDetector.load(args.model, device=args.device)
     if args.maps is not None:
         detector.set_params(maps=args.maps)
     out = check_output_dir(args.output, inputs=[args.model])
-    files = _image_files(args.images)
+    files = image_files(args.images)
     size = int(detector.image_size)
     images = torch.stack([read_image(f, size) for f in files])
     scores, maps = detector.predict(images)

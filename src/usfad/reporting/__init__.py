@@ -1,6 +1,16 @@
-"""Reporting: the tables every report and command prints (one markdown table, one text
-table, one ``mean ± std``). Plots and the report writers are still beside their runners
-(:mod:`usfad.plots`, :mod:`usfad.bench.report`, :mod:`usfad.studies`)."""
+"""Reporting: what the commands print and write from results.
+
+- :mod:`~usfad.reporting.tables`: one markdown table, one text table, one ``mean ± std``
+  (one ddof, the sample standard deviation);
+- :mod:`~usfad.reporting.report`: the pieces of a report folder's ``report.md`` (quick-run
+  note, figure section);
+- :mod:`~usfad.reporting.image`: the image benchmark's tables (``usfad image bench``);
+- :mod:`~usfad.reporting.demo`: the demo's tables, report and figures (``usfad demo``).
+
+The tabular benchmark's report (:mod:`usfad.bench.report`) and the studies' reports
+(:mod:`usfad.studies`) are beside their runs and use these; the figures are
+:mod:`usfad.plots` and :mod:`usfad.studies.plots`.
+"""
 
 from .tables import DDOF, markdown_table, mean_std, std, text_table
 

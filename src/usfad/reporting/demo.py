@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..experiments.demo import ALIGNED_MODELS, FLOW_SETTINGS, QUICK_OVERRIDES, SVDD_SETTINGS, Cell, DemoResult
+from .report import quick_note, write_markdown
 from .tables import markdown_table, mean_std
 
 
@@ -54,8 +55,7 @@ def write_report(result: DemoResult, out: Path, seeds: list[int], quick: bool, p
         f"Protocol T (stratified 70/30 split, training anomalies dropped, scaling fitted on the training part) "
         f"on the embedded datasets; seeds {', '.join(map(str, seeds))}; higher score = more anomalous.",
     ]
-    if quick:
-        lines += ["", "**Quick run**: models trained for a handful of steps; the numbers mean nothing."]
+    lines += quick_note(quick)
     lines += [
         "",
         "## Results per dataset",
@@ -92,9 +92,7 @@ def write_report(result: DemoResult, out: Path, seeds: list[int], quick: bool, p
     lines += [f"- flows (USFlow, NonUSFlow): `{_settings(FLOW_SETTINGS, quick)}`"]
     lines += [f"- DeepSVDD: `{_settings(SVDD_SETTINGS, quick)}`"]
     lines += ["- IForest, KNN (PyOD): library defaults", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_markdown(lines, out / "report.md")
 
 
 def _settings(base: dict[str, Any], quick: bool) -> str:

@@ -34,6 +34,7 @@ from scipy.special import logsumexp
 
 from ..errors import DataError, TrainingDivergedError
 from ..metrics import alignment, latent_center, latent_distance
+from ..reporting.report import figure_section, quick_note, write_markdown
 from ..reporting.tables import markdown_table
 
 DIMS = (2, 8, 32, 128)
@@ -261,6 +262,13 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "" if value is None else ("n/a" if not math.isfinite(value) else f"{value:.{digits}f}")
 
 
+#: the report's figures, by file stem
+CAPTIONS = {
+    "alignment_scatter": "True NLL against latent distance, a row per d, a column per model.",
+    "latent_plane_d2": "d = 2: evaluation samples in each latent plane, coloured by the true "
+    "log-density (top; dashed circles at the 50/90/99 % quantiles of the latent distance) and by "
+    "log|det J(x)| (bottom).",
+}
 TABLE_HEADERS = [
     "d",
     "model",
@@ -334,8 +342,7 @@ def write_report(result: AlignmentResult, out: str | Path, plots: bool = True) -
         f"d = {', '.join(map(str, s.get('dims', [])))}; {s.get('n_train')} training and {s.get('n_eval')} fresh "
         f"evaluation samples per d; seed {s.get('seed')}. The true NLL is exact.",
     ]
-    if s.get("quick"):
-        lines += ["", "**Quick run**: models trained for a handful of steps; the numbers mean nothing."]
+    lines += quick_note(bool(s.get("quick")))
     lines += [
         "",
         "## Correlations",
@@ -348,16 +355,7 @@ def write_report(result: AlignmentResult, out: str | Path, plots: bool = True) -
         markdown_table(TABLE_HEADERS, table_rows(result.rows)),
         "",
     ]
-    if figures:
-        lines += ["## Figures", ""]
-        captions = {
-            "alignment_scatter": "True NLL against latent distance, a row per d, a column per model.",
-            "latent_plane_d2": "d = 2: evaluation samples in each latent plane, coloured by the true "
-            "log-density (top; dashed circles at the 50/90/99 % quantiles of the latent distance) and by "
-            "log|det J(x)| (bottom).",
-        }
-        for p in figures:
-            lines += [captions.get(p.stem, ""), "", f"![{p.stem}]({p.name})", ""]
+    lines += figure_section(figures, CAPTIONS)
     if result.notes:
         lines += ["## Warnings", ""] + [f"- {n}" for n in result.notes] + [""]
     quick = ", ".join(f"{k}={v}" for k, v in QUICK_OVERRIDES.items()) if s.get("quick") else ""
@@ -368,6 +366,4 @@ def write_report(result: AlignmentResult, out: str | Path, plots: bool = True) -
         "- DeepSVDD: library defaults with latent_features = d" + (f", {quick}" if quick else ""),
         "",
     ]
-    path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_markdown(lines, out / "report.md")

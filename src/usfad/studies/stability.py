@@ -35,6 +35,7 @@ import numpy as np
 from ..data.protocol import SEEDS
 from ..experiments.engine import SerialExecutor
 from ..experiments.health import EXPLOSION_FACTOR, training_health
+from ..reporting.report import figure_section, quick_note, write_markdown
 from ..reporting.tables import markdown_table, std
 
 DEFAULT_DATASETS = ("4_breastw", "6_cardio", "24_mnist", "25_musk", "38_thyroid")
@@ -177,6 +178,11 @@ def _stats(values: Sequence[float]) -> list[str]:
     return [f"{v.mean():.3f}", "n/a" if math.isnan(spread) else f"{spread:.3f}", f"{v.min():.3f}", f"{v.max():.3f}"]
 
 
+#: the report's figures, by file stem
+CAPTIONS = {
+    "auc_spread": "ROC-AUC of each seed (dots) and their mean (bar).",
+    "loss_curves": "Loss per epoch, a line per seed: training solid, validation dashed.",
+}
 TABLE_HEADERS = ["dataset", "model", "runs", "diverged", "exploded", "failed", "ROC-AUC mean", "std", "min", "max"]
 MODEL_HEADERS = ["model", "runs", "diverged", "exploded", "failed", "mean ROC-AUC", "mean std over seeds"]
 
@@ -246,8 +252,7 @@ def write_report(result: StabilityResult, out: str | Path, plots: bool = True) -
         f"Protocol T on {', '.join(s.get('datasets', []))}; seeds {', '.join(map(str, s.get('seeds', [])))}; "
         f"preset `{s.get('preset')}`.",
     ]
-    if s.get("quick"):
-        lines += ["", "**Quick run**: models trained for a handful of steps; the numbers mean nothing."]
+    lines += quick_note(bool(s.get("quick")))
     lines += [
         "",
         "A run *diverged* when its loss became non-finite (or its scores NaN), *exploded* when it finished but a "
@@ -265,14 +270,7 @@ def write_report(result: StabilityResult, out: str | Path, plots: bool = True) -
         markdown_table(TABLE_HEADERS, table_rows(result)),
         "",
     ]
-    if figures:
-        lines += ["## Figures", ""]
-        captions = {
-            "auc_spread": "ROC-AUC of each seed (dots) and their mean (bar).",
-            "loss_curves": "Loss per epoch, a line per seed: training solid, validation dashed.",
-        }
-        for p in figures:
-            lines += [captions.get(p.stem, ""), "", f"![{p.stem}]({p.name})", ""]
+    lines += figure_section(figures, CAPTIONS)
     problems = [r for r in result.runs if r.error]
     if problems:
         lines += ["## Errors", ""]
@@ -281,6 +279,4 @@ def write_report(result: StabilityResult, out: str | Path, plots: bool = True) -
     overrides = ", ".join(f"{k}={v}" for k, v in s.get("overrides", {}).items())
     lines += ["## Settings", "", f"- preset `{s.get('preset')}`" + (f", overrides {overrides}" if overrides else "")]
     lines += [""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_markdown(lines, out / "report.md")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,28 +65,46 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def read_image(path: PathLike, image_size: int | tuple[int, int]) -> Tensor:
-    """An image file as ``float [3, H, W]`` RGB in ``[0, 1]``, resized (bilinear) to ``image_size``."""
+def _read_resized(path: PathLike, image_size: int | tuple[int, int], mode: str, what: str) -> np.ndarray:
+    """The file at ``path`` in PIL ``mode``, resized (bilinear) to ``image_size``, as an array."""
     Image = _pil()
     h, w = _size(image_size)
     try:
         with Image.open(path) as im:
-            rgb = im.convert("RGB").resize((w, h), Image.BILINEAR)
+            return np.asarray(im.convert(mode).resize((w, h), Image.BILINEAR), dtype=np.uint8).copy()
     except OSError as err:
-        raise DataError(f"{path}: not a readable image ({err})") from err
-    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+        raise DataError(f"{path}: not a readable {what} ({err})") from err
+
+
+def read_image(path: PathLike, image_size: int | tuple[int, int]) -> Tensor:
+    """An image file as ``float [3, H, W]`` RGB in ``[0, 1]``, resized (bilinear) to ``image_size``."""
+    rgb = _read_resized(path, image_size, "RGB", "image")
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
 
 
 def read_mask(path: PathLike, image_size: int | tuple[int, int]) -> Tensor:
     """A mask file as ``float [1, H, W]`` 0/1: resized (bilinear, area-aware) then binarised at ``>= 128``."""
-    Image = _pil()
-    h, w = _size(image_size)
-    try:
-        with Image.open(path) as im:
-            gray = im.convert("L").resize((w, h), Image.BILINEAR)
-    except OSError as err:
-        raise DataError(f"{path}: not a readable mask ({err})") from err
-    return torch.from_numpy((np.asarray(gray) >= 128).astype(np.float32))[None]
+    gray = _read_resized(path, image_size, "L", "mask")
+    return torch.from_numpy((gray >= 128).astype(np.float32))[None]
+
+
+def image_files(paths: Iterable[PathLike]) -> list[Path]:
+    """The image files (:data:`IMAGE_EXTENSIONS`) that ``paths`` name, in order: a file as itself,
+    a folder as every image below it (recursively, sorted). A folder without images is a
+    :class:`~usfad.errors.DataError`, a missing path a ``FileNotFoundError``."""
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no image file or folder at {path}")
+    return files
 
 
 class ImageFolderDataset(Dataset):

@@ -1,8 +1,13 @@
-"""Argument helpers shared by the sub-commands."""
+"""Helpers shared by the sub-commands: argument lists, and what a report command prints."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..reporting.tables import text_table
 
 
 def split_list(values: list[str] | None) -> list[str]:
@@ -30,3 +35,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def print_tables(*tables: tuple[Sequence[str], Sequence[Sequence[str]]]) -> None:
+    """Print ``(headers, rows)`` tables as plain text, a blank line between two."""
+    print("\n\n".join(text_table(headers, rows) for headers, rows in tables))
+
+
+def print_report_written(path: Path, start: float) -> None:
+    """The last line of a command that wrote a report folder: where, and the seconds since ``start``."""
+    print(f"\nreport written to {path} ({time.perf_counter() - start:.0f} s)")

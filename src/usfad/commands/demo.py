@@ -16,7 +16,7 @@ from typing import Any
 from ..data.embedded import EMBEDDED
 from ..data.protocol import SEEDS
 from ..outputs import check_output_dir
-from ..reporting.tables import text_table
+from .args import print_report_written, print_tables
 
 
 def _int_list(text: str) -> list[int]:
@@ -52,13 +52,11 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_dir(args.output)
     start = time.perf_counter()
     result = run_demo(args.datasets, args.seeds, quick=args.quick, progress=not args.no_progress)
-    print(text_table(TABLE_HEADERS, summary_rows(result.cells)))
-    print()
-    print(text_table(MODEL_HEADERS, model_mean_rows(result.cells)))
+    print_tables((TABLE_HEADERS, summary_rows(result.cells)), (MODEL_HEADERS, model_mean_rows(result.cells)))
     plots = [] if args.no_plots else write_plots(result, out)
     write_results_csv(result.cells, out / "results.csv")
     report = write_report(result, out, args.seeds, args.quick, plots)
-    print(f"\nreport written to {report} ({time.perf_counter() - start:.0f} s)")
+    print_report_written(report, start)
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..data.protocol import SEEDS
 from ..outputs import check_output_dir
-from .args import int_list, split_list
+from .args import int_list, print_report_written, print_tables, split_list
 
 
 def _limit_threads(threads: int | None) -> None:
@@ -32,7 +32,6 @@ def _limit_threads(threads: int | None) -> None:
 
 
 def run_alignment_command(args: argparse.Namespace) -> int:
-    from ..reporting.tables import text_table
     from ..studies.alignment import TABLE_HEADERS, run_alignment, table_rows, write_report
 
     _limit_threads(args.threads)
@@ -51,14 +50,13 @@ def run_alignment_command(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
-    print(text_table(TABLE_HEADERS, table_rows(result.rows)))
+    print_tables((TABLE_HEADERS, table_rows(result.rows)))
     report = write_report(result, Path(args.output), plots=not args.no_plots)
-    print(f"\nreport written to {report} ({time.perf_counter() - start:.0f} s)")
+    print_report_written(report, start)
     return 0
 
 
 def run_stability_command(args: argparse.Namespace) -> int:
-    from ..reporting.tables import text_table
     from ..studies.stability import (
         DEFAULT_DATASETS,
         DEFAULT_MODELS,
@@ -83,11 +81,9 @@ def run_stability_command(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
-    print(text_table(TABLE_HEADERS, table_rows(result)))
-    print()
-    print(text_table(MODEL_HEADERS, model_rows(result)))
+    print_tables((TABLE_HEADERS, table_rows(result)), (MODEL_HEADERS, model_rows(result)))
     report = write_report(result, Path(args.output), plots=not args.no_plots)
-    print(f"\nreport written to {report} ({time.perf_counter() - start:.0f} s)")
+    print_report_written(report, start)
     return 0
 
 

@@ -72,7 +72,7 @@ def main() -> None:
                 report = verify_image_onnx(detector, path, check, batch_sizes=(1, 8))
                 session = onnx_session(path, threads=1)
                 x = check.numpy()
-                t_torch = median_seconds(lambda d=detector: d.predict(check), args.repeats, min_time=0)
+                t_torch = median_seconds(lambda d=detector: d.score_maps(check), args.repeats, min_time=0)
                 t_onnx = median_seconds(lambda s=session, x=x: run_onnx(s, x, batch_size=8), args.repeats, min_time=0)
                 diffs = report.output_rel_diff
                 row = {

@@ -105,9 +105,9 @@ def main() -> None:
             detector.fit_features(cache["train"])
             if energy is None:  # the feature scaler is fitted on the same training features for every run
                 energy = _energy(detector, cache["test"])
-            predictions = {"latent": detector.predict_features(cache["test"])}
+            predictions = {"latent": detector.score_maps_features(cache["test"])}
             if _own_density(detector):
-                predictions["density"] = detector.set_params(maps="density").predict_features(cache["test"])
+                predictions["density"] = detector.set_params(maps="density").score_maps_features(cache["test"])
             for kind, (scores, maps) in predictions.items():
                 metrics = vision_metrics(labels, scores, masks, maps)
                 row = {"flow": flow, "map": kind, "seed": seed, "image AUROC": metrics["image_auroc"]}

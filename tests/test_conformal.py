@@ -226,7 +226,7 @@ def test_the_image_detector_calibrates_on_held_out_training_images(tmp_path):
     det = _image_detector(threshold="conformal", alpha=0.1).fit_features(features)
     fit_rows, calibration_rows = calibration_split(60, seed=0)
     assert len(det.calibration_scores_) == 30 and det.history_.steps == math.ceil(30 / 8)  # trained on the rest
-    held_out = det.predict_features([f[calibration_rows] for f in features])[0]
+    held_out = det.score_maps_features([f[calibration_rows] for f in features])[0]
     np.testing.assert_array_equal(det.calibration_scores_, np.sort(held_out))
     assert det.threshold_ == conformal_threshold(held_out, 0.1)
     normal, defect = textured_images(6, seed=7), textured_images(6, seed=7, defect=True)
@@ -234,6 +234,9 @@ def test_the_image_detector_calibrates_on_held_out_training_images(tmp_path):
     assert ((p > 0) & (p <= 1)).all() and p.min() >= 1 / 31
     scores = det.decision_function(torch.cat([normal, defect]))
     np.testing.assert_array_equal(scores > det.threshold_, p <= 0.1)
+    labels = det.predict(torch.cat([normal, defect]))  # labels, as the tabular detectors give them
+    assert labels.dtype.kind == "i" and labels.shape == (12,)
+    np.testing.assert_array_equal(labels, (p <= 0.1).astype(int))
     restored = ImageDetector.load(det.save(tmp_path / "image.usfad"), backbone=TinyBackbone())
     np.testing.assert_array_equal(restored.calibration_scores_, det.calibration_scores_)
     assert restored.threshold_ == det.threshold_ and restored.alpha == 0.1
@@ -242,6 +245,8 @@ def test_the_image_detector_calibrates_on_held_out_training_images(tmp_path):
     assert not hasattr(plain, "threshold_") and plain.history_.steps == math.ceil(60 / 8)
     with pytest.raises(ValueError, match="p_values needs calibration images"):
         plain.p_values(normal)
+    with pytest.raises(ValueError, match="predict needs a threshold: fit with threshold='conformal'"):
+        plain.predict(normal)
 
 
 def test_the_image_detector_refuses_too_few_images_and_warns_when_alpha_is_out_of_reach():

@@ -30,7 +30,7 @@ def _detector(model="fastflow", flow="usf", **params):
 def test_each_head_trains_and_gives_finite_maps_of_the_image_size(model, flow):
     det = _detector(model, flow).fit(textured_images(8))
     assert len(det.history_.train_loss) == 2 and np.isfinite(det.history_.train_loss).all()
-    scores, maps = det.predict(textured_images(3, seed=1))
+    scores, maps = det.score_maps(textured_images(3, seed=1))
     assert scores.shape == (3,) and maps.shape == (3, 32, 32)
     assert np.isfinite(scores).all() and np.isfinite(maps).all()
     assert np.allclose(scores, maps.reshape(3, -1).max(1), rtol=1e-6)  # image score = max of the map
@@ -43,7 +43,7 @@ def test_training_lowers_the_loss():
 
 def test_maps_come_back_at_the_input_size_when_it_differs():
     det = _detector().fit(textured_images(6))
-    scores, maps = det.predict(textured_images(2, size=48))
+    scores, maps = det.score_maps(textured_images(2, size=48))
     assert maps.shape == (2, 48, 48)
 
 
@@ -79,15 +79,33 @@ def test_density_maps_differ_from_the_published_ones_only_where_they_should(mode
     is not its density; the setting is saved with the model."""
     images = textured_images(3, seed=4, defect=True)
     det = _detector(model, "affine").fit(textured_images(6))
-    published = det.predict(images)[1]
+    published = det.score_maps(images)[1]
     det.set_params(maps="density")
-    density = det.predict(images)[1]
+    density = det.score_maps(images)[1]
     assert np.isfinite(density).all() and density.shape == published.shape
     assert np.allclose(density, published, atol=1e-6) is (model == "cflow")
     again = ImageDetector.load(det.save(tmp_path / "m.usfad"), backbone=TinyBackbone())
-    assert again.maps == "density" and np.array_equal(again.predict(images)[1], density)
+    assert again.maps == "density" and np.array_equal(again.score_maps(images)[1], density)
     with pytest.raises(ValueError, match="maps must be one of"):
-        det.set_params(maps="latent").predict(images)
+        det.set_params(maps="latent").score_maps(images)
+
+
+def test_usfad_load_reads_image_and_tabular_files_alike(tmp_path):
+    import usfad
+
+    det = _detector().fit(textured_images(6))
+    images = textured_images(3, seed=4, defect=True)
+    again = usfad.load(det.save(tmp_path / "image.usfad"), backbone=TinyBackbone())
+    assert isinstance(again, ImageDetector)
+    assert np.array_equal(again.decision_function(images), det.decision_function(images))
+    X = np.random.default_rng(0).normal(size=(64, 3))
+    tabular = usfad.load(usfad.USFlow(max_steps=2).fit(X).save(tmp_path / "tabular.usfad"))
+    assert isinstance(tabular, usfad.USFlow)
+    with pytest.raises(TypeError, match="takes no loading options"):
+        usfad.load(tmp_path / "tabular.usfad", backbone=TinyBackbone())
+    (tmp_path / "other.usfad").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError):
+        usfad.load(tmp_path / "other.usfad")
 
 
 def test_load_rejects_a_backbone_with_other_channels(tmp_path):
@@ -116,12 +134,12 @@ def test_training_noise_changes_the_fit_but_not_the_scoring():
         _detector(noise=-0.1).fit(images)
 
 
-def test_fit_features_and_predict_features_match_fit_and_predict():
+def test_fit_features_and_score_maps_features_match_fit_and_predict():
     images, test = textured_images(6), textured_images(2, seed=7)
     a = _detector("uflow").fit(images)
     b = _detector("uflow")
     b.fit_features(b.features(images))
-    assert np.array_equal(a.decision_function(test), b.predict_features(b.features(test))[0])
+    assert np.array_equal(a.decision_function(test), b.score_maps_features(b.features(test))[0])
 
 
 def test_on_step_sees_every_optimiser_step_and_its_batch_loss():
@@ -140,7 +158,7 @@ def test_bad_settings_and_inputs_are_refused_with_what_was_given():
     with pytest.raises(DataError, match=r"\[N, 3, H, W\]"):
         _detector().fit(torch.rand(4, 32, 32))
     with pytest.raises(RuntimeError, match="not fitted"):
-        _detector().predict(textured_images(1))
+        _detector().score_maps(textured_images(1))
 
 
 def test_fit_on_a_folder_equals_fit_on_its_images(tmp_path):
@@ -150,9 +168,9 @@ def test_fit_on_a_folder_equals_fit_on_its_images(tmp_path):
     train = torch.stack([s.image for s in ImageFolderDataset(root, "train", image_size=32)])
     from_folder = _detector("cflow").fit(root)
     from_tensor = _detector("cflow").fit(train)
-    scores, maps = from_folder.predict(root)  # a folder is scored on its test split
+    scores, maps = from_folder.score_maps(root)  # a folder is scored on its test split
     assert scores.shape == (4,) and maps.shape == (4, 32, 32)
-    assert np.allclose(scores, from_tensor.predict(ImageFolderDataset(root, "test", image_size=32))[0], rtol=1e-5)
+    assert np.allclose(scores, from_tensor.score_maps(ImageFolderDataset(root, "test", image_size=32))[0], rtol=1e-5)
 
 
 def test_features_are_standardised_per_position_with_training_statistics():

@@ -81,7 +81,7 @@ def test_the_graph_module_runs_predicts_scoring_path_with_lu_layers_frozen():
     images = _fresh()
     with torch.no_grad():
         scores, maps = graph(images)
-    expected_scores, expected_maps = det.predict(images)
+    expected_scores, expected_maps = det.score_maps(images)
     assert maps.shape == (12, 32, 32) and scores.shape == (12,)
     np.testing.assert_allclose(scores.numpy(), expected_scores, rtol=1e-5)
     np.testing.assert_allclose(maps.numpy(), expected_maps, rtol=1e-5, atol=1e-6)
@@ -118,7 +118,7 @@ def test_export_at_another_image_size_resizes_inside_like_predict(tmp_path):
     images = _fresh(size=48, n=6)
     report = verify_image_onnx(det, path, images, batch_sizes=(1, 6))
     assert report.passed and max(report.output_rel_diff["scores"].values()) <= 1e-5, str(report)
-    assert det.predict(images)[1].shape == (6, 48, 48)  # what the graph was compared with
+    assert det.score_maps(images)[1].shape == (6, 48, 48)  # what the graph was compared with
 
 
 def test_verify_rejects_images_of_another_size_than_the_graph(tmp_path):

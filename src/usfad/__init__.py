@@ -5,8 +5,9 @@
 >>> scores = det.decision_function(X)    # higher = more anomalous  # doctest: +SKIP
 """
 
-from .detectors import BaseDetector, DeepSVDD, DeepSVDDVAE, FlowDetector, NonUSFlow, USFlow, VAEFlow, load
+from .detectors import BaseDetector, DeepSVDD, DeepSVDDVAE, FlowDetector, NonUSFlow, USFlow, VAEFlow
 from .flows import build_flow
+from .loading import load
 
 __version__ = "0.1.0"
 

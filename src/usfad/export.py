@@ -21,9 +21,9 @@ neither :mod:`usfad.detectors` nor :mod:`usfad.vision` (it lies below them):
   metadata). :func:`verify_onnx` scores data with ONNX Runtime at several batch sizes and
   reports the largest difference from ``decision_function``;
 - image: ``ImageDetector.export_onnx(path)`` exports ``detector.scoring_module()``, the
-  whole of ``predict`` as one graph: input ``"images"`` (float32 ``(batch, 3, S, S)``, RGB
+  whole of ``score_maps`` as one graph: input ``"images"`` (float32 ``(batch, 3, S, S)``, RGB
   in ``[0, 1]``), outputs ``"scores"`` (float32 ``(batch,)``) and ``"maps"`` (float32
-  ``(batch, S, S)``). :func:`verify_image_onnx` checks it against ``predict`` at batch
+  ``(batch, S, S)``). :func:`verify_image_onnx` checks it against ``score_maps`` at batch
   sizes 1 and 8 (tolerance :data:`IMAGE_RTOL`).
 
 Both checks work on any object with the detector's public methods (duck typing).
@@ -358,9 +358,9 @@ def verify_image_onnx(
     rtol: float = IMAGE_RTOL,
     threads: int | None = 1,
 ) -> VerifyReport:
-    """Score ``images`` with the ONNX file at ``path`` and with ``detector.predict``; compare.
+    """Score ``images`` with the ONNX file at ``path`` and with ``detector.score_maps``; compare.
 
-    ``detector``: a fitted image detector (anything with ``as_images``, ``predict`` and the
+    ``detector``: a fitted image detector (anything with ``as_images``, ``score_maps`` and the
     ``model``, ``flow`` and ``backbone_name`` that name it), e.g. the one whose
     ``export_onnx`` wrote ``path``.
 
@@ -384,7 +384,7 @@ def verify_image_onnx(
             f"{path} takes images of shape [batch, {', '.join(map(str, expected_shape))}], got {list(x.shape)}"
         )
     start = time.perf_counter()
-    scores, maps = detector.predict(x)
+    scores, maps = detector.score_maps(x)
     name = f"ImageDetector({detector.model}, {detector.flow}, {detector.backbone_name})"
     report = VerifyReport(name, len(x), rtol, torch_seconds=time.perf_counter() - start)
     return _compare(report, session, [x.numpy()], [scores, maps], batch_sizes)

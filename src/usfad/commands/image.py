@@ -100,7 +100,7 @@ def predict(args: argparse.Namespace) -> int:
     files = image_files(args.images)
     size = int(detector.image_size)
     images = torch.stack([read_image(f, size) for f in files])
-    scores, maps = detector.predict(images)
+    scores, maps = detector.score_maps(images)
     lo, hi = float(np.percentile(maps, 1)), float(maps.max())  # one colour scale for every image of the run
     with open(out / "scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -562,7 +562,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
 
 def load(path: str | os.PathLike[str], device: str = "cpu") -> BaseDetector:
-    """Load any usfad detector saved with ``save`` (checked as :meth:`BaseDetector.load` says)."""
+    """Load any tabular detector saved with ``save`` (checked as :meth:`BaseDetector.load` says).
+
+    :func:`usfad.load` loads image detectors too."""
     return BaseDetector.load(path, device=device)
 
 

@@ -146,7 +146,7 @@ class ImageRun:
         row["fit_seconds"] = round(time.perf_counter() - start, 2)
         row["fit_cpu_seconds"] = round(time.process_time() - cpu, 2)  # all threads; wall time on a shared machine
         start = time.perf_counter()
-        scores, maps = detector.predict_features(cache["test"])
+        scores, maps = detector.score_maps_features(cache["test"])
         row["score_seconds"] = round(time.perf_counter() - start, 2)
         masks = cache["masks"] if cache["has_masks"] else None
         metrics = vision_metrics(cache["labels"], scores, masks, maps if masks is not None else None)

@@ -3,16 +3,18 @@
 ``fit(data)`` runs the backbone once over the training images and keeps the feature maps
 (on the CPU); the head (:mod:`usfad.vision.heads`) is then trained with Adam for ``epochs``
 over that cache by :func:`usfad.train.fit_module`, so a non-finite loss raises
-:class:`~usfad.errors.TrainingDivergedError`. ``predict(images)`` returns one score per
+:class:`~usfad.errors.TrainingDivergedError`. ``score_maps(images)`` returns one score per
 image and one anomaly map per image at the image's size (:mod:`usfad.vision.anomaly_map`:
 levels upsampled, combined, smoothed per image; score = the map's maximum).
+``decision_function`` gives the scores alone and ``predict`` labels (with a conformal
+``threshold_``), as for the tabular detectors.
 
 The switch is ``flow="usf" | "usf-gin" | "affine"``, as everywhere in usfad. ``fit_features`` and
-``predict_features`` work on features extracted elsewhere, so a benchmark can run the
-backbone once for many heads and seeds. ``scoring_module()`` is the whole of ``predict``
+``score_maps_features`` work on features extracted elsewhere, so a benchmark can run the
+backbone once for many heads and seeds. ``scoring_module()`` is the whole of ``score_maps``
 (backbone to scores and maps) as one module (:class:`ImageDetectorGraph`) and
 ``export_onnx(path)`` writes it as one ONNX graph (:func:`usfad.export.export_module`); it
-and ``predict_features`` share one scoring function, ``_score_batch``.
+and ``score_maps_features`` share one scoring function, ``_score_batch``.
 
 ``threshold="conformal"`` holds out calibration images at ``fit`` and sets ``threshold_``
 and ``p_values(images)`` by split-conformal calibration, as the tabular detectors do
@@ -361,7 +363,7 @@ class ImageDetector(BaseEstimator):
             if hasattr(self, stale):
                 delattr(self, stale)
         if calibration_rows is not None:
-            scores = self.predict_features([f[calibration_rows] for f in features])[0]
+            scores = self.score_maps_features([f[calibration_rows] for f in features])[0]
             self._set_calibration(np.sort(scores), warn=True)
         return self
 
@@ -421,7 +423,7 @@ class ImageDetector(BaseEstimator):
     ) -> tuple[Tensor, Tensor]:
         """Scores ``[B]`` and maps ``[B, *size]`` of one batch of features, by ``head``.
 
-        The one scoring path: :meth:`predict_features` calls it with ``head_``, and the ONNX
+        The one scoring path: :meth:`score_maps_features` calls it with ``head_``, and the ONNX
         graph (:class:`ImageDetectorGraph`) with its inference copy of ``head_``.
         """
         from .anomaly_map import anomaly_map, image_scores
@@ -437,7 +439,7 @@ class ImageDetector(BaseEstimator):
         return image_scores(maps), maps
 
     @torch.no_grad()
-    def predict_features(
+    def score_maps_features(
         self, features: Sequence[Tensor], size: int | tuple[int, int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``[N]`` and anomaly maps ``[N, H, W]`` (``size``, default ``image_size``) from features."""
@@ -459,7 +461,7 @@ class ImageDetector(BaseEstimator):
             )
         return scores, maps
 
-    def predict(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+    def score_maps(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(scores [N], maps [N, H, W])`` for images ``[N, 3, H, W]`` in ``[0, 1]``; higher = more anomalous.
 
         Images of another size are resized to ``image_size`` for the network; the maps come
@@ -468,12 +470,25 @@ class ImageDetector(BaseEstimator):
         self._check_fitted()
         if isinstance(images, (Tensor, np.ndarray)):
             x = _as_images(images)
-            return self.predict_features(self.features(x), size=tuple(x.shape[-2:]))
-        return self.predict_features(self.features(images, split="test"))
+            return self.score_maps_features(self.features(x), size=tuple(x.shape[-2:]))
+        return self.score_maps_features(self.features(images, split="test"))
 
     def decision_function(self, images: Any) -> np.ndarray:
         """One anomaly score per image (the maximum of its smoothed map)."""
-        return self.predict(images)[0]
+        return self.score_maps(images)[0]
+
+    def predict(self, images: Any) -> np.ndarray:
+        """Labels, as the tabular detectors give them: 1 where the score is above ``threshold_``, else 0.
+
+        Only a detector fitted with ``threshold="conformal"`` has a ``threshold_``; any other
+        raises ``ValueError`` (its scores and maps are :meth:`score_maps`)."""
+        self._check_fitted()
+        if not hasattr(self, "threshold_"):
+            raise ValueError(
+                f"predict needs a threshold: fit with threshold='conformal' (this ImageDetector has "
+                f"threshold={self.threshold!r}); decision_function and score_maps give scores and maps"
+            )
+        return (self.decision_function(images) > self.threshold_).astype(int)
 
     def p_values(self, images: Any) -> np.ndarray:
         """Split-conformal p-value of each image (``threshold="conformal"`` only), in ``(0, 1]``:
@@ -489,7 +504,7 @@ class ImageDetector(BaseEstimator):
 
     @staticmethod
     def as_images(images: Any) -> Tensor:
-        """``images`` as :meth:`predict` takes them: a float tensor ``[N, 3, H, W]`` from a tensor
+        """``images`` as :meth:`score_maps` takes them: a float tensor ``[N, 3, H, W]`` from a tensor
         or array (``[3, H, W]`` is one image, one channel is repeated to three); raises
         :class:`~usfad.errors.DataError` for another shape, no image, or a non-finite value."""
         return _as_images(images)
@@ -498,7 +513,7 @@ class ImageDetector(BaseEstimator):
         """The fitted detector as one module: images ``[batch, 3, S, S]`` -> (scores, maps).
 
         ``S = image_size`` (default: the detector's; another is resized inside, as
-        :meth:`predict` does). See :class:`ImageDetectorGraph`; in eval mode, on the CPU,
+        :meth:`score_maps` does). See :class:`ImageDetectorGraph`; in eval mode, on the CPU,
         LU layers frozen. What :meth:`export_onnx` exports.
         """
         return ImageDetectorGraph(self, image_size).eval()
@@ -510,8 +525,8 @@ class ImageDetector(BaseEstimator):
 
         Input ``"images"``: float32 ``[batch, 3, S, S]``, RGB in ``[0, 1]`` (the backbone's
         normalisation is inside), ``S = image_size`` (default: the detector's; another size is
-        resized inside, as :meth:`predict` does). Outputs ``"scores"`` float32 ``[batch]``
-        (higher = more anomalous) and ``"maps"`` float32 ``[batch, S, S]``, as :meth:`predict`
+        resized inside, as :meth:`score_maps` does). Outputs ``"scores"`` float32 ``[batch]``
+        (higher = more anomalous) and ``"maps"`` float32 ``[batch, S, S]``, as :meth:`score_maps`
         gives them (:meth:`scoring_module`). The batch axis is dynamic, the image size fixed;
         the file's metadata holds the model, flow, backbone and sizes (``usfad.*``). Opset
         :data:`usfad.export.OPSET` unless ``opset`` is given. Check a file with
@@ -636,7 +651,7 @@ class ImageDetectorGraph(nn.Module):
     """A fitted :class:`ImageDetector` as one module: images -> (scores, maps).
 
     ``forward(images)`` takes RGB images in ``[0, 1]``, float32 ``[batch, 3, S, S]`` with
-    ``S = image_size`` (default: the detector's), and runs what ``predict`` runs on them:
+    ``S = image_size`` (default: the detector's), and runs what ``score_maps`` runs on them:
     the detector's own resize to its ``image_size`` (a no-op when ``S`` is that size), the
     backbone (its normalisation included), and the detector's ``_score_batch`` (the head's
     level maps, upsampled to ``S``, combined, smoothed per image; score = the map's maximum)

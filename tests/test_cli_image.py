@@ -48,6 +48,30 @@ def test_fit_then_predict_writes_an_overlay_per_image_and_the_scores(category, t
         assert (out / r["overlay"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_fit_with_a_conformal_threshold_then_predict_writes_labels_and_p_values(tmp_path, capsys):
+    from usfad.vision.detector import ImageDetector
+
+    root = make_synthetic_dataset(tmp_path / "tiles", n_train=50, n_test_good=2, n_test_defect=2, image_size=32, seed=1)
+    model = tmp_path / "model.usfad"
+    small = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--n-blocks", "1", "--quiet"]
+    assert main(["image", "fit", str(root), *small, "--alpha", "0.1", "-o", str(model)]) == 1
+    assert "--alpha sets the false-alarm rate of --threshold conformal" in capsys.readouterr().err
+    assert not model.exists()
+    assert (
+        main(["image", "fit", str(root), *small, "--threshold", "conformal", "--alpha", "0.1", "-o", str(model)]) == 0
+    )
+    assert "conformal at alpha 0.1 from 25 held-out training images" in capsys.readouterr().out
+    detector = ImageDetector.load(model)
+    assert main(["image", "predict", str(model), str(root / "test"), "-o", str(tmp_path / "pred")]) == 0
+    assert "image(s) flagged at alpha 0.1" in capsys.readouterr().out
+    with open(tmp_path / "pred" / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    for r in rows:
+        assert int(r["label"]) == int(float(r["score"]) > detector.threshold_)
+        assert 0 < float(r["p_value"]) <= 1
+
+
 def test_fit_keeps_the_maps_setting_and_predict_can_override_it(category, tmp_path):
     from usfad.vision.detector import ImageDetector
 

@@ -56,8 +56,17 @@ def fit(args: argparse.Namespace) -> int:
     from ..vision.detector import ImageDetector
 
     check_output_file(args.output, inputs=[args.root], what="model file")
+    threshold = {"none": None, "conformal": "conformal"}[args.threshold]
+    if args.alpha is not None and threshold is None:
+        raise ValueError("--alpha sets the false-alarm rate of --threshold conformal; give both")
     detector = ImageDetector(
-        args.model, args.flow, random_state=args.random_state, verbose=not args.quiet, **_detector_params(args)
+        args.model,
+        args.flow,
+        threshold=threshold,
+        alpha=0.01 if args.alpha is None else args.alpha,
+        random_state=args.random_state,
+        verbose=not args.quiet,
+        **_detector_params(args),
     )
     start = time.perf_counter()
     detector.fit(args.root)
@@ -68,6 +77,11 @@ def fit(args: argparse.Namespace) -> int:
         f"fitted {args.model} ({args.flow}) on {args.root} with {detector.backbone_name} features in {seconds:.1f} s; "
         f"loss {losses[0]:.4g} -> {losses[-1]:.4g} over {len(losses)} epochs; saved to {path}"
     )
+    if threshold is not None:
+        print(
+            f"threshold {detector.threshold_:.6g}: conformal at alpha {detector.alpha} from "
+            f"{len(detector.calibration_scores_)} held-out training images"
+        )
     return 0
 
 
@@ -101,16 +115,22 @@ def predict(args: argparse.Namespace) -> int:
     size = int(detector.image_size)
     images = torch.stack([read_image(f, size) for f in files])
     scores, maps = detector.score_maps(images)
+    # with a conformal threshold, each image's label and p-value (predict's rule: score > threshold_)
+    labelled = hasattr(detector, "threshold_")
+    p_values = detector.p_values(images) if labelled else None
     lo, hi = float(np.percentile(maps, 1)), float(maps.max())  # one colour scale for every image of the run
     with open(out / "scores.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "score", "overlay"])
-        for f, s, name, amap in zip(files, scores, _overlay_names(files), maps):
+        writer.writerow(["path", "score", *(["label", "p_value"] if labelled else []), "overlay"])
+        for i, (f, s, name, amap) in enumerate(zip(files, scores, _overlay_names(files), maps)):
             original = read_image(f, _native_size(f))
             full = F.interpolate(torch.from_numpy(amap)[None, None], size=original.shape[-2:], mode="bilinear")[0, 0]
             write_overlay(out / name, original.permute(1, 2, 0).numpy(), full.numpy(), lo, hi)
-            writer.writerow([str(f), f"{float(s):.6g}", name])
+            extra = [int(s > detector.threshold_), f"{float(p_values[i]):.6g}"] if labelled else []
+            writer.writerow([str(f), f"{float(s):.6g}", *extra, name])
     order = np.argsort(-scores)
+    if labelled:
+        print(f"{int((scores > detector.threshold_).sum())} of {len(files)} image(s) flagged at alpha {detector.alpha}")
     print(
         f"scored {len(files)} image(s) with {detector.model} ({detector.flow}); scores min {scores.min():.4g}, "
         f"max {scores.max():.4g} (highest: {files[order[0]].name}); overlays and scores.csv in {out}"
@@ -208,6 +228,16 @@ def add_commands(subparsers: Any) -> None:
         help="usf (uniformly scaling), usf-gin (uniformly scaling, GIN couplings) or affine (default: usf)",
     )
     _add_backbone_args(p)
+    p.add_argument(
+        "--threshold",
+        choices=("none", "conformal"),
+        default="none",
+        help="none: scores and maps only; conformal: hold out training images to set a threshold with a "
+        "false-alarm rate of at most --alpha, so predict writes labels and p-values (default: none)",
+    )
+    p.add_argument(
+        "--alpha", type=float, metavar="A", help="false-alarm rate for --threshold conformal (default: 0.01)"
+    )
     p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL", help="model file to write")

@@ -1,4 +1,4 @@
-"""The ``usfad`` command line: ``usfad demo | fit | score | export | bench | report | study | image``.
+"""The ``usfad`` command line: ``usfad demo | fit | score | explain | export | bench | report | study | image``.
 
 Each sub-command lives in a module with ``add_commands(subparsers)`` that registers its
 parsers and sets ``func`` (taking the parsed ``argparse.Namespace``, returning an exit
@@ -17,6 +17,7 @@ from .errors import DataError, ModelFileError, TrainingDivergedError
 COMMAND_MODULES = (
     "usfad.commands.demo",
     "usfad.commands.model",
+    "usfad.commands.explain",
     "usfad.commands.export",
     "usfad.commands.bench",
     "usfad.commands.study",

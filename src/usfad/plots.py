@@ -1,17 +1,17 @@
-"""Figures for reports: ROC curves, score histograms, the density-alignment scatter and
-anomaly-map overlays of images.
+"""Figures for reports: ROC curves, score histograms, the density-alignment scatter,
+anomaly-map overlays of images and one row's feature attributions.
 
 Each function takes plain arrays keyed by dataset (and model), draws one figure with a
-panel per dataset and writes it as a PNG. Figures are made with matplotlib's object API
-and the Agg canvas, never ``pyplot``: nothing depends on (or changes) the global backend,
-and no window opens.
+panel per dataset and writes it as a PNG (the attribution chart: one row, two panels).
+Figures are made with matplotlib's object API and the Agg canvas, never ``pyplot``: nothing
+depends on (or changes) the global backend, and no window opens.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,3 +200,63 @@ def write_overlay(
         fig.suptitle(title, fontsize=7, y=0.995, va="top")
     fig.savefig(path)
     return Path(path)
+
+
+def plot_attributions(
+    path: str | os.PathLike[str],
+    attributions: np.ndarray,
+    values: np.ndarray,
+    names: Sequence[str],
+    mean: np.ndarray,
+    scale: np.ndarray,
+    title: str | None = None,
+    max_features: int = 12,
+) -> Path:
+    """One row's attributions as horizontal bars, beside each feature's value and normal range.
+
+    Left: the attributions (red: the feature raises the score, blue: it lowers it) of the
+    ``max_features`` features with the largest ``|attribution|``, largest first. Right: each
+    value in training standard deviations from the training mean (``(value - mean) /
+    scale``), over the normal range ``mean +- 2 sd`` (shaded), labelled with the raw value and
+    range; a value beyond the axis is an arrow head at its edge.
+    """
+    attributions = np.asarray(attributions, dtype=np.float64)
+    values, mean, scale = (np.asarray(a, dtype=np.float64) for a in (values, mean, scale))
+    shown = np.argsort(-np.abs(attributions), kind="stable")[:max_features]
+    shown = shown[np.argsort(-attributions[shown], kind="stable")]
+    fig, axes = _figure(1, 2, panel=(4.2, 0.8 + 0.32 * len(shown)))
+    bars, ranges = axes[0, 0], axes[0, 1]
+    rows = np.arange(len(shown))[::-1]  # the first shown at the top
+    a = attributions[shown]
+    bars.barh(rows, a, color=np.where(a >= 0, ANOMALY_COLOR, NORMAL_COLOR), height=0.7)
+    bars.axvline(0, color="black", lw=0.8)
+    bars.set_yticks(rows, [str(names[j]) for j in shown], fontsize="small")
+    bars.set_xlabel("attribution (score units)", fontsize="small")
+    bars.set_title("what raises the score", fontsize="small")
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (values[shown] - mean[shown]) / scale[shown]
+    limit = max(4.0, min(float(np.nanmax(np.abs(z), initial=0.0)) * 1.1, 12.0))
+    ranges.axvspan(-2, 2, color="0.88", zorder=0)
+    ranges.axvline(0, color="0.6", lw=0.8, zorder=1)
+    color = np.where(np.abs(z) > 2, ANOMALY_COLOR, "black")
+    edge = 0.97 * limit  # values beyond the axis: an arrow head at its edge
+    for marker, where in (("o", np.abs(z) <= edge), (">", z > edge), ("<", z < -edge)):
+        ranges.scatter(np.clip(z[where], -edge, edge), rows[where], c=color[where], marker=marker, s=22, zorder=2)
+    for row, j in zip(rows, shown):
+        lo, hi = mean[j] - 2 * scale[j], mean[j] + 2 * scale[j]
+        ranges.annotate(
+            f"{values[j]:.4g}  (normal {lo:.3g} to {hi:.3g})",
+            (-limit, row),
+            xytext=(2, 5),
+            textcoords="offset points",
+            fontsize="x-small",
+            color="0.3",
+        )
+    ranges.set_xlim(-limit, limit)
+    ranges.set_ylim(bars.get_ylim())
+    ranges.set_yticks(rows, [""] * len(rows))
+    ranges.set_xlabel("value, sd from the training mean (shaded: mean +- 2 sd)", fontsize="small")
+    ranges.set_title("the value and its normal range", fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize="small")
+    return _save(fig, path)

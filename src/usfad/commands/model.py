@@ -103,9 +103,10 @@ def fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scored_chunks(
+def scored_chunks(
     detector: Any, path: str, chunks: Iterator[np.ndarray], stats: dict[str, float]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(scores, labels)`` of each chunk of ``path``, checked like any input; ``stats`` (:func:`new_stats`) tallied."""
     start = 0
     for chunk in chunks:
         stop = start + len(chunk)
@@ -122,28 +123,37 @@ def _scored_chunks(
         start = stop
 
 
+def new_stats() -> dict[str, float]:
+    """The tallies :func:`scored_chunks` keeps: rows, flagged rows, sum, min and max of the scores."""
+    return {"n": 0, "flagged": 0, "sum": 0.0, "min": math.inf, "max": -math.inf}
+
+
+def stopped_at_bad_row(exc: DataError, n: int, output: Path | None, done: str) -> DataError:
+    """The error for a stream stopped by a bad row: what was wrong, and what happened to the ``n`` rows before it."""
+    if n == 0:
+        return DataError(f"{exc}; no row was {done}")
+    where = f"written to {output}" if output is not None else done
+    return DataError(f"{exc}; the {n} row(s) before it were {where} (stopped there)")
+
+
 def score(args: argparse.Namespace) -> int:
     from ..detectors import load
 
     if args.output is not None:
         check_output_file(args.output, inputs=[args.model, args.data], what="output")
     detector = load(args.model)
-    stats = {"n": 0, "flagged": 0, "sum": 0.0, "min": math.inf, "max": -math.inf}
+    stats = new_stats()
     try:
         chunks = iter_table(args.data, chunk_size=args.chunk_size, label_column=args.label_column, finite=True)
         check_feature_names(chunks.feature_names, getattr(detector, "feature_names_in_", None), what=str(args.data))
-        scored = _scored_chunks(detector, args.data, chunks, stats)
+        scored = scored_chunks(detector, args.data, chunks, stats)
         if args.output is not None:
             write_scores(args.output, scored)
         else:
             for _ in scored:
                 pass
     except DataError as exc:
-        n = int(stats["n"])
-        if n == 0:
-            raise DataError(f"{exc}; no row was scored") from None
-        where = f"written to {args.output}" if args.output is not None else "scored"
-        raise DataError(f"{exc}; the {n} row(s) before it were {where} (stopped there)") from None
+        raise stopped_at_bad_row(exc, int(stats["n"]), args.output, "scored") from None
     n = int(stats["n"])
     summary = (
         f"scored {n} rows with {type(detector).__name__}: {int(stats['flagged'])} flagged as anomalies "

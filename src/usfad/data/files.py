@@ -6,7 +6,8 @@
   memory map of the ``X`` array when it is stored uncompressed); the chunks carry the
   feature column names, read once from the header (``feature_names``);
 - :func:`feature_columns` reads only the header: the names of the feature columns;
-- :func:`write_scores` writes ``score,label`` rows, chunk by chunk, to a CSV file.
+- :func:`write_scores` writes ``score,label`` rows, chunk by chunk, to a CSV file
+  (:func:`write_lines`: any header and lines, atomically, keeping the rows before a bad one).
 
 Formats: ``.csv`` (a header row; every column numeric except the label column), ``.npz``
 (array ``X`` of shape ``(n, d)`` and optional labels ``y``), ``.parquet`` / ``.pq``
@@ -22,7 +23,7 @@ import io
 import itertools
 import os
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -484,10 +485,28 @@ def _iter_npz(path: Path, chunk_size: int, label_column: str | None) -> Iterator
 def write_scores(path: PathLike, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
     """Write ``score,label`` rows from ``(scores, labels)`` chunks; returns the row count.
 
-    Rows go to a temporary file that is renamed to ``path`` at the end. When ``chunks``
-    raises a :class:`DataError` (a bad input row) the rows written so far are kept: the
+    Written as :func:`write_lines` writes (atomically; a :class:`DataError` from ``chunks``
+    keeps the rows before it).
+    """
+
+    def lines(scores: np.ndarray, labels: np.ndarray) -> list[str]:
+        scores = np.asarray(scores, dtype=np.float64).ravel()
+        labels = np.asarray(labels).astype(np.int64).ravel()
+        if scores.shape != labels.shape:
+            raise ValueError(f"{scores.size} scores but {labels.size} labels in one chunk")
+        # %.17g keeps every bit of a float64: the file round-trips exactly.
+        return [f"{s:.17g},{lab}\n" for s, lab in zip(scores.tolist(), labels.tolist())]
+
+    return write_lines(path, "score,label\n", (lines(scores, labels) for scores, labels in chunks))
+
+
+def write_lines(path: PathLike, header: str, chunks: Iterable[Sequence[str]]) -> int:
+    """Write ``header`` then the CSV lines of each chunk (each line ending in a newline); returns the line count.
+
+    Lines go to a temporary file that is renamed to ``path`` at the end. When ``chunks``
+    raises a :class:`DataError` (a bad input row) the lines written so far are kept: the
     file is flushed, closed and renamed to ``path`` before the error propagates, so every
-    row scored before the bad one is there, in order. A failure before the first row, or
+    row handled before the bad one is there, in order. A failure before the first line, or
     any other failure, leaves no file.
     """
     path = Path(path)
@@ -495,15 +514,10 @@ def write_scores(path: PathLike, chunks: Iterable[tuple[np.ndarray, np.ndarray]]
     n = 0
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write("score,label\n")
-            for scores, labels in chunks:
-                scores = np.asarray(scores, dtype=np.float64).ravel()
-                labels = np.asarray(labels).astype(np.int64).ravel()
-                if scores.shape != labels.shape:
-                    raise ValueError(f"{scores.size} scores but {labels.size} labels in one chunk")
-                # %.17g keeps every bit of a float64: the file round-trips exactly.
-                f.writelines(f"{s:.17g},{lab}\n" for s, lab in zip(scores.tolist(), labels.tolist()))
-                n += scores.size
+            f.write(header)
+            for lines in chunks:
+                f.writelines(lines)
+                n += len(lines)
         os.replace(tmp, path)
     except DataError:
         if n:

@@ -1,0 +1,371 @@
+"""Attributions: every tabular detector's add up to its score difference; usfad explain streams them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from usfad import DeepSVDD, DeepSVDDVAE, FlowDetector, NonUSFlow, USFlow, VAEFlow, load
+from usfad.cli import main
+from usfad.density import GaussianBase
+from usfad.errors import DataError, NotFittedError
+from usfad.explain import gauss_legendre, latent_path_attributions, spread_residual, straight_path_attributions
+from usfad.flows import LULinear
+from usfad.plots import plot_attributions
+
+FAST = {"epochs": 3, "hidden_features": (16,), "batch_size": 64}
+MAKERS = {
+    "usflow": lambda: USFlow(**FAST, n_blocks=2),
+    "usf-gin": lambda: FlowDetector(flow="usf-gin", **FAST, n_blocks=2),
+    "nonusflow": lambda: NonUSFlow(**FAST, n_blocks=2),
+    "deepsvdd": lambda: DeepSVDD(epochs=3, hidden_features=(16,), latent_features=4),
+    "vaeflow": lambda: VAEFlow(**FAST, n_blocks=1),
+    "deepsvddvae": lambda: DeepSVDDVAE(epochs=3, hidden_features=(16,)),
+}
+USFS = ["usflow", "usf-gin"]
+COV = np.array([[1.0, 0.8, 0.0, 0.3], [0.8, 1.0, 0.2, 0.0], [0.0, 0.2, 1.0, -0.5], [0.3, 0.0, -0.5, 1.0]])
+BIG = np.finfo(np.float64).max
+
+
+def _gaussian(n, seed):
+    return np.random.default_rng(seed).multivariate_normal([1.0, -2.0, 0.5, 3.0], COV, size=n)
+
+
+X_TRAIN = _gaussian(400, 0)
+
+
+def _rows():
+    """Fresh normal rows and rows with one feature shifted by 4 to 8 sd."""
+    X = _gaussian(60, 1)
+    X[:20, 2] += 8.0
+    X[20:30, 0] -= 4.0
+    return X
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return {name: make().fit(X_TRAIN) for name, make in MAKERS.items()}
+
+
+def _relative(a, b):
+    return np.abs(a - b) / np.abs(b)
+
+
+# --- the guarantee --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+def test_attributions_add_up_to_the_score_minus_the_baselines_score(fitted, name):
+    det, X = fitted[name], _rows()
+    e = det.explanation(X)
+    assert e.attributions.shape == X.shape and e.attributions.dtype == np.float64
+    assert e.path == ("latent" if name in ("usflow", "usf-gin", "nonusflow") else "straight")
+    np.testing.assert_allclose(e.attributions.sum(1), e.scores - e.baseline_scores, rtol=1e-12, atol=1e-12)
+    # in the units of decision_function: the same sum, from its own scores, to 1e-4 relative
+    delta = det.decision_function(X) - det.decision_function(det.scaler_mean_[None])[0]
+    assert _relative(e.attributions.sum(1), delta).max() < 1e-4
+    np.testing.assert_allclose(e.baselines, np.broadcast_to(det.scaler_mean_, X.shape), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(det.explain(X), e.attributions)
+
+
+@pytest.mark.parametrize("name", USFS)
+@pytest.mark.parametrize("n_points", [1, 2, 5])
+def test_a_uniformly_scaling_flow_is_complete_on_its_latent_path_at_any_number_of_points(fitted, name, n_points):
+    e = fitted[name].explanation(_rows(), n_points=n_points)
+    # what the quadrature left out of the sum, before it is spread: float32 rounding only
+    assert np.abs(e.residual / (e.scores - e.baseline_scores)).max() < 1e-4
+    assert e.n_points == n_points
+
+
+def test_other_detectors_spread_their_quadrature_residual(fitted):
+    e = fitted["nonusflow"].explanation(_rows(), n_points=1)
+    assert np.abs(e.residual).max() > 1e-4  # the log-det's gradient: one point does not integrate it
+    np.testing.assert_allclose(e.attributions.sum(1), e.scores - e.baseline_scores, rtol=1e-12, atol=1e-12)
+    assert (
+        fitted["nonusflow"].explanation(_rows()[:2]).n_points == 8
+        and fitted["usflow"].explanation(_rows()[:2]).n_points == 1
+    )
+
+
+def test_a_shifted_feature_gets_the_largest_attribution():
+    det = USFlow(epochs=8, hidden_features=(32,), n_blocks=2, batch_size=128).fit(_gaussian(1000, 2))
+    X = _gaussian(200, 3)
+    for j in range(4):
+        shifted = X.copy()
+        shifted[:, j] += 6.0 * np.sqrt(COV[j, j])
+        assert (det.explain(shifted).argmax(1) == j).mean() > 0.9
+
+
+# --- baselines ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", USFS)
+def test_the_typical_baseline_is_the_point_of_median_training_score_on_each_rows_latent_ray(fitted, name):
+    det, X = fitted[name], _rows()
+    e = det.explanation(X, "typical")
+    typical = np.median(det.decision_scores_)
+    inside = e.scores <= typical
+    assert inside.any() and (~inside).any()
+    np.testing.assert_array_equal(e.attributions[inside], 0.0)  # its own baseline: nothing to explain
+    np.testing.assert_array_equal(e.baselines[inside], X[inside])
+    assert _relative(e.baseline_scores[~inside], typical).max() < 1e-4
+    np.testing.assert_allclose(e.attributions.sum(1), e.scores - e.baseline_scores, rtol=1e-12, atol=1e-12)
+    assert (e.attributions[~inside].sum(1) > 0).all()
+    np.testing.assert_allclose(det.decision_function(e.baselines[~inside]), typical, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["nonusflow", "deepsvdd", "vaeflow"])
+def test_the_typical_baseline_needs_a_uniformly_scaling_flow(fitted, name):
+    with pytest.raises(ValueError, match="needs a uniformly scaling flow"):
+        fitted[name].explain(_rows(), "typical")
+
+
+@pytest.mark.parametrize("name", ["usflow", "nonusflow", "deepsvdd"])
+def test_a_baseline_of_raw_rows_one_or_one_per_row(fitted, name):
+    det, X = fitted[name], _rows()
+    one = X_TRAIN[5]
+    e = det.explanation(X, one)
+    np.testing.assert_allclose(e.baselines, np.broadcast_to(one, X.shape), atol=1e-9)
+    delta = det.decision_function(X) - det.decision_function(one[None])[0]
+    assert _relative(e.attributions.sum(1), delta).max() < 1e-4
+    per_row = X_TRAIN[:60]
+    e = det.explanation(X, per_row)
+    assert _relative(e.attributions.sum(1), det.decision_function(X) - det.decision_function(per_row)).max() < 1e-4
+    np.testing.assert_allclose(det.explain(X, X), 0.0, atol=1e-5)  # each row its own baseline
+
+
+@pytest.mark.parametrize(
+    ("baseline", "error", "message"),
+    [
+        ("median", ValueError, "baseline must be one of"),
+        (np.zeros(3), DataError, "baseline has 3 features, but USFlow is expecting 4"),
+        (np.zeros((2, 4)), DataError, "baseline has 2 rows; give one row, or one per row of X"),
+        (np.array([0.0, np.nan, 0.0, 0.0]), DataError, "baseline contains 1 NaN"),
+    ],
+)
+def test_a_bad_baseline_is_named(fitted, baseline, error, message):
+    with pytest.raises(error, match=message):
+        fitted["usflow"].explain(_rows(), baseline)
+
+
+@pytest.mark.parametrize("n_points", [0, -1, 1.5, True, "4"])
+def test_n_points_must_be_a_positive_integer(fitted, n_points):
+    with pytest.raises(ValueError, match="n_points must be an integer >= 1"):
+        fitted["usflow"].explain(_rows(), n_points=n_points)
+
+
+# --- inputs, as decision_function takes them ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "X",
+    [
+        np.array([[1.0, np.nan, 0.0, 0.0]] * 3),
+        np.arange(4.0),
+        np.zeros((3, 5)),
+        np.array([["a", "b", "c", "d"]]),
+        np.zeros((0, 4)),
+        [[1.0, 2.0], [3.0]],
+    ],
+)
+def test_bad_input_gets_the_errors_of_decision_function(fitted, X):
+    det = fitted["usflow"]
+    with pytest.raises(DataError) as scored:
+        det.decision_function(X)
+    with pytest.raises(DataError) as explained:
+        det.explain(X)
+    assert str(explained.value) == str(scored.value)
+
+
+def test_an_unfitted_detector_and_a_frame_with_other_columns_are_refused():
+    with pytest.raises(NotFittedError):
+        USFlow().explain(X_TRAIN)
+    frame = pd.DataFrame(X_TRAIN, columns=list("abcd"))
+    det = USFlow(**FAST, n_blocks=1).fit(frame)
+    with pytest.raises(DataError, match="columns in another order"):
+        det.explain(frame[list("bacd")])
+    assert det.explain(frame.iloc[:5]).shape == (5, 4)
+
+
+def test_a_row_beyond_float32_reach_is_put_on_its_far_features(fitted):
+    det, X = fitted["usflow"], _rows()[:10]
+    X[4, 1] = 1e39
+    A = det.explain(X)
+    np.testing.assert_array_equal(A[4], [0.0, BIG, 0.0, 0.0])
+    others = np.delete(np.arange(10), 4)
+    np.testing.assert_allclose(A[others], det.explain(X[others]), rtol=1e-6, atol=1e-9)
+
+
+def test_batches_and_save_load_do_not_change_the_attributions(fitted, tmp_path):
+    det, X = fitted["usflow"], _rows()
+    A = det.explain(X)
+    small = load(det.save(tmp_path / "m.usfad"))
+    small.score_batch_size = 7
+    np.testing.assert_allclose(small.explain(X), A, rtol=1e-5, atol=1e-6)
+
+
+# --- the paths and the rule ---------------------------------------------------------------
+
+
+def test_gauss_legendre_integrates_polynomials_up_to_degree_2n_minus_1():
+    for n in (1, 2, 5):
+        t, w = gauss_legendre(n)
+        assert ((t > 0) & (t < 1)).all() and abs(float(w.sum()) - 1) < 1e-14
+        assert abs(float((w * t ** (2 * n - 1)).sum()) - 1 / (2 * n)) < 1e-12
+    with pytest.raises(ValueError):
+        gauss_legendre(0)
+
+
+def test_the_straight_path_is_exact_for_a_quadratic_score_with_one_point():
+    u = torch.randn(5, 3, dtype=torch.float64)
+    c = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    A = straight_path_attributions(lambda v: (c * v**2).sum(1), u, torch.zeros_like(u), 1)
+    torch.testing.assert_close(A, c * u**2)
+
+
+class _LinearFlowModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.flow = LULinear(3).double()
+        with torch.no_grad():
+            self.flow.lower.normal_()
+            self.flow.upper.normal_()
+        self.base = GaussianBase(3).double()
+
+    def nll(self, x):
+        z, logdet = self.flow(x)
+        return -(self.base.log_prob(z) + logdet)
+
+
+def test_the_latent_path_of_a_linear_flow_is_the_straight_path_in_closed_form():
+    model = _LinearFlowModel()
+    u = torch.randn(6, 3, dtype=torch.float64)
+    z = model.flow(u)[0]
+    A = latent_path_attributions(model.nll, model.flow, z, torch.zeros_like(z), 1)
+    W = model.flow.weight().detach()
+    torch.testing.assert_close(A, u * (u @ W.T @ W) / 2)  # s = ||W u||^2 / 2 + const, from 0
+
+
+def test_spread_residual_shares_by_size_and_fills_a_row_of_zeros_evenly():
+    A = torch.tensor([[1.0, -3.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    spread, residual = spread_residual(A, torch.tensor([-1.5, 0.3], dtype=torch.float64))
+    torch.testing.assert_close(residual, torch.tensor([0.5, 0.3], dtype=torch.float64))
+    torch.testing.assert_close(spread, torch.tensor([[1.125, -2.625, 0.0], [0.1, 0.1, 0.1]], dtype=torch.float64))
+
+
+def test_plot_attributions_writes_a_png(tmp_path):
+    path = plot_attributions(
+        tmp_path / "a.png",
+        np.array([2.0, -1.0, 0.1]),
+        np.array([9.0, 1.0, 30.0]),
+        ["a", "b", "c"],
+        np.zeros(3),
+        np.ones(3),
+        title="t",
+    )
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- usfad explain --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("explain")
+    pd.DataFrame(X_TRAIN, columns=["a", "b,c", "d", "e"]).to_csv(folder / "train.csv", index=False)
+    assert main(["fit", str(folder / "train.csv"), "--epochs", "3", "--quiet", "-o", str(folder / "m.usfad")]) == 0
+    return folder / "m.usfad"
+
+
+def _data_csv(path, X):
+    pd.DataFrame(X, columns=["a", "b,c", "d", "e"]).to_csv(path, index=False)
+    return path
+
+
+def test_usfad_explain_writes_score_label_and_the_top_features_by_name(tmp_path, model_file, capsys):
+    X = _rows()
+    data = _data_csv(tmp_path / "data.csv", X)
+    out, scores = tmp_path / "out.csv", tmp_path / "scores.csv"
+    assert (
+        main(["explain", str(model_file), str(data), "--top", "2", "--chunk-size", "7", "--quiet", "-o", str(out)]) == 0
+    )
+    assert "explained 60 rows with USFlow (baseline mean)" in capsys.readouterr().out
+    assert main(["score", str(model_file), str(data), "-o", str(scores)]) == 0
+    written = pd.read_csv(out, keep_default_na=False)
+    assert list(written.columns) == ["score", "label", "feature_1", "attribution_1", "feature_2", "attribution_2"]
+    expected = pd.read_csv(scores)
+    np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-6)  # float32, other batches
+    np.testing.assert_array_equal(written["label"], expected["label"])
+    A = load(model_file).explain(X)
+    order = np.argsort(-A, axis=1)[:, :2]
+    names = np.array(["a", "b,c", "d", "e"])
+    np.testing.assert_array_equal(written["feature_1"], names[order[:, 0]])
+    np.testing.assert_array_equal(written["feature_2"], names[order[:, 1]])
+    np.testing.assert_allclose(written["attribution_1"], A[np.arange(60), order[:, 0]], rtol=1e-6, atol=1e-9)
+    assert (written["feature_1"][:20] == "d").all()  # the shifted feature
+
+
+def test_usfad_explain_names_npz_columns_by_position_and_leaves_zero_attributions_unnamed(tmp_path, capsys):
+    np.savez(tmp_path / "train.npz", X=X_TRAIN)
+    model = tmp_path / "m.usfad"
+    assert main(["fit", str(tmp_path / "train.npz"), "--epochs", "3", "--quiet", "-o", str(model)]) == 0
+    np.savez(tmp_path / "data.npz", X=_rows())
+    out = tmp_path / "out.csv"
+    assert (
+        main(["explain", str(model), str(tmp_path / "data.npz"), "--baseline", "typical", "--quiet", "-o", str(out)])
+        == 0
+    )
+    written = pd.read_csv(out, keep_default_na=False)
+    named = written["feature_1"] != ""
+    assert set(written["feature_1"][named]) <= {"x0", "x1", "x2", "x3"} and named[:20].all()
+    assert (written["attribution_1"][~named] == 0).all() and (~named).any()  # typical rows: nothing to explain
+
+
+def test_usfad_explain_stops_at_a_bad_row_and_keeps_the_rows_before(tmp_path, model_file, capsys):
+    data = _data_csv(tmp_path / "data.csv", _rows()[:10])
+    lines = data.read_text().splitlines()
+    lines[6] = "1.0,,2.0,3.0"  # row 5, line 7
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.csv"
+    assert main(["explain", str(model_file), str(data), "--quiet", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "line 7" in err and "the 5 row(s) before it were written to" in err
+    assert len(pd.read_csv(out)) == 5
+
+
+def test_usfad_explain_refuses_wrong_arguments_clearly(tmp_path, model_file, capsys):
+    data = _data_csv(tmp_path / "data.csv", _rows()[:10])
+    out = str(tmp_path / "out.csv")
+    assert main(["explain", str(model_file), str(data), "--top", "5", "-o", out]) == 1
+    assert "--top 5 asks for more features than the model has (4)" in capsys.readouterr().err
+    assert main(["explain", str(model_file), str(data), "-o", str(data)]) == 1
+    assert "is the input file" in capsys.readouterr().err
+    for bad in (["--top", "0"], ["--baseline", "median"], ["--points", "x"]):
+        with pytest.raises(SystemExit):
+            main(["explain", str(model_file), str(data), "-o", out, *bad])
+    with pytest.raises(SystemExit):
+        main(["explain", str(model_file), str(data)])  # no -o
+    np.savez(tmp_path / "train.npz", X=X_TRAIN)
+    affine = tmp_path / "affine.usfad"
+    assert (
+        main(
+            ["fit", str(tmp_path / "train.npz"), "--model", "nonusflow", "--epochs", "1", "--quiet", "-o", str(affine)]
+        )
+        == 0
+    )
+    np.savez(tmp_path / "data.npz", X=_rows())
+    assert main(["explain", str(affine), str(tmp_path / "data.npz"), "--baseline", "typical", "-o", out]) == 1
+    assert "needs a uniformly scaling flow" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_usfad_explain_plots_the_top_scoring_rows(tmp_path, model_file, capsys):
+    X = _rows()
+    data = _data_csv(tmp_path / "data.csv", X)
+    plots = tmp_path / "plots"
+    args = ["explain", str(model_file), str(data), "--plot", str(plots), "--plot-rows", "3", "--chunk-size", "16"]
+    assert main([*args, "--quiet", "-o", str(tmp_path / "out.csv")]) == 0
+    top = np.argsort(-load(model_file).decision_function(X))[:3]
+    assert sorted(p.name for p in plots.glob("*.png")) == sorted(f"row_{i}.png" for i in top)
+    assert "3 plot(s) in" in capsys.readouterr().out

@@ -369,3 +369,15 @@ def test_usfad_explain_plots_the_top_scoring_rows(tmp_path, model_file, capsys):
     top = np.argsort(-load(model_file).decision_function(X))[:3]
     assert sorted(p.name for p in plots.glob("*.png")) == sorted(f"row_{i}.png" for i in top)
     assert "3 plot(s) in" in capsys.readouterr().out
+
+
+def test_the_demo_report_draws_usflows_top_scoring_row_of_each_dataset(tmp_path):
+    from usfad.experiments.demo import run_demo
+    from usfad.reporting.demo import write_plots
+
+    result = run_demo(["wine"], [42], quick=True, progress=False)
+    e = result.explanations["wine"]
+    assert e.attributions.shape == e.values.shape == (1, 13)
+    assert e.scores[0] == max(result.scores["wine"]["USFlow"][1])
+    assert (tmp_path / "explain_wine.png").name in {p.split("/")[-1] for p in write_plots(result, tmp_path)}
+    assert (tmp_path / "explain_wine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

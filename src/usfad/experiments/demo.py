@@ -4,7 +4,8 @@ Runs USFlow, NonUSFlow and DeepSVDD (and PyOD's IForest and KNN when PyOD is ins
 every embedded dataset (:mod:`usfad.data.embedded`) with one set of hyper-parameters, and
 keeps what the demo's report needs (:mod:`usfad.reporting.demo`): ROC-AUC, PR-AUC, best F1
 and fit time per cell, the first seed's test scores, and for the two flows the latent
-distance beside the NLL (density alignment: a curve for the USF, a cloud for the non-USF).
+distance beside the NLL (density alignment: a curve for the USF, a cloud for the non-USF), and
+USFlow's attributions of each dataset's top-scoring test row.
 
 The settings are sized for a short run on a laptop CPU; they are demo settings, not the
 benchmark's (:mod:`usfad.bench`). Unlike the benchmark grids, the demo is one short
@@ -54,6 +55,32 @@ class Cell:
 
 
 @dataclass
+class Explained:
+    """A detector's attributions (:meth:`~usfad.detectors.base.BaseDetector.explain`, from the
+    training mean) of a dataset's top-scoring test rows, with what their figure shows."""
+
+    rows: np.ndarray  #: indices into the test split, highest score first
+    labels: np.ndarray  #: their true labels (1 = anomaly)
+    scores: np.ndarray
+    values: np.ndarray  #: ``(rows, features)``, as scored
+    attributions: np.ndarray  #: ``(rows, features)``
+    mean: np.ndarray  #: the detector's scaler
+    scale: np.ndarray
+
+
+#: test rows explained per dataset (the highest scores of USFlow, first seed)
+EXPLAINED_ROWS = 1
+
+
+def explain_top(detector: Any, X: np.ndarray, y: np.ndarray, scores: np.ndarray, n: int = EXPLAINED_ROWS) -> Explained:
+    """The attributions of the ``n`` highest-scoring rows of ``X``."""
+    rows = np.argsort(-scores, kind="stable")[:n]
+    return Explained(
+        rows, y[rows], scores[rows], X[rows], detector.explain(X[rows]), detector.scaler_mean_, detector.scaler_scale_
+    )
+
+
+@dataclass
 class DemoResult:
     """Everything a demo run produces: metrics per cell and what the figures need."""
 
@@ -64,6 +91,8 @@ class DemoResult:
     latent: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
     #: Spearman(NLL, latent distance) per dataset, model and seed
     spearman: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: first seed's USFlow attributions of each dataset's top-scoring test rows
+    explanations: dict[str, Explained] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -139,6 +168,8 @@ def _run_cells(
                         result.spearman.setdefault(dataset, {}).setdefault(model, []).append(rho)
                         if seed == seeds[0]:
                             result.latent.setdefault(dataset, {})[model] = (dist, scores, split.y_test)
+                    if model == "USFlow" and seed == seeds[0]:
+                        result.explanations[dataset] = explain_top(detector, split.X_test, split.y_test, scores)
                     bar.update()
 
 
@@ -149,6 +180,9 @@ __all__ = [
     "SVDD_SETTINGS",
     "Cell",
     "DemoResult",
+    "EXPLAINED_ROWS",
+    "Explained",
+    "explain_top",
     "model_factories",
     "run_demo",
 ]

@@ -120,7 +120,7 @@ def write_results_csv(cells: list[Cell], path: Path) -> Path:
 
 
 def write_plots(result: DemoResult, out: Path) -> list[str]:
-    from ..plots import plot_density_alignment, plot_roc_curves, plot_score_histograms
+    from ..plots import plot_attributions, plot_density_alignment, plot_roc_curves, plot_score_histograms
 
     paths = [
         plot_roc_curves(result.scores, out / "roc_curves.png"),
@@ -128,6 +128,18 @@ def write_plots(result: DemoResult, out: Path) -> list[str]:
     ]
     if result.latent:
         paths.append(plot_density_alignment(result.latent, out / "density_alignment.png"))
+    for dataset, e in result.explanations.items():  # USFlow's top-scoring test rows: which features
+        names = [f"x{j}" for j in range(e.values.shape[1])]
+        for rank, (row, label, score, values, attributions) in enumerate(
+            zip(e.rows, e.labels, e.scores, e.values, e.attributions)
+        ):
+            kind = "an anomaly" if label else "a normal row"
+            title = (
+                f"{dataset}: USFlow's top-scoring test row {row} ({kind}), score {score:.4g}; "
+                f"attributions from the training mean, summing to {attributions.sum():.4g}"
+            )
+            path = out / f"explain_{dataset}{'' if rank == 0 else f'_{rank + 1}'}.png"
+            paths.append(plot_attributions(path, attributions, values, names, e.mean, e.scale, title=title))
     return [str(p) for p in paths]
 
 

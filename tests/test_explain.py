@@ -78,6 +78,20 @@ def test_a_uniformly_scaling_flow_is_complete_on_its_latent_path_at_any_number_o
     assert e.n_points == n_points
 
 
+def test_usf_rows_whose_float32_sum_misses_are_explained_again_in_float64(fitted, monkeypatch):
+    import usfad.explain
+
+    X = _rows()
+    e32 = fitted["usflow"].explanation(X)
+    monkeypatch.setattr(usfad.explain, "EXACT_RTOL", 0.0)  # every row with any float32 residual
+    e = fitted["usflow"].explanation(X)
+    assert e.float64_rows.sum() > len(X) // 2 and not fitted["nonusflow"].explanation(X).float64_rows.any()
+    redone = e.float64_rows
+    assert np.abs(e.residual[redone] / (e.scores - e.baseline_scores)[redone]).max() < 1e-10
+    np.testing.assert_allclose(e.attributions, e32.attributions, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(e.scores, e32.scores, rtol=1e-5)
+
+
 def test_other_detectors_spread_their_quadrature_residual(fitted):
     e = fitted["nonusflow"].explanation(_rows(), n_points=1)
     assert np.abs(e.residual).max() > 1e-4  # the log-det's gradient: one point does not integrate it

@@ -30,8 +30,8 @@ Two paths:
 Whatever the rule leaves out of the sum (the *residual*, ``s(x) - s(b) - sum_i a_i``) is
 spread over the features in proportion to ``|a_i|`` (:func:`spread_residual`), so that every
 row's attributions add up to ``s(x) - s(b)`` to rounding; :class:`Explanation` keeps the
-residual before that step. For a USF it is the network's float32 rounding; for the others it
-is the quadrature error (measured: ``benchmarks/results/explanations/``).
+residual before that step. For a USF it is rounding (see the last paragraph); for the others
+it is the quadrature error (measured: ``benchmarks/results/explanations/``).
 
 Baselines (:data:`BASELINES`, or an array of raw rows):
 
@@ -44,8 +44,10 @@ Baselines (:data:`BASELINES`, or an array of raw rows):
   ``s(x) - median training score``: how far above a typical training row it scores.
 
 The network runs as the detector scores, in float32 (a float64 copy costs 2.5 times as
-much); scores, sums and the residual are float64. Rows go through in batches, vectorised: the
-only Python loops are over batches of rows (and the quadrature points share one batch).
+much); scores, sums and the residual are float64. For a USF, the few rows whose float32 sum
+misses (:data:`EXACT_RTOL`) are explained again in float64, where it is exact to rounding.
+Rows go through in batches, vectorised: the only Python loops are over batches of rows (and
+the quadrature points share one batch).
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class Explanation:
     residual: np.ndarray  #: ``(n,)`` ``scores - baseline_scores - sum(attributions)`` before spreading
     path: str  #: ``"latent"`` or ``"straight"``
     n_points: int  #: Gauss-Legendre points along the path
+    float64_rows: np.ndarray  #: ``(n,)`` bool: the rows explained again in float64 (USFs only)
 
 
 def gauss_legendre(n_points: int, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
@@ -184,14 +187,18 @@ def _baseline_rows(baseline: Any, n_rows: int, n_features: int, fitted: str) -> 
     return np.broadcast_to(rows, (n_rows, n_features))
 
 
+#: a USF row whose float32 attributions miss ``score(x) - score(baseline)`` by more than this
+#: share of it is computed again in float64 (see :func:`explain_rows`)
+EXACT_RTOL = 1e-5
+
+
 def explain_rows(
-    score: Score,
+    scorer: Callable[[torch.dtype], tuple[Score, nn.Module]],
     X: np.ndarray,
     mean: np.ndarray,
     scale: np.ndarray,
     baseline: str | Any = "mean",
     *,
-    model: nn.Module | None = None,
     typical_score: float | None = None,
     n_points: int | None = None,
     batch_size: int = 4096,
@@ -200,18 +207,24 @@ def explain_rows(
 ) -> Explanation:
     """Attributions of the raw rows ``X`` (already checked: finite float64 ``(n, d)``).
 
-    ``score``: the detector's score of standardised rows ``(batch, d) -> (batch,)``,
-    differentiable, run by ``model`` (whose dtype and device the rows take; its ``flow`` and
-    ``base``, when it has them, select the latent path). ``mean``, ``scale``: the scaler.
-    ``typical_score``: the median training score (``baseline="typical"``). ``batch_size``
-    bounds the rows one network pass holds (points included). A row with a standardised
-    feature beyond ``reach`` (where the detector's float32 score is +inf) is not computed:
-    its beyond-reach features get the largest finite float64 each, the others 0.
+    ``scorer(dtype)``: the detector's score of standardised rows ``(batch, d) -> (batch,)``
+    (differentiable), computed in ``dtype``, and the network it runs (the rows take its
+    device; its ``flow`` and ``base``, when it has them, select the latent path). Rows are
+    explained in float32, as the detector scores; for a uniformly scaling flow, a row whose
+    attributions miss its score difference by more than :data:`EXACT_RTOL` of it is explained
+    again in float64 (a quadrature point within float32 rounding of a LeakyReLU's kink: the
+    float32 inverse and gradient then see two different linear pieces; about one row in a
+    thousand, measured). ``mean``, ``scale``: the scaler. ``typical_score``: the median
+    training score (``baseline="typical"``). ``batch_size`` bounds the rows one network pass
+    holds (points included). A row with a standardised feature beyond ``reach`` (where the
+    detector's float32 score is +inf) is not computed: its beyond-reach features get the
+    largest finite float64 each, the others 0.
     """
     mean = np.asarray(mean, dtype=np.float64)
     scale = np.asarray(scale, dtype=np.float64)
     n, d = X.shape
-    parts = flow_parts(model) if model is not None else None
+    score, model = scorer(torch.float32)
+    parts = flow_parts(model)
     usf = parts is not None and bool(parts[0].constant_logdet)
     if isinstance(baseline, str):
         if baseline not in BASELINES:
@@ -227,10 +240,6 @@ def explain_rows(
         n_points = DEFAULT_POINTS_EXACT if usf else DEFAULT_POINTS
     if isinstance(n_points, bool) or not isinstance(n_points, int | np.integer) or n_points < 1:
         raise ValueError(f"n_points must be an integer >= 1 or None, got {n_points!r}")
-    n_points = int(n_points)
-    probe = next(iter(model.parameters()), None) if model is not None else None
-    dtype = probe.dtype if probe is not None else torch.float64
-    device = probe.device if probe is not None else torch.device("cpu")
     with np.errstate(over="ignore"):
         U = X / scale - mean / scale  # as base.standardised: no overflow for huge raw values
     far = np.abs(U) > reach
@@ -238,58 +247,17 @@ def explain_rows(
     U = np.where(far_rows[:, None], 0.0, U)
     kind = baseline if isinstance(baseline, str) else "rows"
     given = _baseline_rows(baseline, n, d, fitted) if kind == "rows" else None
-
-    def tensor(a: np.ndarray) -> Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
-
-    out = {key: np.empty((n, d)) for key in ("attributions", "baselines")}
-    out.update({key: np.empty(n) for key in ("scores", "baseline_scores", "residual")})
-    if kind == "mean":  # one baseline for every row: its score once
-        mean_row = torch.zeros(1, d, dtype=dtype, device=device)
-        with torch.no_grad():
-            mean_score = score(mean_row)
-            mean_latent = parts[0](mean_row)[0] if parts is not None else None
-    rows_per_batch = max(1, batch_size // n_points)
-    for start in range(0, n, rows_per_batch):
-        stop = min(n, start + rows_per_batch)
-        u = tensor(U[start:stop])
-        with torch.no_grad():
-            s = score(u)
-            if kind == "rows":
-                raw_base = given[start:stop]
-                with np.errstate(over="ignore"):
-                    u_base = tensor(raw_base / scale - mean / scale)
-                s_base = score(u_base)
-            elif kind == "mean":
-                raw_base = np.broadcast_to(mean, (stop - start, d))
-                u_base, s_base = torch.zeros_like(u), mean_score.expand_as(s)
-            if parts is not None:
-                flow, base = parts
-                z = flow(u)[0]
-                if kind == "rows":
-                    z_base = flow(u_base)[0]
-                elif kind == "mean":
-                    z_base = mean_latent.expand_as(z)
-                else:  # typical: shrink along the ray; rows inside the radius are their own baseline
-                    radius = _typical_radius(score, flow, base, typical_score, u)
-                    z_base = shrink_to_radius(z, base.center.to(z)[None], radius)
-                    inside = (z_base == z).all(dim=1, keepdim=True)
-                    u_base = torch.where(inside, u, flow.inverse(z_base))
-                    s_base = torch.where(inside[:, 0], s, score(u_base))
-                    raw_base = np.where(
-                        inside.cpu().numpy(), X[start:stop], u_base.double().cpu().numpy() * scale + mean
-                    )
-        if parts is not None:
-            attributions = latent_path_attributions(score, parts[0], z, z_base, n_points)
-        else:
-            attributions = straight_path_attributions(score, u, u_base, n_points)
-        s, s_base = s.double(), s_base.double()
-        attributions, residual = spread_residual(attributions.detach().double(), s - s_base)
-        out["attributions"][start:stop] = attributions.cpu().numpy()
-        out["residual"][start:stop] = residual.cpu().numpy()
-        out["scores"][start:stop] = s.cpu().numpy()
-        out["baseline_scores"][start:stop] = s_base.cpu().numpy()
-        out["baselines"][start:stop] = raw_base
+    job = _Job(X, U, given, kind, mean, scale, typical_score, int(n_points), batch_size)
+    out = job.run(score, model, np.arange(n))
+    redo = np.zeros(n, dtype=bool)
+    if usf:
+        with np.errstate(invalid="ignore"):
+            redo = np.abs(out["residual"]) > EXACT_RTOL * np.abs(out["scores"] - out["baseline_scores"])
+        redo &= ~far_rows
+        if redo.any():
+            precise = job.run(*scorer(torch.float64), np.flatnonzero(redo))
+            for key, value in precise.items():
+                out[key][redo] = value
     if far_rows.any():
         big = np.finfo(np.float64).max
         out["attributions"][far_rows] = np.where(far[far_rows], big, 0.0)
@@ -301,7 +269,86 @@ def explain_rows(
             f"{fitted} could not attribute the scores of rows {np.flatnonzero(bad)[:10].tolist()}: "
             f"the float32 network overflows on values so far from the training data"
         )
-    return Explanation(**out, path="latent" if parts is not None else "straight", n_points=n_points)
+    path = "latent" if parts is not None else "straight"
+    return Explanation(**out, path=path, n_points=int(n_points), float64_rows=redo)
+
+
+@dataclass
+class _Job:
+    """What every pass of :func:`explain_rows` shares: the rows, the baseline, the rule."""
+
+    X: np.ndarray  #: raw rows
+    U: np.ndarray  #: standardised rows
+    given: np.ndarray | None  #: raw baseline rows (``kind == "rows"``)
+    kind: str  #: ``"mean"``, ``"typical"`` or ``"rows"``
+    mean: np.ndarray
+    scale: np.ndarray
+    typical_score: float | None
+    n_points: int
+    batch_size: int
+
+    def run(self, score: Score, model: nn.Module, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Attributions, scores, baselines and residuals of ``rows``, by ``score`` on ``model``."""
+        probe = next(iter(model.parameters()), None)
+        dtype = probe.dtype if probe is not None else torch.float32
+        device = probe.device if probe is not None else torch.device("cpu")
+        parts = flow_parts(model)
+        n, d = len(rows), self.U.shape[1]
+        mean, scale = self.mean, self.scale
+
+        def tensor(a: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+
+        out = {key: np.empty((n, d)) for key in ("attributions", "baselines")}
+        out.update({key: np.empty(n) for key in ("scores", "baseline_scores", "residual")})
+        if self.kind == "mean":  # one baseline for every row: its score once
+            mean_row = torch.zeros(1, d, dtype=dtype, device=device)
+            with torch.no_grad():
+                mean_score = score(mean_row)
+                mean_latent = parts[0](mean_row)[0] if parts is not None else None
+        step = max(1, self.batch_size // self.n_points)
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            index = rows[start:stop]
+            u = tensor(self.U[index])
+            with torch.no_grad():
+                s = score(u)
+                if self.kind == "rows":
+                    raw_base = self.given[index]
+                    with np.errstate(over="ignore"):
+                        u_base = tensor(raw_base / scale - mean / scale)
+                    s_base = score(u_base)
+                elif self.kind == "mean":
+                    raw_base = np.broadcast_to(mean, (stop - start, d))
+                    u_base, s_base = torch.zeros_like(u), mean_score.expand_as(s)
+                if parts is not None:
+                    flow, base = parts
+                    z = flow(u)[0]
+                    if self.kind == "rows":
+                        z_base = flow(u_base)[0]
+                    elif self.kind == "mean":
+                        z_base = mean_latent.expand_as(z)
+                    else:  # typical: shrink along the ray; rows inside the radius are their own baseline
+                        radius = _typical_radius(score, flow, base, self.typical_score, u)
+                        z_base = shrink_to_radius(z, base.center.to(z)[None], radius)
+                        inside = (z_base == z).all(dim=1, keepdim=True)
+                        u_base = torch.where(inside, u, flow.inverse(z_base))
+                        s_base = torch.where(inside[:, 0], s, score(u_base))
+                        raw_base = np.where(
+                            inside.cpu().numpy(), self.X[index], u_base.double().cpu().numpy() * scale + mean
+                        )
+            if parts is not None:
+                attributions = latent_path_attributions(score, parts[0], z, z_base, self.n_points)
+            else:
+                attributions = straight_path_attributions(score, u, u_base, self.n_points)
+            s, s_base = s.double(), s_base.double()
+            attributions, residual = spread_residual(attributions.detach().double(), s - s_base)
+            out["attributions"][start:stop] = attributions.cpu().numpy()
+            out["residual"][start:stop] = residual.cpu().numpy()
+            out["scores"][start:stop] = s.cpu().numpy()
+            out["baseline_scores"][start:stop] = s_base.cpu().numpy()
+            out["baselines"][start:stop] = raw_base
+        return out
 
 
 def _typical_radius(score: Score, flow: Bijection, base: GaussianBase, typical_score: float, like: Tensor) -> float:

@@ -418,15 +418,18 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self._check_fitted()
         check_feature_names(feature_names(X), getattr(self, "feature_names_in_", None), what="X")
         X = check_array(X, n_features=self.n_features_in_, fitted=type(self).__name__)
-        scorer = copy.copy(self)  # the same _score on the network as exported (LU layers frozen)
-        scorer.model_ = inference_copy(self.model_).to(self.device_).requires_grad_(False)
+
+        def scorer(dtype: torch.dtype) -> tuple[Any, nn.Module]:  # the same _score, LU layers frozen
+            copied = copy.copy(self)
+            copied.model_ = inference_copy(copy.deepcopy(self.model_).to(dtype)).to(self.device_)
+            return copied._score, copied.model_.requires_grad_(False)
+
         return explain_rows(
-            scorer._score,
+            scorer,
             X,
             self.scaler_mean_,
             self.scaler_scale_,
             baseline,
-            model=scorer.model_,
             typical_score=float(np.median(self.decision_scores_)),
             n_points=n_points,
             batch_size=self.score_batch_size,

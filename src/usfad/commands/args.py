@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..data.files import DEFAULT_CHUNK_SIZE
 from ..reporting.tables import text_table
 
 
@@ -45,3 +46,15 @@ def print_tables(*tables: tuple[Sequence[str], Sequence[Sequence[str]]]) -> None
 def print_report_written(path: Path, start: float) -> None:
     """The last line of a command that wrote a report folder: where, and the seconds since ``start``."""
     print(f"\nreport written to {path} ({time.perf_counter() - start:.0f} s)")
+
+
+def add_streaming_args(p: argparse.ArgumentParser) -> None:
+    """``--chunk-size`` and ``--label-column``: the options of the commands that stream a data file."""
+    p.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
+        help=f"rows read at a time (default: {DEFAULT_CHUNK_SIZE})",
+    )
+    p.add_argument("--label-column", metavar="NAME", help="a label column to leave out of the features")

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from ..data.files import DEFAULT_CHUNK_SIZE, iter_table, write_lines
+from ..data.files import iter_table, write_lines
 from ..errors import DataError
 from ..explain import BASELINES
 from ..outputs import check_output_dir, check_output_file
 from ..validation import check_feature_names
-from .args import positive_int
+from .args import add_streaming_args, positive_int
 from .model import new_stats, scored_chunks, stopped_at_bad_row
 
 
@@ -183,13 +183,6 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("--plot", metavar="DIR", type=Path, help="also draw the top-scoring rows' attributions here (PNG)")
     p.add_argument("--plot-rows", type=positive_int, default=5, metavar="N", help="rows drawn with --plot (default: 5)")
-    p.add_argument(
-        "--chunk-size",
-        type=positive_int,
-        default=DEFAULT_CHUNK_SIZE,
-        metavar="N",
-        help=f"rows read at a time (default: {DEFAULT_CHUNK_SIZE})",
-    )
-    p.add_argument("--label-column", metavar="NAME", help="a label column to leave out of the features")
+    add_streaming_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=explain)

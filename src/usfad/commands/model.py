@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from ..data.files import DEFAULT_CHUNK_SIZE, feature_columns, iter_table, read_table, write_scores
+from ..data.files import feature_columns, iter_table, read_table, write_scores
 from ..errors import DataError
 from ..flows import FLOWS
 from ..outputs import check_output_file
 from ..validation import check_array, check_feature_names
-from .args import positive_int
+from .args import add_streaming_args, positive_int
 
 MODELS = {
     "usflow": "USFlow",
@@ -226,12 +226,5 @@ def add_commands(subparsers: Any) -> None:
         type=Path,
         help="write score,label per row here (default: print a summary only)",
     )
-    p.add_argument(
-        "--chunk-size",
-        type=positive_int,
-        default=DEFAULT_CHUNK_SIZE,
-        metavar="N",
-        help=f"rows read at a time (default: {DEFAULT_CHUNK_SIZE})",
-    )
-    p.add_argument("--label-column", metavar="NAME", help="a label column to leave out of the features")
+    add_streaming_args(p)
     p.set_defaults(func=score)

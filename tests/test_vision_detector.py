@@ -130,7 +130,7 @@ def test_training_noise_changes_the_fit_but_not_the_scoring():
     noisy = _detector(noise=0.1).fit(images)
     assert quiet.history_.train_loss != noisy.history_.train_loss  # the noise reaches the training batches
     assert np.array_equal(noisy.decision_function(test), noisy.decision_function(test))  # and not the scores
-    with pytest.raises(ValueError, match="noise must be >= 0"):
+    with pytest.raises(ValueError, match="noise must be a number >= 0"):
         _detector(noise=-0.1).fit(images)
 
 
@@ -188,3 +188,28 @@ def test_features_are_standardised_per_position_with_training_statistics():
         det.standardized([f[:, :, :4, :4] for f in train])
     off = _detector(standardize=False).fit_features(train)
     assert all(torch.equal(f, g) for f, g in zip(off.standardized(train), train))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"epochs": 1.5}, r"epochs must be an integer >= 1 or None, got 1\.5 \(float\)"),
+        ({"batch_size": 1.5}, r"batch_size must be an integer >= 1, got 1\.5 \(float\)"),
+        ({"n_blocks": 2.0}, r"n_blocks must be an integer >= 0 or None, got 2\.0 \(float\)"),
+        ({"image_size": 4}, r"image_size must be an integer >= 8, got 4"),
+        ({"hidden_ratio": 0}, r"hidden_ratio must be a number > 0 or None, got 0"),
+        ({"lr": float("nan")}, r"lr must be a number > 0, got nan"),
+        ({"alpha": None}, r"alpha must be a number in \(0, 1\), got None"),
+        ({"alpha": 1}, r"alpha must be a number in \(0, 1\), got 1"),
+        ({"threshold": "chi2"}, r"threshold must be one of \('conformal',\) or None, got 'chi2'"),
+        ({"standardize": 1}, r"standardize must be True or False, got 1 \(int\)"),
+        ({"sigma": -1.0}, r"sigma must be a number >= 0, got -1\.0"),
+        ({"combine": "median"}, r"combine must be one of .* a callable or None, got 'median'"),
+    ],
+)
+def test_each_setting_is_checked_against_its_constraint_before_any_work(params, message):
+    # before the backbone runs: the check is the first thing fit and fit_features do
+    with pytest.raises(ValueError, match=message):
+        _detector(**params).fit(textured_images(4))
+    with pytest.raises(ValueError, match=message):
+        _detector(**params).fit_features([torch.zeros(4, 8, 8, 8)])

@@ -44,6 +44,8 @@ from ..flows import check_flow
 from ..modelfile import check_permutations, read_model_file, write_model_file
 from ..runtime import resolve_device, seeded
 from ..train import History, TrainConfig, fit_module
+from ..validation import Constraint, check_parameters
+from .anomaly_map import COMBINE_RULES
 from .heads import HEADS, FlowHead, build_head
 
 FORMAT = "usfad-image-detector"
@@ -62,6 +64,28 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 MAPS = ("published", "density")
 #: image-level thresholds (``ImageDetector(threshold=...)``): none, or split-conformal
 THRESHOLDS = (None, "conformal")
+#: what each numeric or named setting of :class:`ImageDetector` may be (``None``: the model's
+#: default from :data:`MODEL_DEFAULTS`); ``flow``, ``combine`` (a rule name or a callable),
+#: ``backbone`` and ``layers`` are checked by their own functions
+PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
+    "model": Constraint("options", options=tuple(HEADS)),
+    "image_size": Constraint("int", low=8),
+    "n_blocks": Constraint("int", low=0, none=True),
+    "hidden_ratio": Constraint("real", low=0, low_open=True, none=True),
+    "clamp": Constraint("real", low=0, low_open=True),
+    "sigma": Constraint("real", low=0),
+    "maps": Constraint("options", options=MAPS),
+    "epochs": Constraint("int", low=1, none=True),
+    "batch_size": Constraint("int", low=1),
+    "lr": Constraint("real", low=0, low_open=True),
+    "weight_decay": Constraint("real", low=0),
+    "standardize": Constraint("bool"),
+    "noise": Constraint("real", low=0),
+    "threshold": Constraint("options", options=("conformal",), none=True),
+    "alpha": Constraint("real", low=0, high=1, low_open=True, high_open=True),
+    "random_state": Constraint("int", none=True),
+    "verbose": Constraint("bool"),
+}
 
 
 def _as_images(images: Any, what: str = "images") -> Tensor:
@@ -218,28 +242,11 @@ class ImageDetector(BaseEstimator):
         return MODEL_DEFAULTS[self.model][name] if value is None else value
 
     def _check_params(self) -> None:
-        if self.model not in HEADS:
-            raise ValueError(f"model must be one of {HEADS}, got {self.model!r}")
+        """Raise ValueError for a setting that breaks :data:`PARAMETER_CONSTRAINTS` (or ``flow``, ``combine``)."""
+        check_parameters(self.get_params(deep=False), PARAMETER_CONSTRAINTS)
         check_flow(self.flow)
-        self._check_maps()
-        if int(self.image_size) < 8:
-            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
-        for name in ("epochs", "batch_size"):
-            value = self._setting(name)
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if int(self._setting("n_blocks")) < 0:
-            raise ValueError(f"n_blocks must be >= 0, got {self.n_blocks}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not float(self.noise) >= 0:
-            raise ValueError(f"noise must be >= 0, got {self.noise}")
-        if not self._setting("hidden_ratio") > 0:
-            raise ValueError(f"hidden_ratio must be > 0, got {self.hidden_ratio}")
-        if self.threshold not in THRESHOLDS:
-            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {self.threshold!r}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float) or not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be a number in (0, 1), got {self.alpha!r}")
+        if self.combine is not None and not callable(self.combine) and self.combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {COMBINE_RULES}, a callable or None, got {self.combine!r}")
 
     def _check_maps(self) -> None:
         if self.maps not in MAPS:

@@ -6,6 +6,8 @@
   memory map of the ``X`` array when it is stored uncompressed); the chunks carry the
   feature column names, read once from the header (``feature_names``);
 - :func:`feature_columns` reads only the header: the names of the feature columns;
+- :func:`find_data_files` turns a file, a folder, a glob pattern or a list of them into the
+  data files they name (for the commands that read many files);
 - :func:`write_scores` writes ``score,label`` rows, chunk by chunk, to a CSV file
   (:func:`write_lines`: any header and lines, atomically, keeping the rows before a bad one).
 
@@ -19,6 +21,7 @@ reject them, Protocol T maps them to 0.
 
 from __future__ import annotations
 
+import glob
 import io
 import itertools
 import os
@@ -254,6 +257,48 @@ def feature_columns(path: PathLike, *, label_column: str | None = None) -> list[
     if fmt == "parquet":
         return _split_label(path, list(_parquet_file(path).schema_arrow.names), label_column)
     return None
+
+
+def find_data_files(sources: PathLike | Sequence[PathLike]) -> list[Path]:
+    """The data files that ``sources`` name, in order, each once.
+
+    ``sources``: one path or a list of them; each is a file (any name: its type is checked
+    when it is read), a folder (the CSV, NPZ and Parquet files directly inside it, sorted by
+    name; hidden files and other types, e.g. a ``_SUCCESS`` marker, are skipped) or a glob
+    pattern (``*``, ``?``, ``[``; ``**`` crosses folders; the CSV, NPZ and Parquet files it
+    matches, sorted). A file named twice counts once. A path that does not exist, or a
+    folder or pattern without data files, is a :class:`DataError`.
+    """
+    items = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
+    if not items:
+        raise DataError("no data files given")
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def data_file(p: Path) -> bool:
+        return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FORMATS
+
+    for item in items:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir() if data_file(p))
+            if not matches:
+                raise DataError(f"{path}: no {', '.join(FORMATS)} files in this folder")
+        elif path.exists():
+            matches = [path]
+        elif any(c in text for c in "*?["):
+            matches = sorted(p for p in map(Path, glob.glob(text, recursive=True)) if data_file(p))
+            if not matches:
+                raise DataError(f"{text}: no {', '.join(FORMATS)} files match this pattern")
+        else:
+            raise DataError(f"{path}: no such file or folder")
+        for match in matches:
+            key = match.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(match)
+    return found
 
 
 def read_table(

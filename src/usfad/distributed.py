@@ -646,19 +646,19 @@ def _run_on_ray(
     try:
         if not run.workers:
             run.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        context = ray.data.DataContext.get_current()
-        saved = (context.enable_progress_bars, context.enable_operator_progress_bars)
-        context.enable_progress_bars = context.enable_operator_progress_bars = False
-        data_logger = logging.getLogger("ray.data")
-        saved_level = data_logger.level
-        data_logger.setLevel(logging.ERROR)  # no plan, progress and statistics lines: the caller reports
-        try:
-            with warnings.catch_warnings():  # Ray Data's own deprecated settings, read when it copies its context
-                warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+        with warnings.catch_warnings():  # Ray Data sets its own deprecated options when it makes its context
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+            context = ray.data.DataContext.get_current()
+            saved = (context.enable_progress_bars, context.enable_operator_progress_bars)
+            context.enable_progress_bars = context.enable_operator_progress_bars = False
+            data_logger = logging.getLogger("ray.data")
+            saved_level = data_logger.level
+            data_logger.setLevel(logging.ERROR)  # no plan, progress and statistics lines: the caller reports
+            try:
                 _stream(ray, run, job, todo, results, stop_file)
-        finally:
-            context.enable_progress_bars, context.enable_operator_progress_bars = saved
-            data_logger.setLevel(saved_level)
+            finally:
+                context.enable_progress_bars, context.enable_operator_progress_bars = saved
+                data_logger.setLevel(saved_level)
     finally:
         stop_file.unlink(missing_ok=True)
         if started_here:

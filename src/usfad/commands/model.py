@@ -18,6 +18,12 @@ feature columns are not the same names in the same order (nothing is scored; reo
 columns); NPZ files and models fitted on NPZ are positional. A row whose standardised
 features are beyond float32's reach (e.g. a value of 1e39) scores the largest float64 and
 is flagged.
+
+``usfad fit DATA --sample N`` takes a file, a folder or a glob pattern and fits on a uniform
+random sample of N rows drawn in one pass over its files (:mod:`usfad.fitting`); the
+sample's size, seed and source files are saved in the model file. ``usfad score MODEL DATA
+-o OUT_DIR --backend ray`` scores a folder, a glob pattern or a file on Ray Data, one output
+file per input file, resumable (:mod:`usfad.distributed`, which says what a bad row keeps).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.files import feature_columns, iter_table, read_table, write_scores
+from ..data.files import feature_columns, find_data_files, iter_table, read_table, write_scores
 from ..errors import DataError
 from ..flows import FLOWS
 from ..outputs import check_output_file
@@ -75,7 +81,16 @@ def _normal_rows(path: str, X: np.ndarray, y: np.ndarray, label_column: str) -> 
     return normal
 
 
+def _several_files(data: str) -> bool:
+    """Whether DATA names a folder or a glob pattern rather than one file."""
+    return Path(data).is_dir() or (not Path(data).exists() and any(c in data for c in "*?["))
+
+
 def fit(args: argparse.Namespace) -> int:
+    if args.sample is not None:
+        return fit_sample(args)
+    if _several_files(args.data):
+        raise DataError(f"{args.data} names a folder or a pattern: to fit on several files, pass --sample N")
     check_output_file(args.output, inputs=[args.data], what="model file")
     X, y = read_table(args.data, label_column=args.label_column, finite=True)
     names = feature_columns(args.data, label_column=args.label_column)
@@ -98,6 +113,25 @@ def fit(args: argparse.Namespace) -> int:
     left_out = f" ({n_rows - len(X)} anomalous row(s) left out)" if n_rows > len(X) else ""
     print(
         f"fitted {type(detector).__name__} on {len(X)} rows x {X.shape[1]} features{left_out} in {seconds:.1f} s; "
+        f"threshold {detector.threshold_:.6g} ({detector.threshold}); saved to {path}"
+    )
+    return 0
+
+
+def fit_sample(args: argparse.Namespace) -> int:
+    from ..fitting import fit_on_sample, save_with_training_data
+
+    files = find_data_files(args.data)
+    check_output_file(args.output, inputs=files, what="model file")
+    detector = _detector(args.model, args)
+    start = time.perf_counter()
+    sample = fit_on_sample(detector, files, args.sample, random_state=args.random_state, label_column=args.label_column)
+    seconds = time.perf_counter() - start
+    path = save_with_training_data(detector, args.output, {"sample": sample.record()})
+    left_out = f", {sample.anomalies_left_out} anomalous row(s) left out" if sample.anomalies_left_out else ""
+    print(
+        f"fitted {type(detector).__name__} on a sample of {len(sample.X)} of {sample.rows_seen} rows from "
+        f"{len(files)} file(s) (seed {args.random_state}{left_out}) x {sample.X.shape[1]} features in {seconds:.1f} s; "
         f"threshold {detector.threshold_:.6g} ({detector.threshold}); saved to {path}"
     )
     return 0
@@ -139,6 +173,11 @@ def stopped_at_bad_row(exc: DataError, n: int, output: Path | None, done: str) -
 def score(args: argparse.Namespace) -> int:
     from ..detectors import load
 
+    if args.backend == "ray":
+        return score_on_ray(args)
+    for option in ("address", "workers", "format", "engine"):
+        if getattr(args, option) is not None:
+            raise ValueError(f"--{option} goes with --backend ray")
     if args.output is not None:
         check_output_file(args.output, inputs=[args.model, args.data], what="output")
     detector = load(args.model)
@@ -164,13 +203,37 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
+def score_on_ray(args: argparse.Namespace) -> int:
+    from ..distributed import score_files
+
+    if args.output is None:
+        raise ValueError("--backend ray writes one output file per input file: give the output folder with -o OUT_DIR")
+    run = score_files(
+        args.model,
+        args.data,
+        args.output,
+        output_format=args.format or "csv",
+        workers=args.workers,
+        address=args.address,
+        engine=args.engine or "auto",
+        chunk_size=args.chunk_size,
+        label_column=args.label_column,
+    )
+    print(f"scored on Ray: {run.summary()}")
+    return 0
+
+
 def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "fit",
         help="fit a detector on a CSV, NPZ or Parquet file and save it",
         description="Fit a detector on normal data read from DATA and save it to MODEL (safetensors).",
     )
-    p.add_argument("data", metavar="DATA", help="training data: .csv, .npz (array X) or .parquet")
+    p.add_argument(
+        "data",
+        metavar="DATA",
+        help="training data: .csv, .npz (array X) or .parquet; with --sample also a folder or a glob pattern (quoted)",
+    )
     p.add_argument(
         "--model",
         choices=sorted(MODELS),
@@ -207,6 +270,14 @@ def add_commands(subparsers: Any) -> None:
         metavar="A",
         help="false-alarm rate for --threshold chi2 or conformal (default: the model's, 0.01)",
     )
+    p.add_argument(
+        "--sample",
+        type=positive_int,
+        metavar="N",
+        help="fit on a uniform random sample of N rows drawn in one pass over DATA's files (reservoir sampling, "
+        "seeded by --random-state; memory holds the sample and one chunk); the sample's size, seed and source "
+        "files are saved in the model file",
+    )
     p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no training progress bar")
     p.add_argument("-o", "--output", required=True, metavar="MODEL", type=Path, help="model file to write")
@@ -218,13 +289,41 @@ def add_commands(subparsers: Any) -> None:
         description="Score every row of DATA with the detector in MODEL; one score,label row per input row.",
     )
     p.add_argument("model", metavar="MODEL", help="model file written by usfad fit")
-    p.add_argument("data", metavar="DATA", help="data to score: .csv, .npz (array X) or .parquet")
+    p.add_argument(
+        "data",
+        metavar="DATA",
+        help="data to score: .csv, .npz (array X) or .parquet; with --backend ray a folder or a glob pattern (quoted)",
+    )
     p.add_argument(
         "-o",
         "--output",
-        metavar="OUT.csv",
+        metavar="OUT",
         type=Path,
-        help="write score,label per row here (default: print a summary only)",
+        help="write score,label per row to this file (default: print a summary only); with --backend ray the "
+        "output folder: one NAME.scores.csv of file,row,score,label rows per input file",
     )
     add_streaming_args(p)
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one file, streamed in this process (default); ray: many files on Ray Data, one output per "
+        "input, resumable (pip install 'usfad[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --backend ray: the Ray cluster to connect to (default: start a local Ray with --workers CPUs)",
+    )
+    p.add_argument(
+        "--workers", type=positive_int, metavar="N", help="with --backend ray: scoring workers (default: the CPUs)"
+    )
+    p.add_argument(
+        "--format", choices=("csv", "parquet"), help="with --backend ray: the output files' format (default: csv)"
+    )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "onnx", "torch"),
+        help="with --backend ray: onnx (ONNX Runtime), torch, or auto: onnx when installed (default)",
+    )
     p.set_defaults(func=score)

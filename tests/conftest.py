@@ -2,6 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+# One thread per test process: the models under test are small, and on a 2-core machine that also
+# runs a benchmark or Ray workers, two threads per process oversubscribe the cores (a 7 s test took 63 s).
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def float64():

@@ -258,3 +258,34 @@ def test_the_image_detector_refuses_too_few_images_and_warns_when_alpha_is_out_o
     assert det.threshold_ == NO_ALARM
     with pytest.raises(ValueError, match="threshold must be one of"):
         _image_detector(threshold="chi2").fit_features(features)
+
+
+def _wide_gaussian(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mixing = np.random.default_rng(99).normal(size=(100, 100)) / 10
+    return rng.normal(size=(n, 100)) @ mixing
+
+
+def test_a_model_that_memorises_its_rows_says_so_and_conformal_keeps_its_rate():
+    # 200 rows of 100 correlated features: the quantile of the training scores flags most fresh
+    # normal rows; the held-out validation rows show it at fit, and the conformal threshold holds
+    X, fresh = _wide_gaussian(200, 0), _wide_gaussian(4000, 1)
+    params = {"epochs": 60, "hidden_features": (16,), "n_blocks": 1, "random_state": 0}
+    with pytest.warns(UserWarning, match=r"of the 20 training rows held out for validation .* threshold='conformal'"):
+        memorised = USFlow(**params).fit(X)
+    assert memorised.predict(fresh).mean() > 0.5  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no such warning when the threshold is calibrated on held-out rows
+        conformal = USFlow(**params, threshold="conformal", alpha=0.1).fit(X)
+    assert conformal.predict(fresh).mean() <= 0.1 + 3 * math.sqrt(0.1 * 0.9 / 60)  # 60 calibration rows
+
+
+def test_no_memorisation_warning_when_held_out_rows_score_like_training_rows():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2000, 4)) @ rng.normal(size=(4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        det = USFlow(epochs=5, hidden_features=(16,), random_state=0).fit(X)
+    held_out = det.history_.validation_rows
+    assert len(held_out) == 200 and len(np.unique(held_out)) == 200
+    assert (det.decision_scores_[held_out] > det.threshold_).mean() < 0.2

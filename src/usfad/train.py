@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +31,8 @@ class History:
     steps: int = 0
     seconds: float = 0.0
     stopped_early: bool = False
+    #: positions, in the data given to :func:`fit_module`, of the rows held out for validation
+    validation_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass
@@ -84,6 +87,7 @@ def fit_module(
     start_time = time.perf_counter()
     train_idx, val_idx = split_validation(data.shape[0], config.validation_fraction, generator)
     train, val = data[train_idx], data[val_idx]
+    history.validation_rows = val_idx.numpy()
     params = [p for p in module.parameters() if p.requires_grad]
     # The fused kernel updates every tensor in one call: on the CPU the per-tensor loop it
     # replaces was a visible share of a small flow's step (benchmarks/results/fit_cost.md).

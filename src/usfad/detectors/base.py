@@ -289,7 +289,37 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             del self.calibration_scores_
         self.threshold_ = self._threshold()
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+        if self.threshold == "contamination" and fit_rows is None:
+            self._warn_if_held_out_rows_flagged(self.history_.validation_rows)
         return self
+
+    def _warn_if_held_out_rows_flagged(self, held_out: np.ndarray) -> None:
+        """Warn when the normal rows held out of training exceed ``threshold_`` far more often than ``contamination``.
+
+        ``threshold_`` is a quantile of the training rows' scores; a model that fits its
+        training rows much better than fresh ones (few rows for their width: 200 x 100
+        flags most fresh normal rows) puts fresh normal rows above it far more often. The
+        validation rows never took a gradient step, so their share above ``threshold_`` is
+        a label-free estimate of the fresh false-alarm rate; the warning fires when it is
+        over twice ``contamination`` and a one-sided binomial test gives p < 0.001.
+        """
+        if len(held_out) < 20:
+            return
+        from scipy.stats import binomtest
+
+        above = int(np.sum(self.decision_scores_[held_out] > self.threshold_))
+        share = above / len(held_out)
+        unlikely = binomtest(above, len(held_out), self.contamination, alternative="greater").pvalue < 1e-3
+        if share > 2 * self.contamination and unlikely:
+            warnings.warn(
+                f"{above} of the {len(held_out)} training rows held out for validation ({share:.0%}) score above "
+                f"threshold_, which flags contamination={self.contamination:g} of the rows the model was trained on: "
+                f"it fits its training rows much better than fresh ones, and fresh normal rows will be flagged about "
+                f"that often; threshold='conformal' (alpha = the false-alarm rate you accept) calibrates on held-out "
+                f"rows instead",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _threshold(self) -> float:
         if self.threshold == "chi2":

@@ -199,7 +199,16 @@ def main() -> None:
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime runs")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the data (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ray_scoring")
+    parser.add_argument(
+        "--from-json", action="store_true", help="only redraw ray_scoring.md and .png from --out's ray_scoring.json"
+    )
     args = parser.parse_args()
+    if args.from_json:
+        report = json.loads((args.out / "ray_scoring.json").read_text())
+        write_markdown(report, args.out)
+        plot(report, args.out / "ray_scoring.png")
+        print((args.out / "ray_scoring.md").read_text())
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -295,28 +304,41 @@ def write_markdown(report: dict[str, Any], out: Path) -> None:
         "`file,row,score,label`, checked to hold one row per input row. Script: `benchmarks/ray_scoring.py`.",
         "",
         f"**Machine: {report['machine']['cpu_count']} cores, SHARED.** A background benchmark kept about one core "
-        f"busy during the whole run (load average {report['machine']['load_average_at_start'][0]:.2f} at the "
-        f"start, {report['load_average_at_end'][0]:.2f} at the end), so the second worker competes for a core "
-        "with it: the 2-worker figures, and the scaling efficiency, are skewed low and noisy. Read them as a lower "
-        "bound, not as what two free cores give.",
+        "busy during the whole run, and other work came and went (1-minute load average "
+        f"{report['machine']['load_average_at_start'][0]:.2f} at the start, {report['load_average_at_end'][0]:.2f} "
+        "at the end, and before each run in the table): no run had a core to itself, and two workers competed "
+        "with the rest for two cores. Every figure is skewed low and noisy, the 2-worker ones and the scaling "
+        "efficiency most; read them as lower bounds, not as what free cores give.",
         "",
-        "| run | engine | workers | wall (s) | rows/s | rows/s after start-up | start-up (s) | workers busy | "
-        "peak RSS per worker (MiB) | load before |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| run | engine | workers | wall (s) | rows/s | rows/s after start-up | start-up (s) | s per file | "
+        "workers busy | peak RSS per worker (MiB) | load before |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for name, r in runs.items():
         rss = ", ".join(f"{v:.0f}" for v in r["peak_rss_mib"].values())
         lines.append(
             f"| {name} | {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['rows_per_s']:,.0f} | "
-            f"{r['rows_per_s_after_startup']:,.0f} | {r['startup_s']:.1f} | {r['busy_share']:.0%} | {rss} | "
-            f"{r['load_average_before']:.2f} |"
+            f"{r['rows_per_s_after_startup']:,.0f} | {r['startup_s']:.1f} | {r['busy_s'] / report['files']:.1f} | "
+            f"{r['busy_share']:.0%} | {rss} | {r['load_average_before']:.2f} |"
         )
-    lines += ["", "Scaling efficiency 1 -> 2 workers, `rate(2) / (2 rate(1))`:", ""]
-    for key in ("scaling_efficiency-torch", "scaling_efficiency-onnx"):
+    lines += [
+        "",
+        "rows/s after start-up: rows / (wall - start-up). s per file: the seconds a worker spent on one file "
+        "(read, score, write), averaged. Workers busy: those seconds over wall x workers (the rest is start-up, "
+        "Ray Data's hand-over between files and the last file's tail).",
+    ]
+    lines += ["", "Scaling efficiency 1 -> 2 workers, `rate(2) / (2 rate(1))`, and where the 2-worker run loses:", ""]
+    for key, suffix in (("scaling_efficiency-torch", ""), ("scaling_efficiency-onnx", "-onnx")):
         if key in report:
             e = report[key]
+            one, two = runs[f"ray-1{suffix}"], runs[f"ray-2{suffix}"]
+            slower = two["busy_s"] / one["busy_s"]
             lines.append(
-                f"- {key.split('-')[1]}: {e['end_to_end']:.2f} end to end, {e['after_startup']:.2f} after the start-up"
+                f"- {key.split('-')[1]}: {e['end_to_end']:.2f} end to end, {e['after_startup']:.2f} after the "
+                f"start-up. Each file took {slower:.2f}x as long with two workers as with one (the same work: the "
+                f"workers fought the other jobs for the cores), the start-up was "
+                f"{two['startup_s'] / two['wall_s']:.0%} of the wall time, and the workers were busy "
+                f"{two['busy_share']:.0%} of it."
             )
     startup = [
         f"{n}: `ray.init` {r['ray_init_s']:.1f} s, ONNX export {r['export_s']:.1f} s, first file started after "

@@ -3,7 +3,7 @@
 :func:`score_files` scores a set of CSV, NPZ or Parquet files (a folder, a glob pattern or a
 list; :func:`~usfad.data.files.find_data_files`) with a saved tabular detector and writes,
 for each input file, one output file of ``file,row,score,label`` rows (CSV or Parquet):
-``file`` the input path, ``row`` the row's index in that file (from 0, blank CSV lines not
+``file`` the input's absolute path, ``row`` the row's index in that file (from 0, blank CSV lines not
 counted), ``score`` and ``label`` as ``usfad score`` writes them (label 1 = score above the
 model's threshold; no label column for a model without one).
 
@@ -117,20 +117,23 @@ class FileTask:
     record: Path
 
 
-def output_paths(inputs: Sequence[Path], output_dir: PathLike, output_format: str = "csv") -> list[FileTask]:
-    """Where each input's outputs go: below ``output_dir``, mirroring the inputs' folders under their common parent."""
+def output_paths(inputs: Sequence[PathLike], output_dir: PathLike, output_format: str = "csv") -> list[FileTask]:
+    """Where each input's outputs go: below ``output_dir``, mirroring the inputs' folders under their common parent.
+
+    Every path of the tasks is absolute (made so from the working folder, symbolic links kept).
+    """
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
-    output_dir = Path(output_dir)
-    resolved = [p.resolve() for p in inputs]
-    root = Path(os.path.commonpath([str(p.parent) for p in resolved])) if resolved else Path(".")
+    output_dir = Path(os.path.abspath(output_dir))
+    absolute = [Path(os.path.abspath(p)) for p in inputs]  # absolute (workers may run elsewhere), links kept
+    root = Path(os.path.commonpath([str(p.parent) for p in absolute])) if absolute else Path(".")
     tasks = []
-    for given, path in zip(inputs, resolved):
+    for path in absolute:
         folder = output_dir / path.parent.relative_to(root)
         output = folder / f"{path.name}.scores.{output_format}"
         tasks.append(
             FileTask(
-                input=given,
+                input=path,
                 output=output,
                 partial=folder / f"{path.name}.scores.partial.{output_format}",
                 record=folder / f"{output.name}.done.json",

@@ -10,7 +10,13 @@ from usfad import DeepSVDD, DeepSVDDVAE, FlowDetector, NonUSFlow, USFlow, VAEFlo
 from usfad.cli import main
 from usfad.density import GaussianBase
 from usfad.errors import DataError, NotFittedError
-from usfad.explain import gauss_legendre, latent_path_attributions, spread_residual, straight_path_attributions
+from usfad.explain import (
+    gauss_legendre,
+    latent_path_attributions,
+    neighbour_baselines,
+    spread_residual,
+    straight_path_attributions,
+)
 from usfad.flows import LULinear
 from usfad.plots import plot_attributions
 
@@ -147,6 +153,92 @@ def test_a_baseline_of_raw_rows_one_or_one_per_row(fitted, name):
     e = det.explanation(X, per_row)
     assert _relative(e.attributions.sum(1), det.decision_function(X) - det.decision_function(per_row)).max() < 1e-4
     np.testing.assert_allclose(det.explain(X, X), 0.0, atol=1e-5)  # each row its own baseline
+
+
+def _nearest_mean(det, X, reference, k):
+    """Brute force: the mean of the ``k`` reference rows nearest each row, in standardised features."""
+    U = (X - det.scaler_mean_) / det.scaler_scale_
+    R = (reference - det.scaler_mean_) / det.scaler_scale_
+    distances = ((U[:, None, :] - R[None, :, :]) ** 2).sum(-1)
+    return reference[np.argsort(distances, axis=1)[:, :k]].mean(1)
+
+
+@pytest.mark.parametrize("name", ["usflow", "deepsvdd"])
+def test_the_neighbours_baseline_adds_up_to_the_score_minus_its_baselines_score(fitted, name):
+    det, X = fitted[name], _rows()
+    e = det.explanation(X, "neighbours", reference=X_TRAIN)
+    np.testing.assert_allclose(e.attributions.sum(1), e.scores - e.baseline_scores, rtol=1e-12, atol=1e-12)
+    delta = det.decision_function(X) - det.decision_function(e.baselines)
+    assert _relative(e.attributions.sum(1), delta).max() < 1e-4
+    np.testing.assert_allclose(e.baselines, _nearest_mean(det, X, X_TRAIN, 10), rtol=0, atol=1e-12)  # default 10
+    np.testing.assert_array_equal(det.explain(X, "neighbours", reference=X_TRAIN), e.attributions)
+
+
+def test_the_neighbours_baseline_is_the_mean_of_the_k_nearest_reference_rows_in_standardised_features(fitted):
+    det = fitted["nonusflow"]
+    reference = X_TRAIN[:50] * [1.0, 10.0, 0.1, 1.0]  # scales that differ: nearness is standardised
+    X = _rows()[:12]
+    for k in (1, 3, 50):
+        e = det.explanation(X, "neighbours", reference=reference, n_neighbours=k)
+        np.testing.assert_allclose(e.baselines, _nearest_mean(det, X, reference, k), rtol=0, atol=1e-12)
+    assert not np.allclose(_nearest_mean(det, X, reference, 3), _nearest_mean(det, X, reference, 1))
+    U = (X - det.scaler_mean_) / det.scaler_scale_
+    R = (reference - det.scaler_mean_) / det.scaler_scale_
+    for block in (1, 7, 10**6):  # one row at a time, a few, all at once
+        np.testing.assert_allclose(
+            neighbour_baselines(U, reference, R, 3, block=block), _nearest_mean(det, X, reference, 3), atol=1e-12
+        )
+    frame = pd.DataFrame(X_TRAIN[:30], columns=list("abcd"))
+    named = USFlow(**FAST, n_blocks=1).fit(pd.DataFrame(X_TRAIN, columns=list("abcd")))
+    e = named.explanation(pd.DataFrame(X, columns=list("abcd")), "neighbours", reference=frame, n_neighbours=2)
+    np.testing.assert_allclose(e.baselines, _nearest_mean(named, X, X_TRAIN[:30], 2), atol=1e-12)
+    with pytest.raises(DataError, match="reference has the model's columns in another order"):
+        named.explain(X, "neighbours", reference=frame[list("bacd")])
+
+
+def _pairs(n, seed, rho=0.95):
+    """Three pairs of features, each pair correlated ``rho``: columns a0 b0 a1 b1 a2 b2."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, 3))
+    b = rho * a + np.sqrt(1 - rho**2) * rng.normal(size=(n, 3))
+    return np.stack([a, b], axis=2).reshape(n, 6)
+
+
+def test_from_its_nearest_normal_rows_a_swapped_feature_is_among_the_top_two():
+    train = _pairs(1000, 0)
+    det = USFlow(epochs=8, hidden_features=(32,), n_blocks=2, batch_size=128, random_state=0).fit(train)
+    X = _pairs(200, 1)
+    donor = np.random.default_rng(2).permutation(len(X))
+    apart = np.abs(X[:, 0] - X[donor, 0]) > 1.5  # feature 0 from another row, far from its partner's value
+    X = X[apart]
+    X[:, 0] = _pairs(200, 1)[donor[apart], 0]
+    assert len(X) >= 40
+
+    def found(A):  # share of rows with feature 0 among their 2 largest attributions (chance: 1/3)
+        return (np.argsort(-A, axis=1, kind="stable")[:, :2] == 0).any(1).mean()
+
+    near, mean = found(det.explain(X, "neighbours", reference=train)), found(det.explain(X))
+    assert near >= 0.85 and near > mean
+
+
+@pytest.mark.parametrize(
+    ("baseline", "options", "error", "message"),
+    [
+        ("neighbours", {}, ValueError, "baseline='neighbours' needs reference rows"),
+        ("neighbours", {"reference": X_TRAIN[:, :3]}, DataError, "reference has 3 features, but USFlow is expecting 4"),
+        ("neighbours", {"reference": X_TRAIN[:5] * np.nan}, DataError, "reference contains"),
+        ("mean", {"reference": X_TRAIN}, ValueError, "reference goes with baseline='neighbours' only; baseline 'mean'"),
+        ("typical", {"n_neighbours": 3}, ValueError, "n_neighbours goes with baseline='neighbours' only"),
+        (X_TRAIN[0], {"reference": X_TRAIN}, ValueError, "baseline rows does not use it"),
+        ("neighbours", {"reference": X_TRAIN, "n_neighbours": 0}, ValueError, "n_neighbours must be an integer >= 1"),
+        ("neighbours", {"reference": X_TRAIN, "n_neighbours": 2.5}, ValueError, "n_neighbours must be an integer"),
+        ("neighbours", {"reference": X_TRAIN, "n_neighbours": True}, ValueError, "n_neighbours must be an integer"),
+        ("neighbours", {"reference": X_TRAIN[:4]}, ValueError, r"n_neighbours=10 needs 1 to 4 reference rows"),
+    ],
+)
+def test_the_neighbours_baseline_refuses_a_missing_or_bad_reference(fitted, baseline, options, error, message):
+    with pytest.raises(error, match=message):
+        fitted["usflow"].explain(_rows(), baseline, **options)
 
 
 @pytest.mark.parametrize(

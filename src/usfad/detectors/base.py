@@ -427,7 +427,15 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return self._batched(self._latent, self._validated(X))
 
     # --- explanations -------------------------------------------------------------
-    def explain(self, X: Any, baseline: str | Any = "mean", *, n_points: int | None = None) -> np.ndarray:
+    def explain(
+        self,
+        X: Any,
+        baseline: str | Any = "mean",
+        *,
+        reference: Any = None,
+        n_neighbours: int | None = None,
+        n_points: int | None = None,
+    ) -> np.ndarray:
         """Per-feature attributions ``(n_rows, n_features)``, float64, in the units of ``decision_function``.
 
         Each row's attributions sum to ``score(x) - score(baseline)``: path-integrated
@@ -435,19 +443,39 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         space for flows and straight in the input space otherwise; positive = the feature
         makes the row more anomalous. ``baseline``: ``"mean"`` (the training mean),
         ``"typical"`` (uniformly scaling flows: the row's own point of median training score
-        on its latent ray) or raw rows, one or one per row of ``X``. ``n_points``:
-        Gauss-Legendre points along the path (``None``: 1 for a USF, whose sum is exact at
-        any number, else 8). ``X`` is checked as in :meth:`decision_function`; a row beyond
-        float32's reach (scored +inf) puts the largest finite float64 on each feature beyond it.
+        on its latent ray), ``"neighbours"`` (each row's ``n_neighbours`` nearest rows of
+        ``reference``, averaged; nearest in the standardised features; for anomalies whose
+        values are each normal but whose combination is not) or raw rows, one or one per
+        row of ``X``. ``reference``: rows such as the normal training rows, checked as
+        ``X`` is, given with ``"neighbours"`` and only with it; ``n_neighbours``: ``None``
+        for 10. ``n_points``: Gauss-Legendre points along the path (``None``: 1 for a USF,
+        whose sum is exact at any number, else 8). ``X`` is checked as in
+        :meth:`decision_function`; a row beyond float32's reach (scored +inf) puts the
+        largest finite float64 on each feature beyond it.
         """
-        return self.explanation(X, baseline, n_points=n_points).attributions
+        return self.explanation(
+            X, baseline, reference=reference, n_neighbours=n_neighbours, n_points=n_points
+        ).attributions
 
-    def explanation(self, X: Any, baseline: str | Any = "mean", *, n_points: int | None = None) -> Explanation:
+    def explanation(
+        self,
+        X: Any,
+        baseline: str | Any = "mean",
+        *,
+        reference: Any = None,
+        n_neighbours: int | None = None,
+        n_points: int | None = None,
+    ) -> Explanation:
         """:meth:`explain` with what the attributions add up to: :class:`usfad.explain.Explanation`
         (the scores of the rows and of their baselines, the baselines, the quadrature residual)."""
         self._check_fitted()
         check_feature_names(feature_names(X), getattr(self, "feature_names_in_", None), what="X")
         X = check_array(X, n_features=self.n_features_in_, fitted=type(self).__name__)
+        if reference is not None:
+            check_feature_names(feature_names(reference), getattr(self, "feature_names_in_", None), what="reference")
+            reference = check_array(
+                reference, n_features=self.n_features_in_, what="reference", fitted=type(self).__name__
+            )
 
         def scorer(dtype: torch.dtype) -> tuple[Any, nn.Module]:  # the same _score, LU layers frozen
             copied = copy.copy(self)
@@ -461,6 +489,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             self.scaler_scale_,
             baseline,
             typical_score=float(np.median(self.decision_scores_)),
+            reference=reference,
+            n_neighbours=n_neighbours,
             n_points=n_points,
             batch_size=self.score_batch_size,
             reach=FLOAT32_REACH,

@@ -466,6 +466,64 @@ def test_usfad_explain_refuses_wrong_arguments_clearly(tmp_path, model_file, cap
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_usfad_explain_from_the_neighbours_in_a_reference_file(tmp_path, model_file, capsys):
+    X = _rows()[:20]
+    data = _data_csv(tmp_path / "data.csv", X)
+    out = tmp_path / "out.csv"
+    reference = model_file.parent / "train.csv"
+    args = ["explain", str(model_file), str(data), "--top", "4", "--baseline", "neighbours", "--quiet"]
+    assert main([*args, "--reference", str(reference), "--neighbours", "3", "-o", str(out)]) == 0
+    assert f"(baseline neighbours: the mean of 3 nearest of 400 rows of {reference})" in capsys.readouterr().out
+    written = pd.read_csv(out, keep_default_na=False)
+    A = load(model_file).explain(X, "neighbours", reference=X_TRAIN, n_neighbours=3)
+    names = np.array(["a", "b,c", "d", "e"])
+    order = np.argsort(-A, axis=1)
+    np.testing.assert_array_equal(written["feature_1"], names[order[:, 0]])
+    got = written[[f"attribution_{i}" for i in range(1, 5)]].to_numpy().sum(1)
+    np.testing.assert_allclose(got, A.sum(1), rtol=1e-6, atol=1e-9)  # all four: the whole sum
+    # a label column is dropped from both files, and the reference keeps its rows labelled 0
+    labelled = pd.DataFrame(X_TRAIN, columns=["a", "b,c", "d", "e"]).assign(y=0)
+    far = pd.DataFrame(X[:5] + 0.01, columns=["a", "b,c", "d", "e"]).assign(y=1)  # would be the nearest rows
+    pd.concat([labelled, far]).to_parquet(tmp_path / "train.parquet", index=False)
+    _data_csv(tmp_path / "data_y.csv", X)
+    frame = pd.read_csv(tmp_path / "data_y.csv").assign(y=1)
+    frame.to_csv(tmp_path / "data_y.csv", index=False)
+    args = ["explain", str(model_file), str(tmp_path / "data_y.csv"), "--baseline", "neighbours", "--top", "4"]
+    args += ["--reference", str(tmp_path / "train.parquet"), "--label-column", "y", "--neighbours", "3", "--quiet"]
+    assert main([*args, "-o", str(out)]) == 0
+    got = pd.read_csv(out, keep_default_na=False)[[f"attribution_{i}" for i in range(1, 5)]].to_numpy().sum(1)
+    np.testing.assert_allclose(got, A.sum(1), rtol=1e-6, atol=1e-9)
+
+
+def test_usfad_explain_refuses_reference_flags_that_do_not_fit(tmp_path, model_file, capsys):
+    data = _data_csv(tmp_path / "data.csv", _rows()[:10])
+    reference = str(model_file.parent / "train.csv")
+    out = tmp_path / "out.csv"
+    base = ["explain", str(model_file), str(data), "--quiet", "-o", str(out)]
+    cases = [
+        (["--baseline", "neighbours"], "--baseline neighbours needs --reference TRAIN_FILE"),
+        (["--reference", reference], "--reference goes with --baseline neighbours; --baseline mean does not use it"),
+        (["--baseline", "typical", "--neighbours", "3"], "--neighbours goes with --baseline neighbours"),
+        (["--baseline", "neighbours", "--reference", reference, "--neighbours", "401"], "--neighbours 401 asks for"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 1
+        assert message in capsys.readouterr().err
+    copy = tmp_path / "reference.csv"
+    copy.write_bytes((model_file.parent / "train.csv").read_bytes())
+    assert main([*base[:-1], str(copy), "--baseline", "neighbours", "--reference", str(copy)]) == 1
+    assert f"the output {copy} is the input file {copy}" in capsys.readouterr().err
+    assert copy.read_bytes() == (model_file.parent / "train.csv").read_bytes()
+    np.savez(tmp_path / "narrow.npz", X=X_TRAIN[:, :3])
+    pd.DataFrame(X_TRAIN, columns=["a", "b", "d", "e"]).to_csv(tmp_path / "renamed.csv", index=False)
+    for bad, message in (("narrow.npz", "has 3 features, but USFlow is expecting 4"), ("renamed.csv", "columns")):
+        assert main([*base, "--baseline", "neighbours", "--reference", str(tmp_path / bad)]) == 1
+        assert message in capsys.readouterr().err
+    assert not out.exists()  # every check before DATA is read
+    with pytest.raises(SystemExit):
+        main([*base, "--baseline", "neighbours", "--reference", reference, "--neighbours", "0"])
+
+
 def test_usfad_explain_plots_the_top_scoring_rows(tmp_path, model_file, capsys):
     X = _rows()
     data = _data_csv(tmp_path / "data.csv", X)

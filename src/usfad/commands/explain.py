@@ -14,6 +14,14 @@ baseline's score; an attribution of exactly 0 is written without a name (with ``
 typical`` every row no farther out than a typical training row: nothing to explain). A bad
 row stops the run with status 1; the rows before it are written.
 
+``--baseline neighbours --reference TRAIN_FILE [--neighbours K]`` starts each row from the
+mean of its K (10) nearest rows of TRAIN_FILE (normally the training data), for anomalies
+whose values are each normal but whose combination is not. TRAIN_FILE is read whole, by
+the readers and the label rules of ``usfad fit``: ``--label-column`` is dropped from it as
+from DATA, and its rows labelled 1 are left out; its columns must be the model's. Both
+flags are refused with any other baseline, and the neighbours baseline without
+``--reference``; every check on TRAIN_FILE is made before DATA is read.
+
 ``--plot DIR`` also draws, for the ``--plot-rows`` top-scoring rows, the attributions beside
 each feature's value and its normal range (training mean +- 2 sd, from the saved scaler):
 ``DIR/row_<i>.png``, ``i`` counting rows from 0 as OUT does.
@@ -29,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data.files import iter_table, write_lines
+from ..data.files import feature_columns, iter_table, read_table, write_lines
 from ..errors import DataError
-from ..explain import BASELINES
+from ..explain import BASELINES, DEFAULT_NEIGHBOURS
 from ..outputs import check_output_dir, check_output_file
-from ..validation import check_feature_names
+from ..validation import check_array, check_feature_names
 from .args import add_streaming_args, positive_int
 from .model import new_stats, scored_chunks, stopped_at_bad_row
 
@@ -68,12 +76,49 @@ class _TopRows:
         self.values, self.attributions = values[best], attributions[best]
 
 
-def _attributions(detector: Any, X: np.ndarray, args: argparse.Namespace, bar: Any) -> np.ndarray:
+def _check_baseline_flags(args: argparse.Namespace) -> None:
+    """``--reference`` and ``--neighbours`` go with ``--baseline neighbours``, which needs the first."""
+    if args.baseline == "neighbours":
+        if args.reference is None:
+            raise ValueError(
+                "--baseline neighbours needs --reference TRAIN_FILE: the rows (normally the training data) "
+                "whose nearest ones, averaged, are each row's baseline"
+            )
+        return
+    for flag, value in (("--reference", args.reference), ("--neighbours", args.neighbours)):
+        if value is not None:
+            raise ValueError(f"{flag} goes with --baseline neighbours; --baseline {args.baseline} does not use it")
+
+
+def _reference_rows(args: argparse.Namespace, detector: Any, given: Any) -> np.ndarray:
+    """TRAIN_FILE's rows as ``usfad fit`` reads them (label column dropped, rows labelled 1 left
+    out), checked against the model: its columns, its width, and enough rows for ``--neighbours``."""
+    path = args.reference
+    X, y = read_table(path, label_column=args.label_column, finite=True)
+    check_feature_names(feature_columns(path, label_column=args.label_column), given, what=str(path))
+    if args.label_column is not None and y is not None:
+        values = set(np.unique(y).tolist())
+        if values - {0, 1}:
+            raise DataError(
+                f"{path}: label column {args.label_column!r} must hold 0 (normal) and 1 (anomaly), "
+                f"got {sorted(values)[:10]}"
+            )
+        X = X[y == 0]
+    elif y is not None:  # an .npz with an array y, not named: every row, as usfad fit does, but say so
+        print(f"note: {path} holds labels 'y'; pass --label-column y to use the rows labelled 0 only")
+    X = check_array(X, n_features=detector.n_features_in_, what=str(path), fitted=type(detector).__name__)
+    k = DEFAULT_NEIGHBOURS if args.neighbours is None else args.neighbours
+    if k > len(X):
+        raise ValueError(f"--neighbours {k} asks for more rows than the reference {path} has ({len(X)})")
+    return X
+
+
+def _attributions(detector: Any, X: np.ndarray, args: argparse.Namespace, bar: Any, options: dict) -> np.ndarray:
     """``detector.explain`` of ``X`` in batches, moving the progress bar after each."""
     parts = []
     step = int(detector.score_batch_size)
     for i in range(0, len(X), step):
-        parts.append(detector.explain(X[i : i + step], args.baseline, n_points=args.points))
+        parts.append(detector.explain(X[i : i + step], args.baseline, n_points=args.points, **options))
         bar.update(len(parts[-1]))
     return np.concatenate(parts)
 
@@ -94,14 +139,24 @@ def explain(args: argparse.Namespace) -> int:
     from ..detectors import load
     from ..plots import plot_attributions
 
-    check_output_file(args.output, inputs=[args.model, args.data], what="output")
+    _check_baseline_flags(args)
+    inputs = [args.model, args.data, args.reference]
+    check_output_file(args.output, inputs=inputs, what="output")
     if args.plot is not None:
-        check_output_dir(args.plot, inputs=[args.model, args.data], what="plot folder")
+        check_output_dir(args.plot, inputs=inputs, what="plot folder")
     detector = load(args.model)
     d = detector.n_features_in_
     if args.top > d:
         raise ValueError(f"--top {args.top} asks for more features than the model has ({d})")
     given = getattr(detector, "feature_names_in_", None)
+    options: dict[str, Any] = {}
+    baseline = args.baseline
+    if args.baseline == "neighbours":
+        reference = _reference_rows(args, detector, given)
+        options = {"reference": reference, "n_neighbours": args.neighbours or DEFAULT_NEIGHBOURS}
+        baseline = (
+            f"neighbours: the mean of {options['n_neighbours']} nearest of {len(reference)} rows of {args.reference}"
+        )
     names = [str(c) for c in given] if given is not None else [f"x{j}" for j in range(d)]
     fields = [_csv_field(c) for c in names]
     header = "score,label," + ",".join(f"feature_{i},attribution_{i}" for i in range(1, args.top + 1)) + "\n"
@@ -118,7 +173,7 @@ def explain(args: argparse.Namespace) -> int:
     def explained(scored: Iterator[tuple[np.ndarray, np.ndarray]], bar: Any) -> Iterator[list[str]]:
         for scores, labels in scored:
             X = held[0]
-            A = _attributions(detector, X, args, bar)
+            A = _attributions(detector, X, args, bar, options)
             if top is not None:
                 top.add(done["rows"], scores, labels, X, A)
             done["rows"] += len(X)
@@ -133,7 +188,7 @@ def explain(args: argparse.Namespace) -> int:
             raise stopped_at_bad_row(exc, done["rows"], args.output, "explained") from None
     n = done["rows"]
     summary = (
-        f"explained {n} rows with {type(detector).__name__} (baseline {args.baseline}): "
+        f"explained {n} rows with {type(detector).__name__} (baseline {baseline}): "
         f"{int(stats['flagged'])} flagged as anomalies ({stats['flagged'] / n:.1%}) at threshold "
         f"{detector.threshold_:.6g}; the top {args.top} feature(s) of each row written to {args.output}"
     )
@@ -172,8 +227,20 @@ def add_commands(subparsers: Any) -> None:
         "--baseline",
         choices=BASELINES,
         default="mean",
-        help="what the attributions start from: the training mean, or (usflow) each row's point of typical "
-        "score on its latent ray (default: mean)",
+        help="what the attributions start from: the training mean, (usflow) each row's point of typical "
+        "score on its latent ray, or the mean of each row's nearest rows of --reference (default: mean)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="TRAIN_FILE",
+        help="with --baseline neighbours: the rows to take neighbours from, normally the training data "
+        "(.csv, .npz or .parquet, read as usfad fit reads it; --label-column applies to it too)",
+    )
+    p.add_argument(
+        "--neighbours",
+        type=positive_int,
+        metavar="K",
+        help=f"with --baseline neighbours: reference rows averaged per row (default: {DEFAULT_NEIGHBOURS})",
     )
     p.add_argument(
         "--points",

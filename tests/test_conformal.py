@@ -22,7 +22,7 @@ from usfad.density import (
     rows_for_calibration,
 )
 from usfad.detectors.base import fit_scaler
-from usfad.errors import DataError, ModelFileError
+from usfad.errors import DataError, ModelFileError, ThresholdWarning
 from usfad.modelfile import CHECKSUM_KEYS, write_model_file
 from usfad.vision.detector import ImageDetector
 from vision_standin import TinyBackbone, textured_images
@@ -271,7 +271,7 @@ def test_a_model_that_memorises_its_rows_says_so_and_conformal_keeps_its_rate():
     # normal rows; the held-out validation rows show it at fit, and the conformal threshold holds
     X, fresh = _wide_gaussian(200, 0), _wide_gaussian(4000, 1)
     params = {"epochs": 60, "hidden_features": (16,), "n_blocks": 1, "random_state": 0}
-    with pytest.warns(UserWarning, match=r"of the 20 training rows held out for validation .* threshold='conformal'"):
+    with pytest.warns(ThresholdWarning, match=r"of the 20 training rows held out .*threshold='conformal'"):
         memorised = USFlow(**params).fit(X)
     assert memorised.predict(fresh).mean() > 0.5  # what the warning is about
     with warnings.catch_warnings():

@@ -32,6 +32,11 @@ class RepresentationCollapseWarning(UserWarning):
     """Deep SVDD mapped (almost) every training sample to the same point."""
 
 
+class ThresholdWarning(UserWarning):
+    """``threshold_`` will not flag fresh normal rows at the rate it was set for (e.g. a model
+    that fits its training rows much better than held-out ones); rankings are not affected."""
+
+
 class OutputPathError(ValueError):
     """An output path that would destroy an input, or that cannot be written: refused before any work."""
 

@@ -39,7 +39,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from torch import Tensor, nn
 
 from ..density import NO_ALARM, calibration_split, conformal_p_values, conformal_threshold, rows_for_calibration
-from ..errors import DataError, ModelFileError, NotFittedError
+from ..errors import DataError, ModelFileError, NotFittedError, ThresholdWarning
 from ..explain import Explanation, explain_rows
 from ..export import OPSET, export_module, inference_copy
 from ..modelfile import check_permutations, read_model_file, write_model_file
@@ -317,7 +317,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 f"it fits its training rows much better than fresh ones, and fresh normal rows will be flagged about "
                 f"that often; threshold='conformal' (alpha = the false-alarm rate you accept) calibrates on held-out "
                 f"rows instead",
-                UserWarning,
+                ThresholdWarning,
                 stacklevel=3,
             )
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..data.embedded import load_embedded
 from ..data.protocol import protocol_t
+from ..errors import ThresholdWarning
 from ..metrics import alignment, detection_metrics, latent_distance
 
 #: The demo shows what a user gets: every model runs with its library defaults, the same
@@ -156,7 +157,8 @@ def _run_cells(
                         seconds = time.perf_counter() - start
                         scores = np.asarray(detector.decision_function(split.X_test), dtype=np.float64)
                     for w in caught:
-                        if issubclass(w.category, UserWarning):  # e.g. DeepSVDD's collapse warning
+                        # e.g. DeepSVDD's collapse warning; not ThresholdWarning: the demo ranks, it never thresholds
+                        if issubclass(w.category, UserWarning) and not issubclass(w.category, ThresholdWarning):
                             result.notes.append(f"{dataset} / {model} / seed {seed}: {w.message}")
                     metrics = detection_metrics(split.y_test, scores)
                     result.cells.append(Cell(dataset, model, seed, **metrics, fit_seconds=seconds))

@@ -227,24 +227,30 @@ def neighbour_baselines(
 
     ``U``: standardised rows ``(n, d)``; ``reference`` ``(m, d)`` raw rows and
     ``reference_standardised`` the same rows standardised (nearness is measured there,
-    Euclidean). Squared distances ``|u|^2 - 2 u.r + |r|^2`` in float64 by matrix products on
-    ``device``, for batches of rows holding at most ``block`` distances (one row at least),
-    the ``n_neighbours`` smallest of each row by ``torch.topk``. Ties between equally near
-    reference rows are broken arbitrarily.
+    Euclidean). On ``device``, for a batch of rows at a time: squared distances
+    ``|r|^2 - 2 u.r`` (``|u|^2`` does not change the order) by one float32 matrix product,
+    the ``2 n_neighbours`` smallest of each row as candidates (``torch.topk``), and among
+    them the ``n_neighbours`` nearest by float64 distances, so that float32 rounding
+    cannot reorder the chosen rows (a float32 product costs a fraction of a float64 one). A
+    batch holds at most ``block`` numbers (its distances and its candidates' features; one
+    row at least). Ties between equally near reference rows are broken arbitrarily.
     """
-    m = len(reference)
+    m, d = reference.shape
     if not 1 <= n_neighbours <= m:
         raise ValueError(f"n_neighbours={n_neighbours} needs 1 to {m} reference rows (the reference has {m})")
     R = torch.as_tensor(np.ascontiguousarray(reference_standardised), dtype=torch.float64, device=device)
+    R32 = R.float()
+    r2 = (R32 * R32).sum(1)
     raw = torch.as_tensor(np.ascontiguousarray(reference), dtype=torch.float64, device=device)
-    r2 = (R * R).sum(1)
-    out = np.empty((len(U), U.shape[1]))
-    step = max(1, int(block) // (m + n_neighbours * U.shape[1]))  # the distances and the gathered rows
+    candidates = min(m, 2 * n_neighbours)
+    out = np.empty((len(U), d))
+    step = max(1, int(block) // (m + 2 * candidates * d))
     for start in range(0, len(U), step):
         u = torch.as_tensor(np.ascontiguousarray(U[start : start + step]), dtype=torch.float64, device=device)
-        d2 = r2[None, :] - 2.0 * (u @ R.T)  # + |u|^2, the same for every reference row: not needed to rank
-        nearest = torch.topk(d2, n_neighbours, dim=1, largest=False, sorted=False).indices
-        out[start : start + len(u)] = raw[nearest].mean(1).cpu().numpy()
+        near = torch.topk(r2[None, :] - 2.0 * (u.float() @ R32.T), candidates, dim=1, largest=False).indices
+        exact = ((R[near] - u[:, None, :]) ** 2).sum(2)
+        chosen = near.gather(1, torch.topk(exact, n_neighbours, dim=1, largest=False).indices)
+        out[start : start + len(u)] = raw[chosen].mean(1).cpu().numpy()
     return out
 
 

@@ -66,7 +66,7 @@ def test_scoring_before_fit_says_so():
         ({"epochs": 0}, "epochs"),
         ({"lr": -1.0}, "lr"),
         ({"flow": "nice"}, "flow must be one of"),
-        ({"epochs": 1.5}, r"epochs must be an integer >= 1, got 1\.5 \(float\)"),
+        ({"epochs": 1.5}, r"epochs must be an integer >= 1 or 'auto', got 1\.5 \(float\)"),
         ({"batch_size": 1.5}, r"batch_size must be an integer >= 1, got 1\.5 \(float\)"),
         ({"n_blocks": 1.5}, r"n_blocks must be an integer >= 0, got 1\.5 \(float\)"),
         ({"alpha": None}, r"alpha must be a number in \(0, 1\), got None"),
@@ -76,7 +76,7 @@ def test_scoring_before_fit_says_so():
         ({"lr": float("nan")}, r"lr must be a number > 0, got nan"),
         ({"random_state": 1.5}, r"random_state must be an integer or None, got 1\.5"),
         ({"verbose": "yes"}, r"verbose must be True or False, got 'yes'"),
-        ({"epochs": True}, r"epochs must be an integer >= 1, got True \(bool\)"),
+        ({"epochs": True}, r"epochs must be an integer >= 1 or 'auto', got True \(bool\)"),
     ],
 )
 def test_invalid_hyper_parameters_are_named(params, message):

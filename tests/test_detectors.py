@@ -189,3 +189,44 @@ def test_auto_mixing_uses_permutations_only_for_wide_data(d, outer):
     assert det.model_.flow.constant_logdet  # a USF either way
     z = det.model_.flow(torch.as_tensor(X[:5], dtype=torch.float32))[1]
     assert torch.allclose(z, z[0].expand_as(z))
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "batch_size", "expected"), [(1, 512, 1), (129, 512, 1), (1025, 512, 2), (1026, 512, 3)]
+)
+def test_steps_per_epoch_counts_the_batches_the_loop_steps_on(n_rows, batch_size, expected):
+    from usfad.train import steps_per_epoch
+
+    assert steps_per_epoch(n_rows, batch_size) == expected  # a trailing batch of one row is skipped
+
+
+def test_auto_epochs_and_patience_keep_small_sets_training_for_their_step_floors(tmp_path):
+    from usfad.train import TrainConfig, epochs_and_patience
+
+    floors = TrainConfig(epochs=100, patience=10, batch_size=512, min_steps=500, min_patience_steps=50)
+    assert epochs_and_patience(floors, 130) == (500, 50)  # one step per epoch: the floors bind
+    assert epochs_and_patience(floors, 1040) == (167, 17)  # three steps per epoch
+    assert epochs_and_patience(floors, 20_000) == (100, 10)  # 40 steps per epoch: as given
+    X = np.random.default_rng(0).normal(size=(150, 3))
+    auto = USFlow(epochs="auto", patience="auto", hidden_features=(8,), n_blocks=1, random_state=0).fit(X)
+    fixed = USFlow(epochs=100, patience=10, hidden_features=(8,), n_blocks=1, random_state=0).fit(X)
+    assert len(fixed.history_.train_loss) <= 100  # one step per epoch, stopped by the cap or the patience
+    # stopped early only after 50 steps without improvement, or ran to the 500-step floor
+    assert len(auto.history_.train_loss) > len(fixed.history_.train_loss)
+    best = auto.history_.best_epoch
+    assert auto.history_.steps == 500 or auto.history_.steps - (best + 1) == 50
+    again = load(auto.save(tmp_path / "auto.usfad"))
+    assert again.epochs == "auto" and again.patience == "auto"
+
+
+@pytest.mark.parametrize(
+    ("detector", "message"),
+    [
+        (lambda: USFlow(epochs="many"), r"epochs must be an integer >= 1 or 'auto', got 'many'"),
+        (lambda: NonUSFlow(patience=1.5), r"patience must be an integer >= 0 or 'auto', got 1\.5"),
+        (lambda: DeepSVDD(epochs="auto"), r"epochs must be an integer >= 1, got 'auto'"),
+    ],
+)
+def test_auto_is_a_flows_option_only_and_other_strings_are_refused(detector, message):
+    with pytest.raises(ValueError, match=message):
+        detector().fit(np.zeros((10, 2)) + np.arange(10)[:, None])

@@ -131,7 +131,7 @@ def _nan_weight(weights):
         ({"state": _set("decision_function", "x")}, r"unknown state keys \['decision_function'\]"),
         ({"state": lambda d: d.pop("threshold_")}, r"state has no threshold_"),
         ({"state": _set("feature_names_in_", ["a"])}, r"feature_names_in_ must be a list of 3 strings"),
-        ({"params": _set("epochs", 1.5)}, r"epochs must be an integer >= 1, got 1.5"),
+        ({"params": _set("epochs", 1.5)}, r"epochs must be an integer >= 1 or 'auto', got 1.5"),
         ({"params": _set("not_a_parameter", 1)}, r"unexpected keyword argument 'not_a_parameter'"),
         ({"tensors": _permutation_broken}, r"order is not a permutation of 0\.\.2"),
         ({"tensors": _inverse_not_matching}, r"inverse_order does not undo"),

@@ -44,6 +44,10 @@ class TrainConfig:
     validation_fraction: float = 0.1
     patience: int = 10
     max_steps: int | None = None
+    #: floors in optimiser steps: ``epochs`` and ``patience`` are raised to cover at least
+    #: this many steps when an epoch is only a few batches (a small training set); 0: none
+    min_steps: int = 0
+    min_patience_steps: int = 0
     warmup_steps: int = 0
     grad_clip: float | None = 10.0
     verbose: bool = False
@@ -57,6 +61,21 @@ def split_validation(n: int, fraction: float, generator: torch.Generator) -> tup
     if n - n_val < 2 or n_val < 2:
         return perm, perm[:0]
     return perm[n_val:], perm[:n_val]
+
+
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch over ``n_rows`` rows (a trailing batch of one row is skipped)."""
+    batch_size = max(1, min(batch_size, n_rows))
+    full, rest = divmod(n_rows, batch_size)
+    return max(1, full + (1 if rest >= 2 else 0))
+
+
+def epochs_and_patience(config: TrainConfig, n_rows: int) -> tuple[int, int]:
+    """``config``'s epochs and patience, raised to its step floors for ``n_rows`` training rows."""
+    per_epoch = steps_per_epoch(n_rows, config.batch_size)
+    epochs = max(config.epochs, math.ceil(config.min_steps / per_epoch))
+    patience = max(config.patience, math.ceil(config.min_patience_steps / per_epoch))
+    return epochs, patience
 
 
 @torch.no_grad()
@@ -98,8 +117,9 @@ def fit_module(
     warmup = max(int(config.warmup_steps), 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
     batch_size = max(1, min(config.batch_size, train.shape[0]))
+    epochs, patience = epochs_and_patience(config, train.shape[0])
     best, best_state, waited = math.inf, None, 0
-    bar = tqdm(range(config.epochs), desc=config.desc, disable=not config.verbose, leave=False)
+    bar = tqdm(range(epochs), desc=config.desc, disable=not config.verbose, leave=False)
     for epoch in bar:
         module.train()
         perm = torch.randperm(train.shape[0], generator=generator)
@@ -141,7 +161,7 @@ def fit_module(
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             waited += 1
-        if waited >= config.patience:
+        if waited >= patience:
             history.stopped_early = True
             break
         if config.max_steps is not None and history.steps >= config.max_steps:

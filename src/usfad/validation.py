@@ -158,7 +158,8 @@ class Constraint:
     ``kind`` is ``"int"`` (``int`` or a NumPy integer; not ``bool``, not ``1.5`` nor ``2.0``),
     ``"real"`` (any finite ``int`` or ``float``; not ``bool``), ``"bool"`` or ``"options"``
     (one of ``options``). ``low`` / ``high`` bound the value (``None``: unbounded), inclusive
-    unless ``low_open`` / ``high_open``; ``none`` also allows ``None``.
+    unless ``low_open`` / ``high_open``; ``none`` also allows ``None``, ``auto`` the string
+    ``"auto"``.
     """
 
     kind: str
@@ -168,6 +169,7 @@ class Constraint:
     high_open: bool = False
     none: bool = False
     options: tuple[Any, ...] = ()
+    auto: bool = False
 
     def describe(self) -> str:
         if self.kind == "options":
@@ -186,11 +188,13 @@ class Constraint:
                 text += f" {'>' if self.low_open else '>='} {self.low:g}"
             elif self.high is not None:
                 text += f" {'<' if self.high_open else '<='} {self.high:g}"
-        return text + (" or None" if self.none else "")
+        return text + (" or None" if self.none else "") + (" or 'auto'" if self.auto else "")
 
     def allows(self, value: Any) -> bool:
         if value is None:
             return self.none
+        if isinstance(value, str) and value == "auto" and self.auto:
+            return True
         if self.kind == "options":
             return any(value == option and type(value) is type(option) for option in self.options)
         if self.kind == "bool":

@@ -25,6 +25,7 @@ anything and checks every field it restores.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -227,9 +228,15 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             desc=type(self).__name__,
         )
 
+    #: parameters this class also accepts as ``"auto"`` (resolved in its ``_train_config``)
+    auto_parameters: ClassVar[tuple[str, ...]] = ()
+
     def _check_common_params(self) -> None:
         """Raise ValueError for a parameter that breaks :data:`PARAMETER_CONSTRAINTS`."""
-        check_parameters(self.get_params(deep=False), PARAMETER_CONSTRAINTS)
+        constraints = dict(PARAMETER_CONSTRAINTS)
+        for name in self.auto_parameters:
+            constraints[name] = dataclasses.replace(constraints[name], auto=True)
+        check_parameters(self.get_params(deep=False), constraints)
 
     def fit(self, X: Any, y: Any = None) -> BaseDetector:
         """Fit on normal data ``X`` (``y`` is ignored: training is unsupervised).

@@ -54,7 +54,11 @@ class FlowDetector(BaseDetector):
         ``"auto"``: LU up to :attr:`lu_mixing_max_features` features, permutations above.
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
-        Above 128 features the step size is ``lr * sqrt(128 / n_features)``.
+        Above 128 features the step size is ``lr * sqrt(128 / n_features)``. ``epochs`` and
+        ``patience`` also take ``"auto"``: :attr:`auto_epochs` epochs but at least
+        :attr:`auto_min_steps` optimiser steps, and a patience of :attr:`auto_patience`
+        epochs but at least :attr:`auto_min_patience_steps` steps, so that a small training
+        set (an epoch of one or two batches) is not stopped after a few dozen steps.
     noise: standard deviation of Gaussian noise added to standardised training batches, or
         ``"auto"``: :meth:`noise_for` the number of training rows (more rows, less noise).
     standardize: standardise features with the training mean and deviation first.
@@ -77,12 +81,12 @@ class FlowDetector(BaseDetector):
         hidden_features: Sequence[int] = (256, 256),
         clamp: float = 2.0,
         mixing: str = "auto",
-        epochs: int = 100,
+        epochs: int | str = 100,
         batch_size: int = 512,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
-        patience: int = 10,
+        patience: int | str = 10,
         max_steps: int | None = 1500,
         noise: float | str = "auto",
         standardize: bool = True,
@@ -137,6 +141,12 @@ class FlowDetector(BaseDetector):
 
     #: ``lr`` applies as given up to this many features; see :meth:`_train_config`.
     lr_reference_features: int = 128
+    #: ``epochs="auto"`` / ``patience="auto"``: epochs and patience, with floors in steps
+    auto_parameters = ("epochs", "patience")
+    auto_epochs: int = 100
+    auto_min_steps: int = 500
+    auto_patience: int = 10
+    auto_min_patience_steps: int = 50
 
     def _train_config(self) -> TrainConfig:
         # Adam moves every weight by about lr per step, so a conditioner unit with fan-in k
@@ -145,7 +155,14 @@ class FlowDetector(BaseDetector):
         # sqrt(reference / d) above the reference keeps low-dimensional data untouched.
         config = super()._train_config()
         scale = min(1.0, math.sqrt(self.lr_reference_features / self.n_features_in_))
-        return dataclasses.replace(config, lr=config.lr * scale)
+        config = dataclasses.replace(config, lr=config.lr * scale)
+        if self.epochs == "auto":
+            config = dataclasses.replace(config, epochs=self.auto_epochs, min_steps=self.auto_min_steps)
+        if self.patience == "auto":
+            config = dataclasses.replace(
+                config, patience=self.auto_patience, min_patience_steps=self.auto_min_patience_steps
+            )
+        return config
 
     #: with ``mixing="auto"``, blocks mix by a fixed permutation above this many features
     lu_mixing_max_features: int = 128

@@ -234,3 +234,19 @@ def test_read_table_finite_names_the_first_missing_value(tmp_path, table, suffix
     assert np.isnan(read_table(path, label_column=label)[0][5, 1])  # without finite: NaN, as before
     with pytest.raises(DataError, match=rf"data{suffix}: {where}"):
         read_table(path, label_column=label, finite=True)
+
+
+@pytest.mark.parametrize("index", ["unnamed", "named"])
+def test_a_parquet_files_stored_pandas_index_is_not_a_feature(tmp_path, index):
+    pytest.importorskip("pyarrow")
+    from usfad.data.files import feature_columns
+
+    frame = pd.DataFrame(np.arange(12.0).reshape(4, 3), columns=["a", "b", "c"], index=[10, 11, 12, 13])
+    if index == "named":
+        frame.index.name = "id"
+    path = tmp_path / "x.parquet"
+    frame.to_parquet(path)  # pandas stores the index as a column ("__index_level_0__" or "id")
+    assert feature_columns(path) == ["a", "b", "c"]
+    X, _ = read_table(path)
+    assert np.array_equal(X, frame.to_numpy())
+    assert np.array_equal(np.vstack(list(iter_table(path, chunk_size=3))), frame.to_numpy())

@@ -159,6 +159,15 @@ def _parquet_file(path: Path) -> Any:
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
+def _parquet_columns(pf: Any) -> list[str]:
+    """The data columns of a Parquet file: every column but the index pandas stored with the
+    frame (``__index_level_0__`` or a named index, listed in the file's pandas metadata)."""
+    schema = pf.schema_arrow
+    index = (schema.pandas_metadata or {}).get("index_columns", [])
+    stored_index = {name for name in index if isinstance(name, str)}  # a RangeIndex is stored as a dict, no column
+    return [name for name in schema.names if name not in stored_index]
+
+
 def _check_parquet_types(path: Path, schema: Any, features: list[str]) -> None:
     import pyarrow.types as pat
 
@@ -255,7 +264,7 @@ def feature_columns(path: PathLike, *, label_column: str | None = None) -> list[
     if fmt == "csv":
         return _split_label(path, _read_csv_header(path), label_column)
     if fmt == "parquet":
-        return _split_label(path, list(_parquet_file(path).schema_arrow.names), label_column)
+        return _split_label(path, _parquet_columns(_parquet_file(path)), label_column)
     return None
 
 
@@ -331,7 +340,7 @@ def read_table(
         y = _labels(path, frame[label_column].to_numpy(), label_column) if label_column is not None else None
     elif fmt == "parquet":
         pf = _parquet_file(path)
-        features = _split_label(path, list(pf.schema_arrow.names), label_column)
+        features = _split_label(path, _parquet_columns(pf), label_column)
         _check_parquet_types(path, pf.schema_arrow, features)
         frame = pf.read().to_pandas()
         X = _frame_to_matrix(path, frame, features)
@@ -398,7 +407,7 @@ def iter_table(
         chunks = _iter_csv(path, int(chunk_size), columns, features, finite)
     elif fmt == "parquet":
         pf = _parquet_file(path)
-        features = _split_label(path, list(pf.schema_arrow.names), label_column)
+        features = _split_label(path, _parquet_columns(pf), label_column)
         _check_parquet_types(path, pf.schema_arrow, features)
         chunks = _checked(path, _iter_parquet(path, pf, int(chunk_size), features), finite)
     else:

@@ -55,7 +55,7 @@ class FlowDetector(BaseDetector):
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
         Above 128 features the step size is ``lr * sqrt(128 / n_features)``. ``epochs`` and
-        ``patience`` also take ``"auto"``: :attr:`auto_epochs` epochs but at least
+        ``patience`` take an integer or ``"auto"`` (the default): :attr:`auto_epochs` epochs but at least
         :attr:`auto_min_steps` optimiser steps, and a patience of :attr:`auto_patience`
         epochs but at least :attr:`auto_min_patience_steps` steps, so that a small training
         set (an epoch of one or two batches) is not stopped after a few dozen steps.
@@ -81,12 +81,12 @@ class FlowDetector(BaseDetector):
         hidden_features: Sequence[int] = (256, 256),
         clamp: float = 2.0,
         mixing: str = "auto",
-        epochs: int | str = 100,
+        epochs: int | str = "auto",
         batch_size: int = 512,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
-        patience: int | str = 10,
+        patience: int | str = "auto",
         max_steps: int | None = 1500,
         noise: float | str = "auto",
         standardize: bool = True,

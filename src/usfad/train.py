@@ -3,8 +3,10 @@
 ``loss_fn(batch) -> per-sample losses`` is minimised by Adam over shuffled mini-batches
 (memory stays flat in the number of samples). When ``validation_fraction > 0`` a part of
 the *training* data is held out and the weights with the lowest validation loss are kept;
-training stops after ``patience`` epochs without improvement. A non-finite loss raises
-:class:`~usfad.errors.TrainingDivergedError` instead of returning garbage.
+training stops after ``patience`` epochs without improvement (``min_steps`` and
+``min_patience_steps`` raise ``epochs`` and ``patience`` for a set of few batches per epoch).
+A non-finite loss raises :class:`~usfad.errors.TrainingDivergedError` instead of returning
+garbage.
 """
 
 from __future__ import annotations

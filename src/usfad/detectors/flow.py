@@ -55,10 +55,11 @@ class FlowDetector(BaseDetector):
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
         Above 128 features the step size is ``lr * sqrt(128 / n_features)``. ``epochs`` and
-        ``patience`` take an integer or ``"auto"`` (the default): :attr:`auto_epochs` epochs but at least
-        :attr:`auto_min_steps` optimiser steps, and a patience of :attr:`auto_patience`
-        epochs but at least :attr:`auto_min_patience_steps` steps, so that a small training
-        set (an epoch of one or two batches) is not stopped after a few dozen steps.
+        ``patience`` take an integer or ``"auto"`` (the default): :attr:`auto_epochs` epochs
+        but at least :attr:`auto_min_steps` optimiser steps, and a patience of
+        :attr:`auto_patience` epochs but at least :attr:`auto_min_patience_steps` steps, so
+        that a small training set (an epoch of one or two batches) is not stopped after a
+        few dozen steps.
     noise: standard deviation of Gaussian noise added to standardised training batches, or
         ``"auto"``: :meth:`noise_for` the number of training rows (more rows, less noise).
     standardize: standardise features with the training mean and deviation first.

@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime runs")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the data (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ray_scoring")
+    parser.add_argument("--machine-note", default="", help="a sentence on the machine, printed under the table")
     parser.add_argument(
         "--from-json", action="store_true", help="only redraw ray_scoring.md and .png from --out's ray_scoring.json"
     )
@@ -228,8 +229,7 @@ def main() -> None:
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "load_average_at_start": os.getloadavg(),
-            "note": "2 cores SHARED with a background benchmark that keeps about one core busy, and another "
-            "engineer's work: the second Ray worker competes for a core, so the 2-worker figures are skewed low",
+            "note": args.machine_note,
         },
         "runs": {},
     }
@@ -303,12 +303,10 @@ def write_markdown(report: dict[str, Any], out: Path) -> None:
         f"{report['dim']} float64 features, {report['data_mib']:.0f} MiB of Parquet; every output a CSV of "
         "`file,row,score,label`, checked to hold one row per input row. Script: `benchmarks/ray_scoring.py`.",
         "",
-        f"**Machine: {report['machine']['cpu_count']} cores, SHARED.** A background benchmark kept about one core "
-        "busy during the whole run, and other work came and went (1-minute load average "
+        f"**Machine: {report['machine']['cpu_count']} cores.** 1-minute load average "
         f"{report['machine']['load_average_at_start'][0]:.2f} at the start, {report['load_average_at_end'][0]:.2f} "
-        "at the end, and before each run in the table): no run had a core to itself, and two workers competed "
-        "with the rest for two cores. Every figure is skewed low and noisy, the 2-worker ones and the scaling "
-        "efficiency most; read them as lower bounds, not as what free cores give.",
+        "at the end, and before each run in the table (the runs' own work raises it; other work on the machine "
+        f"skews the figures low, the 2-worker ones most). {report['machine'].get('note') or ''}".rstrip(),
         "",
         "| run | engine | workers | wall (s) | rows/s | rows/s after start-up | start-up (s) | s per file | "
         "workers busy | peak RSS per worker (MiB) | load before |",
@@ -335,8 +333,9 @@ def write_markdown(report: dict[str, Any], out: Path) -> None:
             slower = two["busy_s"] / one["busy_s"]
             lines.append(
                 f"- {key.split('-')[1]}: {e['end_to_end']:.2f} end to end, {e['after_startup']:.2f} after the "
-                f"start-up. Each file took {slower:.2f}x as long with two workers as with one (the same work: the "
-                f"workers fought the other jobs for the cores), the start-up was "
+                f"start-up. Each file took {slower:.2f}x as long with two workers as with one (the same work per file: "
+                f"the two workers share the cores with Ray's own processes, the driver's streaming executor and "
+                f"the raylet, and with any other work), the start-up was "
                 f"{two['startup_s'] / two['wall_s']:.0%} of the wall time, and the workers were busy "
                 f"{two['busy_share']:.0%} of it."
             )

@@ -230,8 +230,9 @@ def neighbour_baselines(
     Euclidean). On ``device``, for a batch of rows at a time: squared distances
     ``|r|^2 - 2 u.r`` (``|u|^2`` does not change the order) by one float32 matrix product,
     the ``2 n_neighbours`` smallest of each row as candidates (``torch.topk``), and among
-    them the ``n_neighbours`` nearest by float64 distances, so that float32 rounding
-    cannot reorder the chosen rows (a float32 product costs a fraction of a float64 one). A
+    them the ``n_neighbours`` nearest by float64 distances, so that float32 rounding changes
+    the chosen rows only if it pushes a true neighbour behind ``n_neighbours`` others (a
+    float32 product costs a fraction of a float64 one). A
     batch holds at most ``block`` numbers (its distances and its candidates' features; one
     row at least). Ties between equally near reference rows are broken arbitrarily.
     """

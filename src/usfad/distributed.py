@@ -78,7 +78,7 @@ import numpy as np
 
 from .data.files import DEFAULT_CHUNK_SIZE, PathLike, feature_columns, find_data_files, iter_table
 from .errors import DataError, MissingDependencyError, OutputPathError
-from .outputs import check_output_dir, temporary_sibling
+from .outputs import atomic_path, check_output_dir, temporary_sibling
 from .validation import check_array, check_feature_names
 
 #: output formats of :func:`score_files`
@@ -298,13 +298,8 @@ def score_file(
                 "flagged": flagged,
                 "output_size": tmp.stat().st_size,
             }
-            record_tmp = temporary_sibling(task.record)
-            try:
+            with atomic_path(task.record) as record_tmp:
                 record_tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-                os.replace(record_tmp, task.record)
-            except BaseException:
-                record_tmp.unlink(missing_ok=True)
-                raise
             os.replace(tmp, task.output)  # the output's final name appears last: complete by construction
             task.partial.unlink(missing_ok=True)
     except BaseException:

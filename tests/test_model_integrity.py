@@ -176,3 +176,16 @@ def test_every_detector_saves_only_declared_state_and_round_trips(make, tmp_path
     again = load(det.save(tmp_path / "m.usfad"))
     np.testing.assert_array_equal(again.decision_function(X), det.decision_function(X))
     assert again.threshold_ == det.threshold_
+
+
+def test_annotations_are_checksummed_extra_entries_that_cannot_replace_the_models_own(tmp_path):
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    det = USFlow(epochs=1, hidden_features=(8,), n_blocks=1, random_state=0).fit(X)
+    path = det.save(tmp_path / "m.usfad", annotations={"note": "from a sample"})
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["note"] == "from a sample"
+    assert np.array_equal(load(path).decision_function(X), det.decision_function(X))
+    for key in ("params", "state", "class", "format"):
+        with pytest.raises(ValueError, match=f"may not replace the model file's own entries \\['{key}'\\]"):
+            det.save(tmp_path / "bad.usfad", annotations={key: "{}"})
+    assert not (tmp_path / "bad.usfad").exists()

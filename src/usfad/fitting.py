@@ -23,8 +23,7 @@ from .data.files import DEFAULT_CHUNK_SIZE, PathLike
 from .data.sample import FileSample, sample_files
 from .detectors.base import FORMAT, FORMAT_VERSION
 from .errors import DataError
-from .modelfile import read_model_file, write_model_file
-from .outputs import temporary_sibling
+from .modelfile import read_model_file
 from .validation import check_array
 
 #: the model file metadata key of the training-data record
@@ -60,23 +59,8 @@ def fit_on_sample(
 
 
 def save_with_training_data(detector: Any, path: PathLike, record: dict[str, Any]) -> Path:
-    """``detector.save(path)`` with ``record`` (JSON-serialisable) in the config, under :data:`TRAINING_DATA_KEY`.
-
-    The detector is saved to a temporary file beside ``path``, read back, and written to
-    ``path`` with the record added (checksums recomputed); ``path`` is replaced in one
-    rename, as :meth:`~usfad.detectors.BaseDetector.save` does.
-    """
-    path = Path(path)
-    text = json.dumps(record)
-    tmp = temporary_sibling(path)
-    try:
-        detector.save(tmp)
-        tensors, metadata = read_model_file(tmp, FORMAT, FORMAT_VERSION)
-        metadata[TRAINING_DATA_KEY] = text
-        write_model_file(path, tensors, metadata)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """``detector.save(path)`` with ``record`` (JSON-serialisable) in the config, under :data:`TRAINING_DATA_KEY`."""
+    return detector.save(path, annotations={TRAINING_DATA_KEY: json.dumps(record)})
 
 
 def training_data(path: str | os.PathLike[str]) -> dict[str, Any] | None:

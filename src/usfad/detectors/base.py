@@ -43,7 +43,7 @@ from ..density import NO_ALARM, calibration_split, conformal_p_values, conformal
 from ..errors import DataError, ModelFileError, NotFittedError, ThresholdWarning
 from ..explain import Explanation, explain_rows
 from ..export import OPSET, export_module, inference_copy
-from ..modelfile import check_permutations, read_model_file, write_model_file
+from ..modelfile import CHECKSUM_KEYS, check_permutations, read_model_file, write_model_file
 from ..runtime import resolve_device, seeded
 from ..train import History, TrainConfig
 from ..validation import Constraint, check_array, check_feature_names, check_parameters, feature_names
@@ -547,8 +547,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         )
 
     # --- persistence --------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fitted detector to one safetensors file; returns the path."""
+    def save(self, path: str | os.PathLike[str], *, annotations: Mapping[str, str] | None = None) -> Path:
+        """Write the fitted detector to one safetensors file; returns the path.
+
+        ``annotations``: extra string entries for the file's config (e.g. the record of the
+        training data, :mod:`usfad.fitting`), covered by its checksum and ignored by
+        :meth:`load`; they may not replace the detector's own entries.
+        """
         self._check_fitted()
         tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in self.model_.state_dict().items()}
         tensors["scaler_mean"] = torch.from_numpy(np.asarray(self.scaler_mean_, dtype=np.float64))
@@ -573,7 +578,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             "params": json.dumps(params),
             "state": json.dumps(state),
         }
-        return write_model_file(path, tensors, metadata)
+        clash = sorted(set(annotations or {}) & {*metadata, *CHECKSUM_KEYS})
+        if clash:
+            raise ValueError(f"annotations may not replace the model file's own entries {clash}")
+        return write_model_file(path, tensors, {**metadata, **(annotations or {})})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "cpu") -> BaseDetector:

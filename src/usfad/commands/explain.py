@@ -43,7 +43,7 @@ from ..explain import BASELINES, DEFAULT_NEIGHBOURS
 from ..outputs import check_output_dir, check_output_file
 from ..validation import check_array, check_feature_names
 from .args import add_streaming_args, positive_int
-from .model import new_stats, scored_chunks, stopped_at_bad_row
+from .model import new_stats, normal_rows, scored_chunks, stopped_at_bad_row
 
 
 def _csv_field(text: str) -> str:
@@ -97,13 +97,7 @@ def _reference_rows(args: argparse.Namespace, detector: Any, given: Any) -> np.n
     X, y = read_table(path, label_column=args.label_column, finite=True)
     check_feature_names(feature_columns(path, label_column=args.label_column), given, what=str(path))
     if args.label_column is not None and y is not None:
-        values = set(np.unique(y).tolist())
-        if values - {0, 1}:
-            raise DataError(
-                f"{path}: label column {args.label_column!r} must hold 0 (normal) and 1 (anomaly), "
-                f"got {sorted(values)[:10]}"
-            )
-        X = X[y == 0]
+        X = normal_rows(path, X, y, args.label_column)
     elif y is not None:  # an .npz with an array y, not named: every row, as usfad fit does, but say so
         print(f"note: {path} holds labels 'y'; pass --label-column y to use the rows labelled 0 only")
     X = check_array(X, n_features=detector.n_features_in_, what=str(path), fitted=type(detector).__name__)

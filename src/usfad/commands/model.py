@@ -69,13 +69,18 @@ def _detector(name: str, args: argparse.Namespace) -> Any:
     return getattr(detectors, MODELS[name])(**params)
 
 
-def _normal_rows(path: str, X: np.ndarray, y: np.ndarray, label_column: str) -> np.ndarray:
+def normal_rows(path: str, X: np.ndarray, y: np.ndarray, label_column: str) -> np.ndarray:
+    """The rows of ``X`` labelled 0 in ``label_column`` (``y``), which must hold only 0 and 1."""
     values = set(np.unique(y).tolist())
     if values - {0, 1}:
         raise DataError(
             f"{path}: label column {label_column!r} must hold 0 (normal) and 1 (anomaly), got {sorted(values)[:10]}"
         )
-    normal = X[y == 0]
+    return X[y == 0]
+
+
+def _normal_rows(path: str, X: np.ndarray, y: np.ndarray, label_column: str) -> np.ndarray:
+    normal = normal_rows(path, X, y, label_column)
     if len(normal) < 2:
         raise DataError(f"{path}: only {len(normal)} row(s) labelled 0 (normal); fitting needs at least 2")
     return normal

@@ -44,7 +44,7 @@ FRESH = RNG.normal(size=(2000, 3))
 @pytest.mark.parametrize(
     ("n_rows", "n_cal"),
     [(40, 20), (41, 20), (100, 50), (199, 99), (200, 100), (500, 100), (501, 100), (1000, 200), (25_000, 5000)]
-    + [(10**6, 5000)],
+    + [(500_000, 100_000), (10**6, 100_000)],
 )
 def test_calibration_size_reads_only_the_number_of_rows(n_rows, n_cal):
     assert calibration_size(n_rows) == n_cal
@@ -54,11 +54,11 @@ def test_calibration_size_reads_only_the_number_of_rows(n_rows, n_cal):
     np.testing.assert_array_equal(calibration_split(n_rows, seed=3)[1], calibration_rows)  # seeded
 
 
-@pytest.mark.parametrize("n_cal", [20, 99, 100, 101, 1000, 5000])
+@pytest.mark.parametrize("n_cal", [20, 99, 100, 101, 1000, 5000, 100_000])
 def test_rows_for_calibration_is_the_fewest_rows_that_give_that_many(n_cal):
     rows = rows_for_calibration(n_cal)
     assert calibration_size(rows) >= n_cal > calibration_size(rows - 1)
-    assert rows_for_calibration(5001) is None
+    assert rows_for_calibration(100_001) is None
 
 
 def test_the_threshold_is_the_ceil_n_plus_1_times_1_minus_alpha_th_smallest_score():

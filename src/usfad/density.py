@@ -132,9 +132,12 @@ CALIBRATION_FRACTION = 0.2
 #: ... at least this many when that leaves half of the rows to fit on (100 rows give a
 #: finite threshold down to ``alpha = 1/101``) ...
 CALIBRATION_FLOOR = 100
-#: ... and at most this many (the fitted rate's spread, about ``sqrt(alpha / n_cal)``,
-#: is then below a seventh of ``alpha`` at ``alpha = 0.01``; more rows go to the model).
-CALIBRATION_CAP = 5000
+#: ... and at most this many. The false-alarm rate one fit delivers varies with the
+#: calibration draw by about ``sqrt(alpha / n_cal)``: with 5,000 rows that is a seventh of
+#: ``alpha = 0.01``, more than the binomial spread of a test on 60,000 fresh rows, so a large
+#: set's rate looked off by more than chance allows; 100,000 rows bring it to a 30th. A
+#: large set loses nothing by it: the step budget, not the rows, limits what the model sees.
+CALIBRATION_CAP = 100_000
 #: fewer calibration rows than this are refused (``alpha`` would have to be above 1/21).
 CALIBRATION_MIN = 20
 
@@ -148,8 +151,8 @@ def calibration_size(n_rows: int) -> int:
     """How many of ``n_rows`` normal training rows are held out for calibration.
 
     ``n_rows // 5`` (:data:`CALIBRATION_FRACTION`), raised to ``min(n_rows // 2, 100)``
-    (:data:`CALIBRATION_FLOOR`) and capped at 5000 (:data:`CALIBRATION_CAP`): 100 rows for
-    200 to 500 rows, half below, a fifth from 500 to 25,000 rows, 5000 above. It reads
+    (:data:`CALIBRATION_FLOOR`) and capped at 100,000 (:data:`CALIBRATION_CAP`): 100 rows for
+    200 to 500 rows, half below, a fifth from 500 to 500,000 rows, 100,000 above. It reads
     ``n_rows`` only, so the split never depends on the data's values.
     """
     n_rows = int(n_rows)

@@ -139,7 +139,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
       ``benchmarks/results/false_alarms.md``).
     - ``"conformal"``: split-conformal, any detector. ``fit`` holds out a seeded calibration
       split of ``X`` (:func:`usfad.density.calibration_size` rows: a fifth, at least 100 when
-      that leaves half, at most 5000; fewer than 40 rows in ``X`` is a
+      that leaves half, at most 100,000; fewer than 40 rows in ``X`` is a
       :class:`~usfad.errors.DataError`), fits the scaler and the network on the rest, and
       sets ``threshold_`` to the ``ceil((n_cal + 1)(1 - alpha))``-th smallest calibration
       score (:func:`usfad.density.conformal_threshold`). If fresh normal rows are

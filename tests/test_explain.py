@@ -155,11 +155,21 @@ def test_a_baseline_of_raw_rows_one_or_one_per_row(fitted, name):
     np.testing.assert_allclose(det.explain(X, X), 0.0, atol=1e-5)  # each row its own baseline
 
 
-def _nearest_mean(det, X, reference, k):
-    """Brute force: the mean of the ``k`` reference rows nearest each row, in standardised features."""
+def _nearest_mean(det, X, reference, k, outside=0.01):
+    """Brute force: the mean of the ``k`` reference rows nearest each row, in standardised features.
+
+    Each row's features outside the reference's ``outside`` .. ``1 - outside`` quantiles are
+    left out of its distances (all kept when every one is outside, or ``outside=None``).
+    """
     U = (X - det.scaler_mean_) / det.scaler_scale_
     R = (reference - det.scaler_mean_) / det.scaler_scale_
-    distances = ((U[:, None, :] - R[None, :, :]) ** 2).sum(-1)
+    kept = np.ones(U.shape, dtype=bool)
+    if outside is not None:
+        low, high = np.quantile(R, outside, axis=0), np.quantile(R, 1 - outside, axis=0)
+        for i, u in enumerate(U):
+            inside = (u >= low) & (u <= high)
+            kept[i] = inside if inside.any() else True
+    distances = (kept[:, None, :] * (U[:, None, :] - R[None, :, :]) ** 2).sum(-1)
     return reference[np.argsort(distances, axis=1)[:, :k]].mean(1)
 
 
@@ -187,6 +197,12 @@ def test_the_neighbours_baseline_is_the_mean_of_the_k_nearest_reference_rows_in_
     for block in (1, 7, 10**6):  # one row at a time, a few, all at once
         np.testing.assert_allclose(
             neighbour_baselines(U, reference, R, 3, block=block), _nearest_mean(det, X, reference, 3), atol=1e-12
+        )
+    for outside in (None, 0.2):
+        np.testing.assert_allclose(
+            neighbour_baselines(U, reference, R, 3, outside=outside),
+            _nearest_mean(det, X, reference, 3, outside=outside),
+            atol=1e-12,
         )
     frame = pd.DataFrame(X_TRAIN[:30], columns=list("abcd"))
     named = USFlow(**FAST, n_blocks=1).fit(pd.DataFrame(X_TRAIN, columns=list("abcd")))
@@ -219,6 +235,24 @@ def test_from_its_nearest_normal_rows_a_swapped_feature_is_among_the_top_two():
 
     near, mean = found(det.explain(X, "neighbours", reference=train)), found(det.explain(X))
     assert near >= 0.85 and near > mean
+
+
+def test_a_feature_shifted_out_of_range_is_left_out_of_the_neighbour_search():
+    train = _pairs(1000, 0)
+    det = USFlow(epochs=8, hidden_features=(32,), n_blocks=2, batch_size=128, random_state=0).fit(train)
+    X = _pairs(100, 1)
+    X[:, 0] += 5.0  # 5 standard deviations: beyond every training row's a0
+    U = (X - det.scaler_mean_) / det.scaler_scale_
+    R = (train - det.scaler_mean_) / det.scaler_scale_
+    masked = neighbour_baselines(U, train, R, 10)
+    whole = neighbour_baselines(U, train, R, 10, outside=None)
+    # left out, a0 takes the neighbours' ordinary values and b0 (its partner) stays near the row's;
+    # measured on it, the neighbours come from the tail and share the shift
+    gap, gap_whole = np.abs(masked - X).mean(0), np.abs(whole - X).mean(0)
+    assert gap[0] > 4.5 and gap_whole[0] < 4.0  # measured: 5.1 and 3.1
+    assert gap[1] < 0.5 < gap_whole[1]  # b0, a0's partner: 0.24 and 1.59
+    top = np.argmax(det.explain(X, "neighbours", reference=train), axis=1)
+    assert (top == 0).mean() >= 0.9
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,10 @@ Baselines (:data:`BASELINES`, or an array of raw rows):
   Its nearest normal rows agree with it on the features that were not changed and differ
   on the ones that were, so the path moves mostly the changed features and they take most
   of the score; from the training mean every feature moves and every one takes a share.
+  A row's features outside the reference's central 98 % (per feature) are left out of its
+  distances, so a value shifted far out (a *marginal* anomaly) does not draw the neighbours
+  towards the reference's tail: they match the row on its other features, and the shifted
+  feature moves the whole way from their ordinary value.
   Ten neighbours by default rather than one or five: a mean of ten depends less on which
   single reference rows happen to be nearest, and it named features shifted far out
   (*marginal* anomalies) more often than five did. It costs a nearest-neighbour search,
@@ -91,6 +95,10 @@ DEFAULT_NEIGHBOURS = 10
 #: at most this many squared distances (rows x reference rows) are held at once by
 #: :func:`neighbour_baselines` (a batch holds at least one row: all its distances)
 NEIGHBOUR_BLOCK = 1 << 22
+
+#: :func:`neighbour_baselines` leaves out of a row's distances the features outside the
+#: reference's ``NEIGHBOUR_OUTSIDE`` and ``1 - NEIGHBOUR_OUTSIDE`` quantiles
+NEIGHBOUR_OUTSIDE = 0.01
 
 #: Gauss-Legendre points when ``n_points=None``: one for a USF on its latent path (the sum is
 #: exact at any number of points), eight for every other path (quadrature error in the sum
@@ -222,34 +230,50 @@ def neighbour_baselines(
     *,
     device: torch.device | str = "cpu",
     block: int = NEIGHBOUR_BLOCK,
+    outside: float | None = NEIGHBOUR_OUTSIDE,
 ) -> np.ndarray:
     """The mean of the ``n_neighbours`` raw ``reference`` rows nearest each row of ``U``: ``(n, d)``.
 
     ``U``: standardised rows ``(n, d)``; ``reference`` ``(m, d)`` raw rows and
     ``reference_standardised`` the same rows standardised (nearness is measured there,
-    Euclidean). On ``device``, for a batch of rows at a time: squared distances
-    ``|r|^2 - 2 u.r`` (``|u|^2`` does not change the order) by one float32 matrix product,
-    the ``2 n_neighbours`` smallest of each row as candidates (``torch.topk``), and among
-    them the ``n_neighbours`` nearest by float64 distances, so that float32 rounding changes
-    the chosen rows only if it pushes a true neighbour behind ``n_neighbours`` others (a
-    float32 product costs a fraction of a float64 one). A
-    batch holds at most ``block`` numbers (its distances and its candidates' features; one
-    row at least). Ties between equally near reference rows are broken arbitrarily.
+    Euclidean). A row's features that lie outside the reference's central ``1 - 2 outside``
+    (per feature, between its ``outside`` and ``1 - outside`` quantiles) are left out of
+    that row's distances: a value shifted far out would otherwise draw the neighbours
+    towards the reference's tail, and the baseline would share the shift it should explain.
+    The baseline then takes those features from neighbours that agree with the row on its
+    other features. A row with every feature outside is measured on all of them;
+    ``outside=None`` measures every row on every feature.
+
+    On ``device``, for a batch of rows at a time: squared distances over the kept features
+    ``k``, ``sum_k r_k^2 - 2 u_k r_k`` (``sum_k u_k^2`` does not change the order), by one
+    float32 matrix product, the ``2 n_neighbours`` smallest of each row as candidates
+    (``torch.topk``), and among them the ``n_neighbours`` nearest by float64 distances, so
+    that float32 rounding changes the chosen rows only if it pushes a true neighbour behind
+    ``n_neighbours`` others (a float32 product costs a fraction of a float64 one). A batch
+    holds at most ``block`` numbers (its distances and its candidates' features; one row at
+    least). Ties between equally near reference rows are broken arbitrarily.
     """
     m, d = reference.shape
     if not 1 <= n_neighbours <= m:
         raise ValueError(f"n_neighbours={n_neighbours} needs 1 to {m} reference rows (the reference has {m})")
+    if outside is None:
+        kept = np.ones(U.shape, dtype=bool)
+    else:
+        low, high = np.quantile(reference_standardised, [outside, 1.0 - outside], axis=0)
+        kept = (low <= U) & (high >= U)
+        kept[~kept.any(axis=1)] = True
     R = torch.as_tensor(np.ascontiguousarray(reference_standardised), dtype=torch.float64, device=device)
-    R32 = R.float()
-    r2 = (R32 * R32).sum(1)
+    # [K, K * u] @ [R^2, -2 R]^T = sum over kept features of r^2 - 2 u r
+    stacked = torch.cat([R * R, -2.0 * R], dim=1).float()
     raw = torch.as_tensor(np.ascontiguousarray(reference), dtype=torch.float64, device=device)
     candidates = min(m, 2 * n_neighbours)
     out = np.empty((len(U), d))
     step = max(1, int(block) // (m + 2 * candidates * d))
     for start in range(0, len(U), step):
         u = torch.as_tensor(np.ascontiguousarray(U[start : start + step]), dtype=torch.float64, device=device)
-        near = torch.topk(r2[None, :] - 2.0 * (u.float() @ R32.T), candidates, dim=1, largest=False).indices
-        exact = ((R[near] - u[:, None, :]) ** 2).sum(2)
+        k = torch.as_tensor(kept[start : start + step], dtype=torch.float64, device=device)
+        near = torch.topk(torch.cat([k, k * u], dim=1).float() @ stacked.T, candidates, dim=1, largest=False).indices
+        exact = (k[:, None, :] * (R[near] - u[:, None, :]) ** 2).sum(2)
         chosen = near.gather(1, torch.topk(exact, n_neighbours, dim=1, largest=False).indices)
         out[start : start + len(u)] = raw[chosen].mean(1).cpu().numpy()
     return out

@@ -217,6 +217,14 @@ def test_auto_epochs_and_patience_keep_small_sets_training_for_their_step_floors
     assert auto.history_.steps == 500 or auto.history_.steps - (best + 1) == 50
     again = load(auto.save(tmp_path / "auto.usfad"))
     assert again.epochs == "auto" and again.patience == "auto"
+    # above auto_floors_max_features the floors are off: 100 epochs of one step, patience 10
+    wide = np.random.default_rng(1).normal(size=(150, USFlow.auto_floors_max_features + 1))
+    config = USFlow(hidden_features=(8,), n_blocks=1, epochs=1, random_state=0).fit(wide)._train_config()
+    assert (config.epochs, config.min_steps) == (1, 0)  # an integer epochs is taken as given
+    auto_wide = USFlow(hidden_features=(8,), n_blocks=1, random_state=0).fit(wide)
+    config = auto_wide._train_config()
+    assert (config.epochs, config.patience, config.min_steps, config.min_patience_steps) == (100, 10, 0, 0)
+    assert len(auto_wide.history_.train_loss) <= 100
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,9 @@ class FlowDetector(BaseDetector):
         but at least :attr:`auto_min_steps` optimiser steps, and a patience of
         :attr:`auto_patience` epochs but at least :attr:`auto_min_patience_steps` steps, so
         that a small training set (an epoch of one or two batches) is not stopped after a
-        few dozen steps.
+        few dozen steps. The step floors apply up to :attr:`auto_floors_max_features`
+        features; wider data train for ``auto_epochs`` and ``auto_patience`` epochs as given
+        (a step there costs in proportion to the width, and the floors bought no accuracy).
     noise: standard deviation of Gaussian noise added to standardised training batches, or
         ``"auto"``: :meth:`noise_for` the number of training rows (more rows, less noise).
     standardize: standardise features with the training mean and deviation first.
@@ -148,6 +150,8 @@ class FlowDetector(BaseDetector):
     auto_min_steps: int = 500
     auto_patience: int = 10
     auto_min_patience_steps: int = 50
+    #: ... and the step floors apply up to this many features only
+    auto_floors_max_features: int = 128
 
     def _train_config(self) -> TrainConfig:
         # Adam moves every weight by about lr per step, so a conditioner unit with fan-in k
@@ -157,11 +161,18 @@ class FlowDetector(BaseDetector):
         config = super()._train_config()
         scale = min(1.0, math.sqrt(self.lr_reference_features / self.n_features_in_))
         config = dataclasses.replace(config, lr=config.lr * scale)
+        # the step floors are for narrow data, where a step is cheap; above
+        # auto_floors_max_features a step costs O(d) and training converges without them
+        floors = self.n_features_in_ <= self.auto_floors_max_features
         if self.epochs == "auto":
-            config = dataclasses.replace(config, epochs=self.auto_epochs, min_steps=self.auto_min_steps)
+            config = dataclasses.replace(
+                config, epochs=self.auto_epochs, min_steps=self.auto_min_steps if floors else 0
+            )
         if self.patience == "auto":
             config = dataclasses.replace(
-                config, patience=self.auto_patience, min_patience_steps=self.auto_min_patience_steps
+                config,
+                patience=self.auto_patience,
+                min_patience_steps=self.auto_min_patience_steps if floors else 0,
             )
         return config
 

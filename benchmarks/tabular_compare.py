@@ -3,9 +3,11 @@
 Reads the rows of two benchmark runs (``usfad bench`` result files), keeps the cells
 (dataset, seed) that both runs hold for every model compared, and writes one table per
 run: mean ROC-AUC and PR-AUC, average rank, win / tie / loss and the Wilcoxon signed-rank
-test against KNN (and NonUSFlow where both runs have it), and cell-seconds per model (fit
-plus score; a cell stopped at the time limit counts as the limit). Cell-seconds compare
-only within one run (same machine, same load).
+test against KNN, the mean over datasets of the standard deviation over seeds (with two
+seeds or more; under Protocol T a seed also redraws the split, so even a deterministic
+model such as KNN has one), and cell-seconds per model (fit plus score; a cell stopped at
+the time limit counts as the limit). Cell-seconds compare only within one run (same
+machine, same load).
 
     .venv/bin/python benchmarks/tabular_compare.py \\
         --before benchmarks/results/results.jsonl benchmarks/results/usfad_models.jsonl \\
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-MODELS = ("usflow", "nonusflow", "knn", "iforest", "ecod")
+MODELS = ("usflow", "nonusflow", "deepsvdd", "knn", "iforest", "ecod")
 TIE = 1e-3
 
 
@@ -55,13 +57,18 @@ def summary(rows: dict, models: list[str], cells: list[tuple[str, int]], limit: 
         a = auc(m, metric)
         return np.array([np.nanmean([a[i] for i, (dd, _) in enumerate(cells) if dd == d]) for d in datasets])
 
+    def seed_std(m: str) -> float:  # mean over datasets of the std over seeds (nan with one seed)
+        a = auc(m)
+        spread = [np.nanstd([a[i] for i, (dd, _) in enumerate(cells) if dd == d], ddof=1) for d in datasets]
+        return float(np.nanmean(spread)) if len({s for _, s in cells}) > 1 else np.nan
+
     table = np.column_stack([per_dataset(m) for m in models])
     pr_table = np.column_stack([per_dataset(m, "pr_auc") for m in models])
     ranks = np.nanmean(np.apply_along_axis(lambda r: stats.rankdata(-r), 1, table), axis=0)
     lines = [
-        "| model | mean ROC-AUC | mean PR-AUC | avg rank | vs KNN: win / tie / loss | Wilcoxon p vs KNN | cell-s "
-        "| cell-s, accuracy datasets only |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | mean ROC-AUC | mean PR-AUC | avg rank | vs KNN: win / tie / loss | Wilcoxon p vs KNN | seed std "
+        "| cell-s | cell-s, accuracy datasets only |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     knn = table[:, models.index("knn")]
     for j, m in enumerate(models):
@@ -71,7 +78,8 @@ def summary(rows: dict, models: list[str], cells: list[tuple[str, int]], limit: 
         p = stats.wilcoxon(table[ok, j], knn[ok]).pvalue if m != "knn" and np.any(diff[ok] != 0) else np.nan
         lines.append(
             f"| {m} | {np.nanmean(table[:, j]):.4f} | {np.nanmean(pr_table[:, j]):.4f} | {ranks[j]:.2f} | "
-            f"{'-' if m == 'knn' else wtl} | {'-' if np.isnan(p) else f'{p:.3f}'} | {seconds(m):.0f} "
+            f"{'-' if m == 'knn' else wtl} | {'-' if np.isnan(p) else f'{p:.3f}'} | "
+            f"{'-' if np.isnan(std := seed_std(m)) else f'{std:.4f}'} | {seconds(m):.0f} "
             f"| {seconds(m, broken):.0f} |"
         )
     failed = [f"{m} {d} seed {s}" for m in models for d, s in cells if rows[(m, d, s)]["status"] != "ok"]

@@ -80,9 +80,15 @@ def _require(module: str) -> Any:
 # --- generic machinery -----------------------------------------------------------------
 
 
-def inference_copy(module: nn.Module) -> nn.Module:
-    """A deep copy of ``module`` in eval mode on the CPU, LU layers frozen to plain matrices."""
+def inference_copy(module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A deep copy of ``module`` in eval mode on the CPU, LU layers frozen to plain matrices.
+
+    ``dtype``: the copy's floating-point type, set before the LU layers are frozen (so a
+    float64 copy multiplies its factors in float64); ``None`` keeps the module's.
+    """
     module = copy.deepcopy(module).cpu().eval()
+    if dtype is not None:
+        module = module.to(dtype)
     if isinstance(module, LULinear):
         return module.frozen()
     for name, child in list(module.named_modules()):

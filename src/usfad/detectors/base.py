@@ -486,7 +486,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
         def scorer(dtype: torch.dtype) -> tuple[Any, nn.Module]:  # the same _score, LU layers frozen
             copied = copy.copy(self)
-            copied.model_ = inference_copy(copy.deepcopy(self.model_).to(dtype)).to(self.device_)
+            copied.model_ = inference_copy(self.model_, dtype).to(self.device_)
             return copied._score, copied.model_.requires_grad_(False)
 
         return explain_rows(

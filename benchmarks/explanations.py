@@ -348,9 +348,14 @@ def reading(dep: dict[str, float], mar: dict[str, float], rows: list[dict[str, s
         "",
         f"On marginal anomalies USFlow names the shifted features in {mar['usflow-neighbours']:.3f} of cases from "
         f"the neighbours and {mar['usflow']:.3f} from the mean; {both}.",
-        "`mean` stays the default: it applies without reference rows, costs no search and names features",
-        "shifted out of range best; `neighbours` is for the question the mean answers badly, which features",
-        "of a row whose values are each normal do not go together.",
+        "`mean` stays the default because it needs no reference rows and costs no search (the time table);",
+        "with the training rows at hand, `neighbours` is the baseline to use"
+        + (
+            " on both kinds of anomaly."
+            if mar["usflow-neighbours"] >= mar["usflow"]
+            else ", above all for the question the mean answers badly: which features of a row whose values are "
+            "each normal do not go together."
+        ),
     ]
 
 

@@ -163,7 +163,7 @@ class FlowDetector(BaseDetector):
         scale = min(1.0, math.sqrt(self.lr_reference_features / self.n_features_in_))
         config = dataclasses.replace(config, lr=config.lr * scale)
         # the step floors are for narrow data, where a step is cheap; above
-        # auto_floors_max_features a step costs O(d) and training converges without them
+        # auto_floors_max_features a step costs O(d) and the floors changed little (wide_floors.jsonl)
         floors = self.n_features_in_ <= self.auto_floors_max_features
         if self.epochs == "auto":
             config = dataclasses.replace(

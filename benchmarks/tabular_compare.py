@@ -53,14 +53,17 @@ def summary(rows: dict, models: list[str], cells: list[tuple[str, int]], limit: 
 
     datasets = sorted({d for d, _ in cells} - broken)
 
-    def per_dataset(m: str, metric: str = "roc_auc") -> np.ndarray:  # mean over seeds, per dataset
+    def by_dataset(m: str, metric: str = "roc_auc") -> list[np.ndarray]:  # each dataset's values over its seeds
         a = auc(m, metric)
-        return np.array([np.nanmean([a[i] for i, (dd, _) in enumerate(cells) if dd == d]) for d in datasets])
+        return [np.array([a[i] for i, (dd, _) in enumerate(cells) if dd == d]) for d in datasets]
+
+    def per_dataset(m: str, metric: str = "roc_auc") -> np.ndarray:  # mean over seeds, per dataset
+        return np.array([np.nanmean(v) for v in by_dataset(m, metric)])
 
     def seed_std(m: str) -> float:  # mean over datasets of the std over seeds (nan with one seed)
-        a = auc(m)
-        spread = [np.nanstd([a[i] for i, (dd, _) in enumerate(cells) if dd == d], ddof=1) for d in datasets]
-        return float(np.nanmean(spread)) if len({s for _, s in cells}) > 1 else np.nan
+        if len({s for _, s in cells}) < 2:
+            return np.nan
+        return float(np.nanmean([np.nanstd(v, ddof=1) for v in by_dataset(m)]))
 
     table = np.column_stack([per_dataset(m) for m in models])
     pr_table = np.column_stack([per_dataset(m, "pr_auc") for m in models])

@@ -11,6 +11,7 @@ from usfad.flows import (
     AffineCoupling,
     Conjugate,
     DepthToSpace,
+    FixedLinear,
     GINCoupling,
     LUConv1x1,
     LULinear,
@@ -22,6 +23,7 @@ from usfad.flows import (
     is_usf,
     mlp,
 )
+from usfad.flows.base import autodiff_jvp
 
 
 def _perturb(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
@@ -335,3 +337,45 @@ def test_actnorm_blocks_and_alternating_subnets_change_only_the_couplings(flow):
     assert kernels == [(3, 3), (1, 1), (3, 3), (1, 1)]
     assert all(isinstance(block.layers[0], ActNorm) for block in f.layers[:4])
     assert f.constant_logdet is is_usf(flow)
+
+
+@pytest.mark.parametrize("name", sorted(MAP_CASES) + sorted(VECTOR_CASES))
+def test_derivatives_along_a_direction_match_autodiff(name, float64):
+    """``forward_jvp`` / ``inverse_jvp`` (by hand for the layers usfad builds flows from)
+    give the map and its Jacobian times a tangent, as PyTorch's forward-mode autodiff does."""
+    cases = MAP_CASES if name in MAP_CASES else VECTOR_CASES
+    f = _case(cases[name])
+    if name in MAP_CASES:
+        x = torch.randn(MAP_SHAPES.get(name, (3, 2, 1, 3)))
+    else:
+        x = torch.randn(6, 1 if "1d" in name else 5)
+    y = f(x)[0]
+    dx, dy = torch.randn_like(x), torch.randn_like(y)
+    with torch.no_grad():
+        for got, want in (
+            (f.forward_jvp(x, dx), autodiff_jvp(lambda v: f(v)[0], x, dx)),
+            (f.inverse_jvp(y, dy), autodiff_jvp(f.inverse, y, dy)),
+        ):
+            assert torch.allclose(got[0], want[0], atol=1e-12) and torch.allclose(got[1], want[1], atol=1e-10)
+    assert not torch.allclose(f.inverse_jvp(y, dy)[1], torch.zeros_like(x))
+
+
+def test_derivatives_along_a_direction_hold_the_context_fixed(float64):
+    f = _case(lambda: build_flow(4, "usf", n_blocks=2, hidden_features=(8,), context_features=3))
+    x, dx, ctx = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 3)
+    y = f(x, ctx)[0]
+    got = f.inverse_jvp(y, dx, ctx)
+    want = autodiff_jvp(lambda v: f.inverse(v, ctx), y, dx)
+    assert torch.allclose(got[0], want[0], atol=1e-12) and torch.allclose(got[1], want[1], atol=1e-10)
+
+
+def test_frozen_lu_layers_and_leaky_relu_conditioners_differentiate_by_hand(float64):
+    from usfad.export import inference_copy
+
+    f = inference_copy(_case(lambda: build_flow(5, "usf", n_blocks=2, hidden_features=(8,))))
+    assert any(isinstance(m, FixedLinear) for m in f.modules())
+    g = _case(lambda: AdditiveCoupling(5, mlp((8,), activation=torch.nn.LeakyReLU)))
+    for flow in (f, g):
+        y, dy = torch.randn(4, 5), torch.randn(4, 5)
+        got, want = flow.inverse_jvp(y, dy), autodiff_jvp(flow.inverse, y, dy)
+        assert torch.allclose(got[1], want[1], atol=1e-10)

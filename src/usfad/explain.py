@@ -71,7 +71,6 @@ the quadrature points share one batch).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -160,20 +159,16 @@ def latent_path_attributions(score: Score, flow: Bijection, z: Tensor, z_base: T
     """Path-integrated gradients along ``f^{-1}(z_base + t (z - z_base))`` (see the module docstring).
 
     ``z = f(u)`` and ``z_base`` are ``(n, d)`` latents. At each point the path's velocity
-    ``J^{-1} (z - z_base)`` comes from one forward-mode derivative of ``flow.inverse`` and
-    the score's gradient from one backward pass.
+    ``J^{-1} (z - z_base)`` comes from the flow's derivative of its inverse
+    (:meth:`~usfad.flows.Bijection.inverse_jvp`) and the score's gradient from one backward pass.
     """
     t, w = gauss_legendre(n_points, z.dtype)
     t, w = t.to(z.device), w.to(z.device)
     step = z - z_base
     latents = (z_base[None] + t[:, None, None] * step[None]).reshape(-1, z.shape[1])
     steps = step[None].expand(len(t), *step.shape).reshape(-1, z.shape[1])
-    with torch.no_grad(), warnings.catch_warnings():
-        # PyTorch's first forward-mode derivative in a process loads its rules through
-        # torch.jit.script (about 3 s, once) and warns that torch.jit.script is deprecated:
-        # its business, not the user's.
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-        points, velocity = torch.func.jvp(flow.inverse, (latents,), (steps,))
+    with torch.no_grad():
+        points, velocity = flow.inverse_jvp(latents, steps)
     grad = _gradient(score, points)
     return torch.einsum("k,knd->nd", w, (grad * velocity).reshape(len(t), *z.shape))
 

@@ -11,14 +11,34 @@ its input. It has no default: every layer declares it (a composite such as
 :class:`Sequential` derives it per instance from its parts), and a layer that does not is
 refused when it is instantiated. :class:`Sequential` combines it: a stack is a uniformly
 scaling flow (USF) exactly when every layer in it has ``constant_logdet = True``.
+
+Derivatives along a direction (``forward_jvp``, ``inverse_jvp``: the map and its Jacobian
+times a tangent, as explanations need them) default to PyTorch's forward-mode autodiff. That
+also carries tangents for the weights (zero, yet multiplied) and costs several passes; the
+layers usfad builds its flows from override it with their own derivative at about one extra
+pass: a layer whose class sets ``linear = True`` applies itself to the tangent, a composite
+chains its parts, an additive coupling differentiates its conditioner
+(:func:`usfad.flows.subnets.module_jvp`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+
+
+def autodiff_jvp(fn: Callable[[Tensor], Tensor], x: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+    """``(fn(x), J_fn(x) dx)`` by PyTorch's forward-mode autodiff."""
+    with warnings.catch_warnings():
+        # PyTorch's first forward-mode derivative in a process loads its rules through
+        # torch.jit.script (about 3 s, once) and warns that torch.jit.script is deprecated:
+        # its business, not the user's.
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        return torch.func.jvp(fn, (x,), (dx,))
 
 
 def positions(x: Tensor) -> int:
@@ -57,11 +77,27 @@ class Bijection(nn.Module, metaclass=_DeclaresConstantLogdet):
     #: parts); instantiating a layer that declares neither raises ``TypeError``.
     constant_logdet: bool
 
+    #: ``True`` when the map is linear, ``f(a x + b v) = a f(x) + b f(v)`` (no offset): its
+    #: derivative along a tangent is the map applied to the tangent.
+    linear: bool = False
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+    def forward_jvp(self, x: Tensor, dx: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(f(x), J_f(x) dx)``: the map and its derivative along ``dx`` (the context held fixed)."""
+        if self.linear:
+            return self(x, context)[0], self(dx, context)[0]
+        return autodiff_jvp(lambda v: self(v, context)[0], x, dx)
+
+    def inverse_jvp(self, y: Tensor, dy: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(f^-1(y), J_{f^-1}(y) dy)``: the inverse and its derivative along ``dy``."""
+        if self.linear:
+            return self.inverse(y, context), self.inverse(dy, context)
+        return autodiff_jvp(lambda v: self.inverse(v, context), y, dy)
 
     def forward_positions(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(y, logdet per position)``, the second of shape ``(batch, *spatial)`` (``(batch,)`` for
@@ -109,6 +145,16 @@ class Sequential(Bijection):
             y = layer.inverse(y, context)
         return y
 
+    def forward_jvp(self, x: Tensor, dx: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        for layer in self.layers:
+            x, dx = layer.forward_jvp(x, dx, context)
+        return x, dx
+
+    def inverse_jvp(self, y: Tensor, dy: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        for layer in reversed(self.layers):
+            y, dy = layer.inverse_jvp(y, dy, context)
+        return y, dy
+
     def forward_positions(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = spread_logdet(x.new_zeros(x.shape[0]), x)
         for layer in self.layers:
@@ -154,3 +200,13 @@ class Conjugate(Bijection):
         h, _ = self.outer(y, context)
         h = self.inner.inverse(h, context)
         return self.outer.inverse(h, context)
+
+    def forward_jvp(self, x: Tensor, dx: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h, dh = self.outer.forward_jvp(x, dx, context)
+        h, dh = self.inner.forward_jvp(h, dh, context)
+        return self.outer.inverse_jvp(h, dh, context)
+
+    def inverse_jvp(self, y: Tensor, dy: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h, dh = self.outer.forward_jvp(y, dy, context)
+        h, dh = self.inner.inverse_jvp(h, dh, context)
+        return self.outer.inverse_jvp(h, dh, context)

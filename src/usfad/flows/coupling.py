@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .base import Bijection
-from .subnets import SubnetFactory
+from .subnets import SubnetFactory, module_jvp
 
 
 class _Coupling(Bijection):
@@ -96,6 +96,21 @@ class AdditiveCoupling(_Coupling):
 
     def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
         return b - params
+
+    def _params_jvp(self, a: Tensor, da: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if context is not None:
+            a, da = torch.cat((a, context), dim=1), torch.cat((da, torch.zeros_like(context)), dim=1)
+        return module_jvp(self.conditioner, a, da)
+
+    def forward_jvp(self, x: Tensor, dx: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        (a, b), (da, db) = self._split(x), self._split(dx)
+        params, dparams = self._params_jvp(a, da, context)
+        return self._merge(a, b + params), self._merge(da, db + dparams)
+
+    def inverse_jvp(self, y: Tensor, dy: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        (a, b), (da, db) = self._split(y), self._split(dy)
+        params, dparams = self._params_jvp(a, da, context)
+        return self._merge(a, b - params), self._merge(da, db - dparams)
 
 
 class AffineCoupling(_Coupling):

@@ -48,6 +48,7 @@ class LULinear(Bijection):
     """
 
     constant_logdet = True
+    linear = True
 
     def __init__(self, features: int):
         super().__init__()
@@ -124,6 +125,7 @@ class FixedLinear(Bijection):
     """
 
     constant_logdet = True
+    linear = True
 
     def __init__(self, weight: Tensor, inverse_weight: Tensor, logabsdet: Tensor):
         super().__init__()
@@ -147,6 +149,7 @@ class Permutation(Bijection):
     """A fixed permutation of the features (channels); log-det 0."""
 
     constant_logdet = True
+    linear = True
 
     def __init__(self, features: int, order: Tensor | None = None):
         super().__init__()

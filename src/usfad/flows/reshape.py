@@ -18,6 +18,7 @@ class DepthToSpace(Bijection):
     """``(B, C r^2, h, w) -> (B, C, h r, w r)``; the inverse is space-to-depth."""
 
     constant_logdet = True
+    linear = True
 
     def __init__(self, factor: int = 2):
         super().__init__()

@@ -23,6 +23,7 @@ class Scale(Bijection):
     """``y = x * exp(log_scale)``; starts as the identity."""
 
     constant_logdet = True
+    linear = True
 
     def __init__(self, features: int):
         super().__init__()
@@ -74,3 +75,9 @@ class ActNorm(Bijection):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         return y * torch.exp(-_broadcast(self.log_scale, y)) - _broadcast(self.bias, y)
+
+    def forward_jvp(self, x: Tensor, dx: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self(x, context)[0], dx * torch.exp(_broadcast(self.log_scale, dx))
+
+    def inverse_jvp(self, y: Tensor, dy: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.inverse(y, context), dy * torch.exp(-_broadcast(self.log_scale, dy))

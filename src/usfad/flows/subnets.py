@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import autodiff_jvp
 
 SubnetFactory = Callable[[int, int], nn.Module]
 
@@ -48,3 +51,23 @@ def conv(hidden_channels: int = 64, kernel_size: int = 3, activation: type[nn.Mo
         )
 
     return make
+
+
+def module_jvp(module: nn.Module, x: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+    """``(module(x), J(x) dx)`` for a conditioner: by hand through ``nn.Sequential``,
+    ``nn.Linear``, ``nn.Conv2d``, ``nn.ReLU`` and ``nn.LeakyReLU`` (one product more per layer,
+    the tangent's), by forward-mode autodiff through any other module. At a ReLU's kink the
+    derivative taken is 0, as autodiff takes it."""
+    if isinstance(module, nn.Sequential):
+        for layer in module:
+            x, dx = module_jvp(layer, x, dx)
+        return x, dx
+    if isinstance(module, nn.Linear):
+        return module(x), F.linear(dx, module.weight)
+    if type(module) is nn.Conv2d:
+        return module(x), module._conv_forward(dx, module.weight, None)
+    if isinstance(module, nn.ReLU):
+        return module(x), dx * (x > 0)
+    if isinstance(module, nn.LeakyReLU):
+        return module(x), dx.where(x > 0, dx * module.negative_slope)
+    return autodiff_jvp(module, x, dx)

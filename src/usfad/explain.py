@@ -427,23 +427,20 @@ class _Job:
             index = rows[start:stop]
             u = tensor(self.U[index])
             with torch.no_grad():
-                s = score(u)
+                z, s = _latent_and_score(score, parts, u)
                 if self.kind == "rows":
                     raw_base = self.given[index]
                     with np.errstate(over="ignore"):
                         u_base = tensor(raw_base / scale - mean / scale)
-                    s_base = score(u_base)
+                    z_base, s_base = _latent_and_score(score, parts, u_base)
                 elif self.kind == "mean":
                     raw_base = np.broadcast_to(mean, (stop - start, d))
                     u_base, s_base = torch.zeros_like(u), mean_score.expand_as(s)
                 if parts is not None:
                     flow, base = parts
-                    z = flow(u)[0]
-                    if self.kind == "rows":
-                        z_base = flow(u_base)[0]
-                    elif self.kind == "mean":
+                    if self.kind == "mean":
                         z_base = mean_latent.expand_as(z)
-                    else:  # typical: shrink along the ray; rows inside the radius are their own baseline
+                    elif self.kind == "typical":  # shrink along the ray; rows inside the radius are their own baseline
                         radius = _typical_radius(score, flow, base, self.typical_score, u)
                         z_base = shrink_to_radius(z, base.center.to(z)[None], radius)
                         inside = (z_base == z).all(dim=1, keepdim=True)
@@ -464,6 +461,21 @@ class _Job:
             out["baseline_scores"][start:stop] = s_base.cpu().numpy()
             out["baselines"][start:stop] = raw_base
         return out
+
+
+def _latent_and_score(
+    score: Score, parts: tuple[Bijection, GaussianBase] | None, u: Tensor
+) -> tuple[Tensor | None, Tensor]:
+    """``(f(u), score(u))`` by one pass of the flow, or ``(None, score(u))`` without one.
+
+    A flow's score is its NLL (what the latent path assumes: see the module docstring), so it
+    is computed from the latent and log-det as the flow model's ``nll`` computes it, not by a
+    second pass."""
+    if parts is None:
+        return None, score(u)
+    flow, base = parts
+    z, logdet = flow(u)
+    return z, -(base.log_prob(z) + logdet)
 
 
 def _typical_radius(score: Score, flow: Bijection, base: GaussianBase, typical_score: float, like: Tensor) -> float:

@@ -182,6 +182,7 @@ def test_the_neighbours_baseline_adds_up_to_the_score_minus_its_baselines_score(
     assert _relative(e.attributions.sum(1), delta).max() < 1e-4
     np.testing.assert_allclose(e.baselines, _nearest_mean(det, X, X_TRAIN, 10), rtol=0, atol=1e-12)  # default 10
     np.testing.assert_array_equal(det.explain(X, "neighbours", reference=X_TRAIN), e.attributions)
+    np.testing.assert_array_equal(det.explain(X, reference=X_TRAIN), e.attributions)  # a reference: neighbours
 
 
 def test_the_neighbours_baseline_is_the_mean_of_the_k_nearest_reference_rows_in_standardised_features(fitted):
@@ -522,7 +523,7 @@ def test_usfad_explain_from_the_neighbours_in_a_reference_file(tmp_path, model_f
     _data_csv(tmp_path / "data_y.csv", X)
     frame = pd.read_csv(tmp_path / "data_y.csv").assign(y=1)
     frame.to_csv(tmp_path / "data_y.csv", index=False)
-    args = ["explain", str(model_file), str(tmp_path / "data_y.csv"), "--baseline", "neighbours", "--top", "4"]
+    args = ["explain", str(model_file), str(tmp_path / "data_y.csv"), "--top", "4"]  # --reference: neighbours
     args += ["--reference", str(tmp_path / "train.parquet"), "--label-column", "y", "--neighbours", "3", "--quiet"]
     assert main([*args, "-o", str(out)]) == 0
     got = pd.read_csv(out, keep_default_na=False)[[f"attribution_{i}" for i in range(1, 5)]].to_numpy().sum(1)
@@ -536,7 +537,7 @@ def test_usfad_explain_refuses_reference_flags_that_do_not_fit(tmp_path, model_f
     base = ["explain", str(model_file), str(data), "--quiet", "-o", str(out)]
     cases = [
         (["--baseline", "neighbours"], "--baseline neighbours needs --reference TRAIN_FILE"),
-        (["--reference", reference], "--reference goes with --baseline neighbours; --baseline mean does not use it"),
+        (["--baseline", "mean", "--reference", reference], "--reference goes with --baseline neighbours; --baseline"),
         (["--baseline", "typical", "--neighbours", "3"], "--neighbours goes with --baseline neighbours"),
         (["--baseline", "neighbours", "--reference", reference, "--neighbours", "401"], "--neighbours 401 asks for"),
     ]

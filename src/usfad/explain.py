@@ -284,7 +284,7 @@ def explain_rows(
     X: np.ndarray,
     mean: np.ndarray,
     scale: np.ndarray,
-    baseline: str | Any = "mean",
+    baseline: str | Any | None = None,
     *,
     typical_score: float | None = None,
     reference: np.ndarray | None = None,
@@ -307,7 +307,8 @@ def explain_rows(
     training score (``baseline="typical"``). ``reference``: raw rows (already checked:
     finite float64 ``(m, d)``), and ``n_neighbours`` (``None``: :data:`DEFAULT_NEIGHBOURS`)
     of them averaged per row, for ``baseline="neighbours"`` and only for it; each row's
-    baseline is then a row of its own (the "raw rows" path). ``batch_size`` bounds the rows one network pass
+    baseline is then a row of its own (the "raw rows" path). ``baseline=None``:
+    ``"neighbours"`` when ``reference`` is given, else ``"mean"``. ``batch_size`` bounds the rows one network pass
     holds (points included). A row with a standardised feature beyond ``reach`` (where the
     detector's float32 score is +inf) is not computed: its beyond-reach features get the
     largest finite float64 each, the others 0.
@@ -318,6 +319,8 @@ def explain_rows(
     score, model = scorer(torch.float32)
     parts = flow_parts(model)
     usf = parts is not None and bool(parts[0].constant_logdet)
+    if baseline is None:
+        baseline = "mean" if reference is None else "neighbours"
     if isinstance(baseline, str):
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES} or an array of rows, got {baseline!r}")

@@ -77,7 +77,10 @@ class _TopRows:
 
 
 def _check_baseline_flags(args: argparse.Namespace) -> None:
-    """``--reference`` and ``--neighbours`` go with ``--baseline neighbours``, which needs the first."""
+    """``--reference`` and ``--neighbours`` go with ``--baseline neighbours``, which needs the first;
+    without ``--baseline``, ``--reference`` means neighbours (sets ``args.baseline``)."""
+    if args.baseline is None:
+        args.baseline = "mean" if args.reference is None else "neighbours"
     if args.baseline == "neighbours":
         if args.reference is None:
             raise ValueError(
@@ -220,9 +223,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--baseline",
         choices=BASELINES,
-        default="mean",
         help="what the attributions start from: the training mean, (usflow) each row's point of typical "
-        "score on its latent ray, or the mean of each row's nearest rows of --reference (default: mean)",
+        "score on its latent ray, or the mean of each row's nearest rows of --reference (default: neighbours "
+        "with --reference, else mean)",
     )
     p.add_argument(
         "--reference",

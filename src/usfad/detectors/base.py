@@ -437,7 +437,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def explain(
         self,
         X: Any,
-        baseline: str | Any = "mean",
+        baseline: str | Any | None = None,
         *,
         reference: Any = None,
         n_neighbours: int | None = None,
@@ -448,7 +448,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         Each row's attributions sum to ``score(x) - score(baseline)``: path-integrated
         gradients of the score (:mod:`usfad.explain`), along a path straight in the latent
         space for flows and straight in the input space otherwise; positive = the feature
-        makes the row more anomalous. ``baseline``: ``"mean"`` (the training mean),
+        makes the row more anomalous. ``baseline``: ``None`` (the default: ``"neighbours"``
+        when ``reference`` is given, else ``"mean"``), ``"mean"`` (the training mean),
         ``"typical"`` (uniformly scaling flows: the row's own point of median training score
         on its latent ray), ``"neighbours"`` (each row's ``n_neighbours`` nearest rows of
         ``reference``, averaged; nearest in the standardised features; for anomalies whose
@@ -467,7 +468,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def explanation(
         self,
         X: Any,
-        baseline: str | Any = "mean",
+        baseline: str | Any | None = None,
         *,
         reference: Any = None,
         n_neighbours: int | None = None,

@@ -379,3 +379,26 @@ def test_frozen_lu_layers_and_leaky_relu_conditioners_differentiate_by_hand(floa
         y, dy = torch.randn(4, 5), torch.randn(4, 5)
         got, want = flow.inverse_jvp(y, dy), autodiff_jvp(flow.inverse, y, dy)
         assert torch.allclose(got[1], want[1], atol=1e-10)
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_the_flows_usfad_builds_differentiate_without_forward_mode_autodiff(flow, float64, monkeypatch):
+    import usfad.flows.base
+    import usfad.flows.subnets
+    from usfad.export import inference_copy
+
+    def refuse(*args):
+        raise AssertionError("forward-mode autodiff was used")
+
+    for module in (usfad.flows.base, usfad.flows.subnets):
+        monkeypatch.setattr(module, "autodiff_jvp", refuse)
+    vector = build_flow(5, flow, n_blocks=2, hidden_features=(8,))
+    maps = build_flow(2, flow, n_blocks=2, subnet=[conv(4, 3), conv(4, 1)], actnorm=True)
+    for f, x in (
+        (vector, torch.randn(4, 5)),
+        (inference_copy(vector), torch.randn(4, 5)),
+        (maps, torch.randn(2, 2, 3, 3)),
+    ):
+        f = _perturb(f.double().eval())
+        f.forward_jvp(x, torch.randn_like(x))
+        f.inverse_jvp(x, torch.randn_like(x))

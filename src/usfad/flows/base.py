@@ -17,8 +17,8 @@ times a tangent, as explanations need them) default to PyTorch's forward-mode au
 also carries tangents for the weights (zero, yet multiplied) and costs several passes; the
 layers usfad builds its flows from override it with their own derivative at about one extra
 pass: a layer whose class sets ``linear = True`` applies itself to the tangent, a composite
-chains its parts, an additive coupling differentiates its conditioner
-(:func:`usfad.flows.subnets.module_jvp`).
+chains its parts, a coupling differentiates its conditioner
+(:func:`usfad.flows.subnets.module_jvp`) and then its transform.
 """
 
 from __future__ import annotations

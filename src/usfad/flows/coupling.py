@@ -84,6 +84,32 @@ class _Coupling(Bijection):
     def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
         raise NotImplementedError
 
+    # --- derivatives along a direction: the conditioner's by hand, then the transform's
+    def _params_jvp(self, a: Tensor, da: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if context is not None:
+            a, da = torch.cat((a, context), dim=1), torch.cat((da, torch.zeros_like(context)), dim=1)
+        return module_jvp(self.conditioner, a, da)
+
+    def _transform_jvp(self, b: Tensor, db: Tensor, params: Tensor, dparams: Tensor) -> tuple[Tensor, Tensor]:
+        """``(b', db')`` of ``_transform`` along ``(db, dparams)``."""
+        raise NotImplementedError
+
+    def _untransform_jvp(self, b: Tensor, db: Tensor, params: Tensor, dparams: Tensor) -> tuple[Tensor, Tensor]:
+        """``(b, db)`` of ``_untransform`` along ``(db', dparams)``."""
+        raise NotImplementedError
+
+    def forward_jvp(self, x: Tensor, dx: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        (a, b), (da, db) = self._split(x), self._split(dx)
+        params, dparams = self._params_jvp(a, da, context)
+        b, db = self._transform_jvp(b, db, params, dparams)
+        return self._merge(a, b), self._merge(da, db)
+
+    def inverse_jvp(self, y: Tensor, dy: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        (a, b), (da, db) = self._split(y), self._split(dy)
+        params, dparams = self._params_jvp(a, da, context)
+        b, db = self._untransform_jvp(b, db, params, dparams)
+        return self._merge(a, b), self._merge(da, db)
+
 
 class AdditiveCoupling(_Coupling):
     """``b' = b + t(a)``: volume preserving, so a USF building block."""
@@ -97,20 +123,11 @@ class AdditiveCoupling(_Coupling):
     def _untransform(self, b: Tensor, params: Tensor) -> Tensor:
         return b - params
 
-    def _params_jvp(self, a: Tensor, da: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if context is not None:
-            a, da = torch.cat((a, context), dim=1), torch.cat((da, torch.zeros_like(context)), dim=1)
-        return module_jvp(self.conditioner, a, da)
+    def _transform_jvp(self, b: Tensor, db: Tensor, params: Tensor, dparams: Tensor) -> tuple[Tensor, Tensor]:
+        return b + params, db + dparams
 
-    def forward_jvp(self, x: Tensor, dx: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        (a, b), (da, db) = self._split(x), self._split(dx)
-        params, dparams = self._params_jvp(a, da, context)
-        return self._merge(a, b + params), self._merge(da, db + dparams)
-
-    def inverse_jvp(self, y: Tensor, dy: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        (a, b), (da, db) = self._split(y), self._split(dy)
-        params, dparams = self._params_jvp(a, da, context)
-        return self._merge(a, b - params), self._merge(da, db - dparams)
+    def _untransform_jvp(self, b: Tensor, db: Tensor, params: Tensor, dparams: Tensor) -> tuple[Tensor, Tensor]:
+        return b - params, db - dparams
 
 
 class AffineCoupling(_Coupling):
@@ -144,6 +161,22 @@ class AffineCoupling(_Coupling):
         log_scale, shift = self._log_scale_shift(params)
         return (b - shift) * torch.exp(-log_scale)
 
+    def _log_scale_shift_jvp(self, params: Tensor, dparams: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(log_scale, shift, d log_scale, d shift)``."""
+        (s, t), (ds, dt) = params.chunk(2, dim=1), dparams.chunk(2, dim=1)
+        tanh = torch.tanh(s)
+        return self.clamp * tanh, t, self.clamp * (1 - tanh * tanh) * ds, dt
+
+    def _transform_jvp(self, b: Tensor, db: Tensor, params: Tensor, dparams: Tensor) -> tuple[Tensor, Tensor]:
+        log_scale, shift, dlog, dshift = self._log_scale_shift_jvp(params, dparams)
+        scale = torch.exp(log_scale)
+        return b * scale + shift, (db + b * dlog) * scale + dshift
+
+    def _untransform_jvp(self, b: Tensor, db: Tensor, params: Tensor, dparams: Tensor) -> tuple[Tensor, Tensor]:
+        log_scale, shift, dlog, dshift = self._log_scale_shift_jvp(params, dparams)
+        x = (b - shift) * torch.exp(-log_scale)
+        return x, (db - dshift) * torch.exp(-log_scale) - x * dlog
+
 
 class GINCoupling(AffineCoupling):
     """``b' = b * exp(l - mean(l)) + t(a)`` with ``l = clamp * tanh(s(a))``: volume preserving.
@@ -159,6 +192,10 @@ class GINCoupling(AffineCoupling):
     def _log_scale_shift(self, params: Tensor) -> tuple[Tensor, Tensor]:
         log_scale, shift = super()._log_scale_shift(params)
         return log_scale - log_scale.mean(1, keepdim=True), shift
+
+    def _log_scale_shift_jvp(self, params: Tensor, dparams: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        log_scale, shift, dlog, dshift = super()._log_scale_shift_jvp(params, dparams)
+        return log_scale - log_scale.mean(1, keepdim=True), shift, dlog - dlog.mean(1, keepdim=True), dshift
 
     def _transform(self, b: Tensor, params: Tensor) -> tuple[Tensor, None]:
         y, _ = super()._transform(b, params)

@@ -119,6 +119,21 @@ def transformed(name: str, X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.
     return train, test
 
 
+def gaussian_nll(X_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
+    """NLL of a full-covariance Gaussian fitted in closed form to the standardised training rows,
+    its covariance widened by USFlow's training noise (``noise="auto"``), in USFlow's units
+    (standardised coordinates), as the member ``{"closed_form_gaussian": true}``."""
+    mean, scale = X_train.mean(0), X_train.std(0)
+    scale[scale == 0] = 1.0
+    U, V = (X_train - mean) / scale, (X_test - mean) / scale
+    cov = np.cov(U, rowvar=False).reshape(U.shape[1], U.shape[1]) + USFlow.noise_for(len(U)) ** 2 * np.eye(U.shape[1])
+    chol = np.linalg.cholesky(cov)
+    from scipy.linalg import solve_triangular
+
+    z = solve_triangular(chol, V.T, lower=True).T
+    return 0.5 * (z**2).sum(1) + np.log(np.diag(chol)).sum() + 0.5 * U.shape[1] * np.log(2 * np.pi)
+
+
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     params = json.loads(args.params)
@@ -128,15 +143,28 @@ def run(args: argparse.Namespace) -> None:
             split = protocol_t(X, y, seed)
             X_train, X_test = transformed(args.transform, split.X_train, split.X_test)
             start, scores, steps = time.perf_counter(), 0.0, []
-            for k in range(args.members):
-                member_seed = seed * 1000 + k if args.members > 1 else seed
-                model = USFlow(random_state=member_seed, **params).fit(X_train)
-                scores = scores + model.decision_function(X_test) / args.members
+            members = [{**params, **extra} for extra in json.loads(args.member_params)] if args.member_params else None
+            n_members = len(members) if members else args.members
+            for k in range(n_members):
+                member_seed = seed * 1000 + k if n_members > 1 else seed
+                member = members[k] if members else params
+                if member.get("closed_form_gaussian"):
+                    scores = scores + gaussian_nll(X_train, X_test) / n_members
+                    steps.append(0)
+                    continue
+                model = USFlow(random_state=member_seed, **member).fit(X_train)
+                scores = scores + model.decision_function(X_test) / n_members
                 steps.append(model.history_.steps)
             seconds = time.perf_counter() - start
             roc = detection_metrics(split.y_test, scores)["roc_auc"]
             row = {"tag": args.tag, "dataset": dataset, "seed": seed, "roc": round(roc, 4), "t": round(seconds, 2)}
             print(json.dumps({**row, "steps": steps, "n": len(X_train)}), flush=True)
+            if args.gaussian_weights:  # the same fits, their score mixed with a closed-form Gaussian's NLL
+                gauss = gaussian_nll(X_train, X_test)
+                for w in args.gaussian_weights:
+                    mixed = detection_metrics(split.y_test, (1 - w) * scores + w * gauss)["roc_auc"]
+                    tag = "cfgauss" if w == 1 else f"{args.tag}+cfgauss{w:g}"
+                    print(json.dumps({**row, "tag": tag, "roc": round(mixed, 4), "n": len(X_train)}), flush=True)
 
 
 def _number(dataset: str) -> int:
@@ -215,6 +243,18 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--params", default="{}", help="USFlow parameters as JSON")
     parser.add_argument("--members", type=int, default=1, help="ensemble size (mean of member NLLs)")
+    parser.add_argument(
+        "--gaussian-weights",
+        type=float,
+        nargs="+",
+        help="also print, from the same fits, rows whose score is (1 - w) x the score + w x the NLL of a "
+        "full-covariance Gaussian fitted in closed form (tag TAG+cfgaussW; w = 1: the Gaussian alone, tag cfgauss)",
+    )
+    parser.add_argument(
+        "--member-params",
+        help="JSON list of per-member parameters over --params, e.g. '[{}, {\"n_blocks\": 0}]' (the default "
+        "flow and a Gaussian, a flow without couplings); the score is the mean of the members' NLLs",
+    )
     parser.add_argument("--transform", choices=TRANSFORMS, default="none")
     parser.add_argument("--tag", default="")
     parser.add_argument("--table", nargs="+", help="row files to summarise instead of running")

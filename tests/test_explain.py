@@ -539,6 +539,7 @@ def test_usfad_explain_refuses_reference_flags_that_do_not_fit(tmp_path, model_f
         (["--baseline", "neighbours"], "--baseline neighbours needs --reference TRAIN_FILE"),
         (["--baseline", "mean", "--reference", reference], "--reference goes with --baseline neighbours; --baseline"),
         (["--baseline", "typical", "--neighbours", "3"], "--neighbours goes with --baseline neighbours"),
+        (["--neighbours", "3"], "--neighbours needs --reference TRAIN_FILE"),
         (["--baseline", "neighbours", "--reference", reference, "--neighbours", "401"], "--neighbours 401 asks for"),
     ]
     for extra, message in cases:

@@ -80,6 +80,11 @@ def _check_baseline_flags(args: argparse.Namespace) -> None:
     """``--reference`` and ``--neighbours`` go with ``--baseline neighbours``, which needs the first;
     without ``--baseline``, ``--reference`` means neighbours (sets ``args.baseline``)."""
     if args.baseline is None:
+        if args.reference is None and args.neighbours is not None:
+            raise ValueError(
+                "--neighbours needs --reference TRAIN_FILE: the rows (normally the training data) whose nearest "
+                "ones, averaged, are each row's baseline"
+            )
         args.baseline = "mean" if args.reference is None else "neighbours"
     if args.baseline == "neighbours":
         if args.reference is None:

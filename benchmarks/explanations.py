@@ -349,8 +349,9 @@ def reading(dep: dict[str, float], mar: dict[str, float], rows: list[dict[str, s
         "",
         f"On marginal anomalies USFlow names the shifted features in {mar['usflow-neighbours']:.3f} of cases from "
         f"the neighbours and {mar['usflow']:.3f} from the mean; {both}.",
-        "`mean` stays the default because it needs no reference rows and costs no search (the time table);",
-        "with the training rows at hand, `neighbours` is the baseline to use"
+        "`explain` takes the neighbours baseline by default when it is given reference rows (`reference=`, "
+        "`usfad explain --reference`), and the mean, which needs none and costs no search (the time table), "
+        "otherwise; with the training rows at hand, `neighbours` is the baseline to use"
         + (
             " on both kinds of anomaly."
             if mar["usflow-neighbours"] >= mar["usflow"]
@@ -510,8 +511,8 @@ def report(
             f"USFlow explain / decision_function: {ratio:.1f} from the mean (bar: under 10) -> "
             f"{'met' if ratio < 10 else 'not met'}; {near_ratio:.1f} from the neighbours -> "
             f"{'met' if near_ratio < 10 else 'not met'}.",
-            "NonUSFlow's affine couplings are differentiated by PyTorch's forward mode, whose first use in a process "
-            "costs about 3 s once (loading its rules); USFlow's layers differentiate themselves.",
+            "The flows' layers differentiate their inverse along the path themselves (no forward-mode autodiff, "
+            "whose first use in a process cost about 3 s).",
             "",
         ]
     if plots:

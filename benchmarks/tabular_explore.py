@@ -136,6 +136,8 @@ def gaussian_nll(X_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
+    if args.noise_exponent is not None:  # noise="auto": noise_at_1000 * (n_rows / 1000) ** -exponent
+        USFlow.noise_exponent = args.noise_exponent
     params = json.loads(args.params)
     for dataset in args.datasets:
         X, y = load_dataset(dataset)
@@ -243,6 +245,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--params", default="{}", help="USFlow parameters as JSON")
     parser.add_argument("--members", type=int, default=1, help="ensemble size (mean of member NLLs)")
+    parser.add_argument(
+        "--noise-exponent", type=float, help="USFlow.noise_exponent for noise='auto' (default: the class's)"
+    )
     parser.add_argument(
         "--gaussian-weights",
         type=float,

@@ -141,7 +141,7 @@ def cluster_mixture(X_train: np.ndarray, X_test: np.ndarray, ks: list[int], seed
     training rows is held out to choose k. For each k, k-means on the other rows, one
     ``USFlow(standardize=False)`` per cluster, weights = cluster shares; the mixture's NLL is
     ``-logsumexp_j(log w_j - NLL_j(x))``, a likelihood in the standardised coordinates (every
-    member is one). A k whose smallest cluster has under 20 rows is skipped. The chosen k's
+    member is one). Every member trains with the noise ``noise="auto"`` gives all the rows. A k whose smallest cluster has under 20 rows is skipped. The chosen k's
     models (fitted on the four fifths) score the test rows. Returns ``(scores, chosen k,
     {k: held-out NLL}, {k: test scores})``: every k's scores too, to show what the choice missed.
     """
@@ -162,7 +162,9 @@ def cluster_mixture(X_train: np.ndarray, X_test: np.ndarray, ks: list[int], seed
         sizes = np.bincount(labels.astype(int), minlength=k)
         if sizes.min() < 20:
             continue
-        member = {**params, "standardize": False}
+        # one noise level for every k (noise="auto" of all the rows): a member's own, larger for a
+        # smaller cluster, would blur its density and its held-out NLL could not compare k fairly
+        member = {"noise": USFlow.noise_for(len(fit_rows)), **params, "standardize": False}
         models = [USFlow(random_state=seed * 100 + j, **member).fit(fit_rows[labels == j]) for j in range(k)]
         log_w = np.log(sizes / sizes.sum())
 

@@ -141,8 +141,9 @@ def cluster_mixture(X_train: np.ndarray, X_test: np.ndarray, ks: list[int], seed
     training rows is held out to choose k. For each k, k-means on the other rows, one
     ``USFlow(standardize=False)`` per cluster, weights = cluster shares; the mixture's NLL is
     ``-logsumexp_j(log w_j - NLL_j(x))``, a likelihood in the standardised coordinates (every
-    member is one). Every member trains with the noise ``noise="auto"`` gives all the rows. A k whose smallest cluster has under 20 rows is skipped. The chosen k's
-    models (fitted on the four fifths) score the test rows. Returns ``(scores, chosen k,
+    member is one). Every member trains with the noise ``noise="auto"`` gives all the rows. A k
+    whose smallest cluster has under 20 rows is skipped. The chosen k's models (fitted on the
+    four fifths) score the test rows. Returns ``(scores, chosen k,
     {k: held-out NLL}, {k: test scores})``: every k's scores too, to show what the choice missed.
     """
     from scipy.special import logsumexp

@@ -18,6 +18,12 @@ the raw features fitted on the training rows only:
   ``sign(v) log(1 + |v| / c)`` with ``c`` the median of the training rows' positive ``v``:
   monotone, no clipping, a zero spike stays at 0 and the long tail is compressed.
 
+Other candidates: ``--member-params`` (members with different parameters, mean NLL),
+``--gaussian-weights`` (the same fits' scores mixed with a closed-form Gaussian's NLL:
+:func:`gaussian_nll`), ``--clusters`` (a mixture of USFs over k-means clusters, k chosen by
+held-out NLL: :func:`cluster_mixture`) and ``--noise-exponent`` (how fast ``noise="auto"``
+falls with the rows). Rows and readings: ``benchmarks/results/tabular_v2/explore/README.md``.
+
 ``--table`` writes the mean ROC-AUC per variant over the seed-0 cells every variant has,
 against the default's and KNN's rows of one quiet run (``--reference``).
 

@@ -125,13 +125,18 @@ def transformed(name: str, X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.
     return train, test
 
 
+def standardised(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets in the training rows' z-scores (a constant feature keeps its scale)."""
+    mean, scale = X_train.mean(0), X_train.std(0)
+    scale[scale == 0] = 1.0
+    return (X_train - mean) / scale, (X_test - mean) / scale
+
+
 def gaussian_nll(X_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
     """NLL of a full-covariance Gaussian fitted in closed form to the standardised training rows,
     its covariance widened by USFlow's training noise (``noise="auto"``), in USFlow's units
     (standardised coordinates), as the member ``{"closed_form_gaussian": true}``."""
-    mean, scale = X_train.mean(0), X_train.std(0)
-    scale[scale == 0] = 1.0
-    U, V = (X_train - mean) / scale, (X_test - mean) / scale
+    U, V = standardised(X_train, X_test)
     cov = np.cov(U, rowvar=False).reshape(U.shape[1], U.shape[1]) + USFlow.noise_for(len(U)) ** 2 * np.eye(U.shape[1])
     chol = np.linalg.cholesky(cov)
     from scipy.linalg import solve_triangular
@@ -155,9 +160,7 @@ def cluster_mixture(X_train: np.ndarray, X_test: np.ndarray, ks: list[int], seed
     from scipy.special import logsumexp
     from sklearn.cluster import KMeans
 
-    mean, sd = X_train.mean(0), X_train.std(0)
-    sd[sd == 0] = 1.0
-    U, V = (X_train - mean) / sd, (X_test - mean) / sd
+    U, V = standardised(X_train, X_test)
     held = np.random.default_rng(seed).permutation(len(U))
     n_held = max(1, len(U) // 5)
     fit_rows, val_rows = U[held[n_held:]], U[held[:n_held]]
@@ -190,6 +193,10 @@ def run(args: argparse.Namespace) -> None:
     if args.noise_exponent is not None:  # noise="auto": noise_at_1000 * (n_rows / 1000) ** -exponent
         USFlow.noise_exponent = args.noise_exponent
     params = json.loads(args.params)
+    if args.member_params:
+        members = [{**params, **extra} for extra in json.loads(args.member_params)]
+    else:
+        members = [params] * args.members
     for dataset in args.datasets:
         X, y = load_dataset(dataset)
         for seed in args.seeds:
@@ -206,17 +213,14 @@ def run(args: argparse.Namespace) -> None:
                 print(json.dumps(row), flush=True)
                 continue
             start, scores, steps = time.perf_counter(), 0.0, []
-            members = [{**params, **extra} for extra in json.loads(args.member_params)] if args.member_params else None
-            n_members = len(members) if members else args.members
-            for k in range(n_members):
-                member_seed = seed * 1000 + k if n_members > 1 else seed
-                member = members[k] if members else params
+            for k, member in enumerate(members):
+                member_seed = seed * 1000 + k if len(members) > 1 else seed
                 if member.get("closed_form_gaussian"):
-                    scores = scores + gaussian_nll(X_train, X_test) / n_members
+                    scores = scores + gaussian_nll(X_train, X_test) / len(members)
                     steps.append(0)
                     continue
                 model = USFlow(random_state=member_seed, **member).fit(X_train)
-                scores = scores + model.decision_function(X_test) / n_members
+                scores = scores + model.decision_function(X_test) / len(members)
                 steps.append(model.history_.steps)
             seconds = time.perf_counter() - start
             roc = detection_metrics(split.y_test, scores)["roc_auc"]

@@ -104,6 +104,13 @@ def _case(factory, seed=0):
     return module
 
 
+def _case_and_input(name):
+    """A case of MAP_CASES or VECTOR_CASES and a random input batch of its shape."""
+    if name in MAP_CASES:
+        return _case(MAP_CASES[name]), torch.randn(MAP_SHAPES.get(name, (3, 2, 1, 3)))
+    return _case(VECTOR_CASES[name]), torch.randn(6, 1 if "1d" in name else 5)
+
+
 @pytest.mark.parametrize("name", sorted(VECTOR_CASES))
 def test_vector_bijection_inverts_and_reports_exact_logdet(name, float64):
     f = _case(VECTOR_CASES[name])
@@ -119,12 +126,7 @@ def test_vector_bijection_inverts_and_reports_exact_logdet(name, float64):
 
 @pytest.mark.parametrize("name", sorted(MAP_CASES) + sorted(VECTOR_CASES))
 def test_per_position_logdet_sums_to_the_logdet(name, float64):
-    cases = MAP_CASES if name in MAP_CASES else VECTOR_CASES
-    f = _case(cases[name])
-    if name in MAP_CASES:
-        x = torch.randn(MAP_SHAPES.get(name, (3, 2, 1, 3)))
-    else:
-        x = torch.randn(6, 1 if "1d" in name else 5)
+    f, x = _case_and_input(name)
     y, logdet = f(x)
     y_pos, per_position = f.forward_positions(x)
     assert torch.equal(y_pos, y)
@@ -343,12 +345,7 @@ def test_actnorm_blocks_and_alternating_subnets_change_only_the_couplings(flow):
 def test_derivatives_along_a_direction_match_autodiff(name, float64):
     """``forward_jvp`` / ``inverse_jvp`` (by hand for the layers usfad builds flows from)
     give the map and its Jacobian times a tangent, as PyTorch's forward-mode autodiff does."""
-    cases = MAP_CASES if name in MAP_CASES else VECTOR_CASES
-    f = _case(cases[name])
-    if name in MAP_CASES:
-        x = torch.randn(MAP_SHAPES.get(name, (3, 2, 1, 3)))
-    else:
-        x = torch.randn(6, 1 if "1d" in name else 5)
+    f, x = _case_and_input(name)
     y = f(x)[0]
     dx, dy = torch.randn_like(x), torch.randn_like(y)
     with torch.no_grad():

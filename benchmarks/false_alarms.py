@@ -1,8 +1,9 @@
 """False alarms on fresh normal rows: USFlow's chi-square and split-conformal thresholds.
 
-For each set, one ``USFlow(threshold="conformal")`` and one ``USFlow(threshold="chi2")``
-(defaults otherwise, ``random_state=0``) are fitted on normal training rows, and the
-flagged share of fresh normal rows is measured at ``alpha`` 0.01 and 0.05:
+For each set, ``USFlow(threshold="conformal", alpha=a)`` for each ``a`` in 0.01 and 0.05
+(the calibration split is sized to ``alpha``) and one ``USFlow(threshold="chi2")`` (defaults
+otherwise, ``random_state=0``) are fitted on normal training rows, and the flagged share of
+fresh normal rows is measured at ``alpha`` 0.01 and 0.05:
 
 - synthetic (5,000 training rows, 20,000 fresh rows, 10 features, seed 0): a correlated
   Gaussian (correlation ``0.7^|i-j|``), a mixture of 3 Gaussians (random centres and
@@ -10,20 +11,21 @@ flagged share of fresh normal rows is measured at ``alpha`` 0.01 and 0.05:
 - ADBench Classical sets under Protocol T (seed 42): training = the normal training rows,
   fresh = the normal test rows.
 
-Each alpha reads one fit: conformal flags ``p_values(X) <= alpha`` (checked equal to
-``predict`` at the fitted alpha), chi2 flags scores above
-``usfad.density.chi2_nll_threshold(d, alpha, kappa_)`` (checked equal to ``threshold_`` at
-the fitted alpha). Two bounds per row: the binomial 99% interval of the flagged share when
-every fresh row is flagged with probability exactly ``alpha`` (the issue's bar), and the 99%
-upper end of the share split-conformal calibration promises with ``n_cal`` calibration rows
-(beta-binomial ``(l, n_cal + 1 - l)``, ``l = floor((n_cal + 1) alpha)``: the spread of one
-calibration draw included).
+Conformal flags ``predict(X)`` of the fit at that alpha (checked equal to ``p_values(X) <=
+alpha``); the one chi2 fit flags scores above ``usfad.density.chi2_nll_threshold(d, alpha,
+kappa_)`` (checked equal to ``threshold_`` at 0.01). Two bounds per row: the binomial 99%
+interval of the flagged share when every fresh row is flagged with probability exactly
+``alpha`` (the issue's bar), and the 99% upper end of the share split-conformal calibration
+promises with ``n_cal`` calibration rows (beta-binomial ``(l, n_cal + 1 - l)``,
+``l = floor((n_cal + 1) alpha)``: the spread of one calibration draw included).
 
 Rows are appended to the CSV as each set finishes; a rerun skips the sets already there
-(``--fresh`` starts over) and rewrites the Markdown report from the CSV.
+(``--fresh`` measures ``--thresholds`` over again, keeping the other threshold's rows) and
+rewrites the Markdown report from the CSV.
 
     .venv/bin/python benchmarks/false_alarms.py                      # synthetic + Classical < 10,000 rows
     .venv/bin/python benchmarks/false_alarms.py --datasets 6_cardio 38_thyroid --no-synthetic
+    .venv/bin/python benchmarks/false_alarms.py --fresh --thresholds conformal --max-rows 10000000
 """
 
 from __future__ import annotations
@@ -112,28 +114,31 @@ def conformal_high(n: int, n_cal: int, alpha: float) -> float:
     return float(stats.betabinom.ppf(0.995, n, allowed, n_cal + 1 - allowed)) / n
 
 
-def measure(name: str, kind: str, train: np.ndarray, fresh: np.ndarray) -> list[dict[str, object]]:
+def measure(name: str, kind: str, train: np.ndarray, fresh: np.ndarray, thresholds: tuple[str, ...] = THRESHOLDS):
+    """One row per threshold and alpha: a conformal fit per alpha (its calibration split is sized
+    to it), one chi2 fit read at every alpha."""
     rows = []
     n, d = train.shape
-    for threshold in THRESHOLDS:
+    fits = [(t, a) for t in thresholds for a in (ALPHAS if t == "conformal" else ALPHAS[:1])]
+    for threshold, fit_alpha in fits:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # e.g. no finite conformal threshold at 0.01
-            det = USFlow(threshold=threshold, alpha=ALPHAS[0], random_state=0).fit(train)
+            det = USFlow(threshold=threshold, alpha=fit_alpha, random_state=0).fit(train)
         seconds = time.perf_counter() - start
         scores = det.decision_function(fresh)
         if threshold == "conformal":
             n_cal = len(det.calibration_scores_)
             p = det.p_values(fresh)
-            assert np.array_equal(det.predict(fresh), (p <= ALPHAS[0]) | (scores >= np.finfo(np.float64).max))
-            flags = {alpha: p <= alpha for alpha in ALPHAS}
+            assert np.array_equal(det.predict(fresh), (p <= fit_alpha) | (scores >= np.finfo(np.float64).max))
+            flags = {fit_alpha: p <= fit_alpha}
         else:
             n_cal = 0
-            assert math.isclose(chi2_nll_threshold(d, ALPHAS[0], det.kappa_), det.threshold_, rel_tol=1e-12)
+            assert math.isclose(chi2_nll_threshold(d, fit_alpha, det.kappa_), det.threshold_, rel_tol=1e-12)
             flags = {alpha: scores > chi2_nll_threshold(d, alpha, det.kappa_) for alpha in ALPHAS}
-        for alpha in ALPHAS:
+        for alpha, flagged_rows in flags.items():
             low, high = binomial_interval(len(fresh), alpha)
-            flagged = int(flags[alpha].sum())
+            flagged = int(flagged_rows.sum())
             rows.append(
                 {
                     "set": name,
@@ -164,6 +169,10 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def table(rows: list[dict[str, str]], data_sets: list[str], skipped: list[str], too_small: list[str]) -> str:
     """The Markdown report: one line per set and alpha, then the bar's checks."""
+    measured: dict[str, set[str]] = {}
+    for r in rows:
+        measured.setdefault(r["set"], set()).add(r["threshold"])
+    rows = [r for r in rows if measured[r["set"]] == set(THRESHOLDS)]  # a run in progress: both measured
     by_set: dict[tuple[str, float], dict[str, dict[str, str]]] = {}
     for r in rows:
         by_set.setdefault((r["set"], float(r["alpha"])), {})[r["threshold"]] = r
@@ -171,7 +180,7 @@ def table(rows: list[dict[str, str]], data_sets: list[str], skipped: list[str], 
         "# False alarms on fresh normal rows: chi-square and split-conformal thresholds",
         "",
         "Written by `benchmarks/false_alarms.py` (see its docstring for the protocol): `USFlow` with",
-        "default settings (`random_state=0`), one fit per set and threshold, the flagged share of",
+        "default settings (`random_state=0`), a conformal fit per alpha, one chi2 fit, the flagged share of",
         "fresh normal rows at each `alpha`. Synthetic: 5,000 training and 20,000 fresh rows, 10",
         "features. ADBench Classical: Protocol T seed 42, fresh = the normal test rows. `binomial 99%`:",
         "where the share falls 99% of the time if each fresh row is flagged with probability exactly",
@@ -202,11 +211,13 @@ def table(rows: list[dict[str, str]], data_sets: list[str], skipped: list[str], 
         "mean conformal (law) | within 0.3 alpha | mean chi2 |",
         "|---|---:|---:|---|---|---|---|---:|",
     ]
-    n_cal = {r["set"]: int(r["n_calibration"]) for r in rows if r["threshold"] == "conformal"}
+    n_cal = {(r["set"], r["alpha"]): int(r["n_calibration"]) for r in rows if r["threshold"] == "conformal"}
     groups = {
         "synthetic": lambda r: r["kind"] == "synthetic",
         "ADBench": lambda r: r["kind"] == "adbench",
-        "ADBench, finite": lambda r: r["kind"] == "adbench" and conformal_mean(n_cal[r["set"]], float(r["alpha"])) > 0,
+        "ADBench, finite": lambda r: (
+            r["kind"] == "adbench" and conformal_mean(n_cal[r["set"], r["alpha"]], float(r["alpha"])) > 0
+        ),
         "all": lambda r: True,
     }
     for group, keep in groups.items():
@@ -218,7 +229,7 @@ def table(rows: list[dict[str, str]], data_sets: list[str], skipped: list[str], 
             above = [r["set"] for r in conf if float(r["share"]) > float(r["binomial_high99"])]
             above_own = [r["set"] for r in conf if float(r["share"]) > float(r["conformal_high99"])]
             mean = float(np.mean([float(r["share"]) for r in conf]))
-            law = float(np.mean([conformal_mean(n_cal[r["set"]], alpha) for r in conf]))
+            law = float(np.mean([conformal_mean(n_cal[r["set"], r["alpha"]], alpha) for r in conf]))
             mean_chi2 = float(np.mean([float(r["share"]) for r in chi2])) if chi2 else float("nan")
             within = "yes" if abs(mean - alpha) <= 0.3 * alpha else "no"
             lines.append(
@@ -245,15 +256,27 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=10_000, help="skip larger sets by default (%(default)s)")
     parser.add_argument("--no-synthetic", action="store_true", help="skip the synthetic distributions")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results stem: .csv and .md (%(default)s)")
-    parser.add_argument("--fresh", action="store_true", help="start the CSV over instead of resuming")
+    parser.add_argument(
+        "--fresh", action="store_true", help="measure the --thresholds' rows over again instead of resuming"
+    )
+    parser.add_argument(
+        "--thresholds", nargs="+", choices=THRESHOLDS, default=list(THRESHOLDS), help="thresholds to measure"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     csv_path, md_path = args.output.with_suffix(".csv"), args.output.with_suffix(".md")
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    if args.fresh and csv_path.exists():
-        csv_path.unlink()
-    done = {r["set"] for r in read_rows(csv_path)}
+    thresholds = tuple(args.thresholds)
+    if args.fresh and csv_path.exists():  # drop the rows of the thresholds to be measured again
+        kept = [r for r in read_rows(csv_path) if r["threshold"] not in thresholds]
+        with csv_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
+    have: dict[str, set[str]] = {}
+    for r in read_rows(csv_path):
+        have.setdefault(r["set"], set()).add(r["threshold"])
 
     skipped: list[str] = []
     if args.datasets:
@@ -267,14 +290,14 @@ def main() -> None:
     jobs += [(name, "adbench") for name in names]
     too_small: list[str] = []
     for name, kind in jobs:
-        if name in done:
+        if set(thresholds) <= have.get(name, set()):
             continue
         train, fresh = synthetic(name) if kind == "synthetic" else adbench(name, args.data)
         if len(train) < 40:
             too_small.append(name)
             print(f"{name}: {len(train)} training rows, too few for threshold='conformal'; not run", flush=True)
             continue
-        rows = measure(name, kind, train, fresh)
+        rows = measure(name, kind, train, fresh, thresholds)
         new = not csv_path.exists()
         with csv_path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)

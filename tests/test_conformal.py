@@ -55,10 +55,44 @@ def test_calibration_size_reads_only_the_number_of_rows(n_rows, n_cal):
 
 
 @pytest.mark.parametrize("n_cal", [20, 99, 100, 101, 1000, 5000, 100_000])
-def test_rows_for_calibration_is_the_fewest_rows_that_give_that_many(n_cal):
-    rows = rows_for_calibration(n_cal)
-    assert calibration_size(rows) >= n_cal > calibration_size(rows - 1)
-    assert rows_for_calibration(100_001) is None
+@pytest.mark.parametrize("alpha", [None, 0.01, 0.05, 0.03])
+def test_rows_for_calibration_is_the_fewest_rows_that_give_that_many(n_cal, alpha):
+    rows = rows_for_calibration(n_cal, alpha)
+    if rows is None:  # at alpha, the counts step past n_cal near the cap
+        assert alpha is not None and n_cal > 99_000
+        return
+    assert calibration_size(rows, alpha) >= n_cal > calibration_size(rows - 1, alpha)
+    assert rows_for_calibration(100_001, alpha) is None
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "alpha", "n_cal"),
+    [
+        (1000, 0.05, 199),  # a fifth (200) down to the fewest rows allowing 10 above the threshold
+        (984, 0.01, 199),  # 196 would deliver 1/197; up 3 rows to 2/200 rather than down 97 to 1/100
+        (1158, 0.01, 199),  # 231: down 32 rows rather than up 68
+        (500, 0.01, 99),  # the floor of 100, down to 99: 1/100 exactly
+        (143, 0.01, 99),  # half (71) cannot flag at 0.01: up to the 99 that can, leaving 44 to fit
+        (131, 0.01, 65),  # 99 would take more than three quarters: half, which flags nothing
+        (47, 0.05, 20),  # 1/24 of 23 rows rounds down to 19, below the smallest split: 20
+        (2075, 0.001, 999),  # a fifth (415) cannot flag at 0.001: 999 can
+        (138_636, 0.01, 27_699),
+        (10**6, 0.01, 99_999),
+    ],
+)
+def test_calibration_size_fits_alpha_so_the_rate_is_alpha(n_rows, alpha, n_cal):
+    assert calibration_size(n_rows, alpha) == n_cal
+    if exceedances_allowed(n_cal, alpha) and n_cal > 20:
+        assert exceedances_allowed(n_cal, alpha) / (n_cal + 1) == pytest.approx(alpha)
+
+
+def test_calibration_on_more_than_half_of_the_rows_warns():
+    with pytest.warns(UserWarning, match=r"alpha=0.01 needs 99 calibration rows .*other 44 of 143 rows only"):
+        fit_rows, calibration_rows = calibration_split(143, seed=0, alpha=0.01)
+    assert len(calibration_rows) == 99 and len(fit_rows) == 44
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calibration_split(143, seed=0, alpha=0.05)  # 59 of 143
 
 
 def test_the_threshold_is_the_ceil_n_plus_1_times_1_minus_alpha_th_smallest_score():
@@ -95,7 +129,8 @@ def test_on_a_gaussian_the_flagged_share_of_fresh_rows_is_alpha_within_the_confo
     for alpha in (0.01, 0.05):
         det = USFlow(epochs=3, hidden_features=(16,), n_blocks=2, threshold="conformal", alpha=alpha).fit(train)
         n_cal = len(det.calibration_scores_)
-        assert n_cal == 400
+        assert n_cal == 399  # a fifth (400), to the nearest count whose (n_cal + 1) alpha is whole
+        assert exceedances_allowed(n_cal, alpha) / (n_cal + 1) == pytest.approx(alpha)
         share = float(det.predict(fresh).mean())
         # one fit: the share of a fresh draw around the conditional rate of one calibration draw,
         # the beta-binomial law of split conformal (the binomial around alpha ignores the draw)
@@ -108,10 +143,10 @@ def test_on_a_gaussian_the_flagged_share_of_fresh_rows_is_alpha_within_the_confo
 @pytest.mark.parametrize("make", MODELS)
 def test_every_detector_calibrates_p_values_and_predicts_by_them(make, tmp_path):
     det = make(threshold="conformal", alpha=0.05).fit(X)
-    assert len(det.calibration_scores_) == 100 and (np.diff(det.calibration_scores_) >= 0).all()
+    assert len(det.calibration_scores_) == 99 and (np.diff(det.calibration_scores_) >= 0).all()
     assert len(det.decision_scores_) == len(det.labels_) == len(X)  # every row, calibration rows included
     p = det.p_values(FRESH)
-    assert ((p > 0) & (p <= 1)).all() and p.min() >= 1 / 101
+    assert ((p > 0) & (p <= 1)).all() and p.min() >= 1 / 100
     np.testing.assert_array_equal(det.predict(FRESH), (p <= 0.05).astype(int))
     restored = load(det.save(tmp_path / "m.usfad"))
     np.testing.assert_array_equal(restored.calibration_scores_, det.calibration_scores_)
@@ -132,7 +167,7 @@ def test_p_values_of_fresh_normal_rows_are_uniform_ish():
 
 def test_the_calibration_rows_stay_out_of_the_scaler_and_the_training():
     det = USFlow(**FAST, n_blocks=1, threshold="conformal", random_state=7).fit(X)
-    fit_rows, calibration_rows = calibration_split(len(X), seed=7)
+    fit_rows, calibration_rows = calibration_split(len(X), seed=7, alpha=det.alpha)
     mean, scale, _ = fit_scaler(X[fit_rows])
     np.testing.assert_allclose(det.scaler_mean_, mean)
     np.testing.assert_allclose(det.scaler_scale_, scale)
@@ -210,7 +245,7 @@ def test_usfad_fit_takes_threshold_conformal_and_alpha(tmp_path, capsys):
     args = ["fit", str(data), "--epochs", "1", "--threshold", "conformal", "--alpha", "0.05", "--quiet"]
     assert main([*args, "-o", str(model)]) == 0
     det = load(model)
-    assert det.threshold == "conformal" and det.alpha == 0.05 and len(det.calibration_scores_) == 100
+    assert det.threshold == "conformal" and det.alpha == 0.05 and len(det.calibration_scores_) == 99
     assert "(conformal)" in capsys.readouterr().out
 
 
@@ -224,14 +259,14 @@ def test_the_image_detector_calibrates_on_held_out_training_images(tmp_path):
     images = textured_images(60)
     features = _image_detector().features(images)
     det = _image_detector(threshold="conformal", alpha=0.1).fit_features(features)
-    fit_rows, calibration_rows = calibration_split(60, seed=0)
-    assert len(det.calibration_scores_) == 30 and det.history_.steps == math.ceil(30 / 8)  # trained on the rest
+    fit_rows, calibration_rows = calibration_split(60, seed=0, alpha=0.1)
+    assert len(det.calibration_scores_) == 29 and det.history_.steps == math.ceil(31 / 8)  # trained on the rest
     held_out = det.score_maps_features([f[calibration_rows] for f in features])[0]
     np.testing.assert_array_equal(det.calibration_scores_, np.sort(held_out))
     assert det.threshold_ == conformal_threshold(held_out, 0.1)
     normal, defect = textured_images(6, seed=7), textured_images(6, seed=7, defect=True)
     p = det.p_values(torch.cat([normal, defect]))
-    assert ((p > 0) & (p <= 1)).all() and p.min() >= 1 / 31
+    assert ((p > 0) & (p <= 1)).all() and p.min() >= 1 / 30
     scores = det.decision_function(torch.cat([normal, defect]))
     np.testing.assert_array_equal(scores > det.threshold_, p <= 0.1)
     labels = det.predict(torch.cat([normal, defect]))  # labels, as the tabular detectors give them

@@ -24,6 +24,7 @@ gives each row's p-value against them.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +141,9 @@ CALIBRATION_FLOOR = 100
 CALIBRATION_CAP = 100_000
 #: fewer calibration rows than this are refused (``alpha`` would have to be above 1/21).
 CALIBRATION_MIN = 20
+#: when ``alpha`` needs more calibration rows than the share above, at most this share of
+#: the rows is held out (the rest, at least a quarter, is fitted; ``fit`` warns above half).
+CALIBRATION_MAX_SHARE = 0.75
 
 #: The threshold when no calibration score may be exceeded (``alpha < 1/(n_cal + 1)``):
 #: the largest float64 below the score of a row beyond float range, so only such rows
@@ -147,40 +151,90 @@ CALIBRATION_MIN = 20
 NO_ALARM = float(np.nextafter(np.finfo(np.float64).max, 0.0))
 
 
-def calibration_size(n_rows: int) -> int:
+def calibration_size(n_rows: int, alpha: float | None = None) -> int:
     """How many of ``n_rows`` normal training rows are held out for calibration.
 
     ``n_rows // 5`` (:data:`CALIBRATION_FRACTION`), raised to ``min(n_rows // 2, 100)``
     (:data:`CALIBRATION_FLOOR`) and capped at 100,000 (:data:`CALIBRATION_CAP`): 100 rows for
-    200 to 500 rows, half below, a fifth from 500 to 500,000 rows, 100,000 above. It reads
-    ``n_rows`` only, so the split never depends on the data's values.
+    200 to 500 rows, half below, a fifth from 500 to 500,000 rows, 100,000 above.
+
+    Given the false-alarm rate ``alpha`` the count is fitted to it, so that the rate the
+    threshold delivers, ``floor((n_cal + 1) alpha) / (n_cal + 1)``, is as close to ``alpha``
+    as the rows allow:
+
+    - too few rows to flag anything (``(n_cal + 1) alpha < 1``): raised to the
+      ``ceil(1/alpha) - 1`` rows that can, up to three quarters of ``n_rows``
+      (:data:`CALIBRATION_MAX_SHARE`);
+    - otherwise moved to the nearest count whose ``(n_cal + 1) alpha`` is whole: down to the
+      fewest rows that allow as many calibration scores above the threshold
+      (``ceil(l / alpha) - 1`` for ``l`` of them; the rows saved go back to the fit), or up
+      to those that allow one more (at most half of the rows, unless the share above took
+      more). 196 rows at ``alpha = 0.01`` deliver ``1/197``, half of ``alpha``; 199 rows
+      deliver ``2/200`` exactly.
+
+    It reads ``n_rows`` and ``alpha`` only, so the split never depends on the data's values.
     """
     n_rows = int(n_rows)
     floor = min(n_rows // 2, CALIBRATION_FLOOR)
-    return min(max(int(n_rows * CALIBRATION_FRACTION), floor), CALIBRATION_CAP)
+    n_cal = min(max(int(n_rows * CALIBRATION_FRACTION), floor), CALIBRATION_CAP)
+    if alpha is None:
+        return n_cal
+    allowed = exceedances_allowed(n_cal, alpha)
+    if allowed < 1:
+        needed = _fewest_for(1, alpha)
+        return needed if needed <= n_rows * CALIBRATION_MAX_SHARE else n_cal
+    down, up = _fewest_for(allowed, alpha), _fewest_for(allowed + 1, alpha)
+    if up - n_cal < n_cal - down and up <= max(n_rows // 2, n_cal):
+        return up
+    return max(down, min(n_cal, CALIBRATION_MIN))
 
 
-def rows_for_calibration(n_cal: int) -> int | None:
-    """The fewest rows whose :func:`calibration_size` is at least ``n_cal`` (None: no number of rows)."""
-    if n_cal <= CALIBRATION_FLOOR:
+def _fewest_for(allowed: int, alpha: float) -> int:
+    """The fewest calibration rows ``n`` with ``floor((n + 1) alpha) >= allowed``."""
+    return max(math.ceil(round(allowed / float(alpha), 9)) - 1, 0)
+
+
+def rows_for_calibration(n_cal: int, alpha: float | None = None) -> int | None:
+    """The fewest rows whose :func:`calibration_size` (at ``alpha``) is at least ``n_cal`` (None: no number of rows)."""
+    if n_cal > CALIBRATION_CAP:
+        return None
+    if alpha is None and n_cal <= CALIBRATION_FLOOR:
         return 2 * max(int(n_cal), 0)
-    if n_cal <= CALIBRATION_CAP:
+    if alpha is None:
         return math.ceil(n_cal / CALIBRATION_FRACTION)
-    return None
+    low, high = 1, math.ceil(CALIBRATION_CAP / CALIBRATION_FRACTION) + 1  # calibration_size grows with the rows
+    if calibration_size(high, alpha) < n_cal:
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if calibration_size(middle, alpha) >= n_cal:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
-def calibration_split(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def calibration_split(n_rows: int, seed: int, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(fit_rows, calibration_rows)``: sorted row indices, a random split seeded by ``seed``.
 
-    ``calibration_rows`` has :func:`calibration_size` entries; fewer than
-    :data:`CALIBRATION_MIN` is a :class:`~usfad.errors.DataError`.
+    ``calibration_rows`` has :func:`calibration_size` ``(n_rows, alpha)`` entries; fewer than
+    :data:`CALIBRATION_MIN` is a :class:`~usfad.errors.DataError`, more than half of the rows
+    (``alpha`` needs them) a ``UserWarning``.
     """
-    n_cal = calibration_size(n_rows)
+    n_cal = calibration_size(n_rows, alpha)
     if n_cal < CALIBRATION_MIN:
         raise DataError(
             f"threshold='conformal' holds out calibration rows and needs at least "
-            f"{rows_for_calibration(CALIBRATION_MIN)} training rows ({CALIBRATION_MIN} calibration rows); "
+            f"{rows_for_calibration(CALIBRATION_MIN, alpha)} training rows ({CALIBRATION_MIN} calibration rows); "
             f"got {n_rows}. Use threshold='contamination' or more rows"
+        )
+    if 2 * n_cal > n_rows:
+        warnings.warn(
+            f"threshold='conformal' at alpha={alpha} needs {n_cal} calibration rows to flag anything: "
+            f"the model is fitted on the other {n_rows - n_cal} of {n_rows} rows only. A larger alpha "
+            f"(at least {1 / (calibration_size(n_rows) + 1):.3g}) or more rows keeps more of them for the model",
+            UserWarning,
+            stacklevel=3,
         )
     order = np.random.default_rng(int(seed)).permutation(int(n_rows))
     return np.sort(order[n_cal:]), np.sort(order[:n_cal])

@@ -138,8 +138,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
       (:func:`usfad.density.chi2_nll_threshold`; measured in
       ``benchmarks/results/false_alarms.md``).
     - ``"conformal"``: split-conformal, any detector. ``fit`` holds out a seeded calibration
-      split of ``X`` (:func:`usfad.density.calibration_size` rows: a fifth, at least 100 when
-      that leaves half, at most 100,000; fewer than 40 rows in ``X`` is a
+      split of ``X`` (:func:`usfad.density.calibration_size` rows: about a fifth, fitted to
+      ``alpha`` so that ``(n_cal + 1) alpha`` is whole, and up to three quarters of the rows,
+      with a warning, when ``alpha`` needs more than half; fewer than 40 rows in ``X`` is a
       :class:`~usfad.errors.DataError`), fits the scaler and the network on the rest, and
       sets ``threshold_`` to the ``ceil((n_cal + 1)(1 - alpha))``-th smallest calibration
       score (:func:`usfad.density.conformal_threshold`). If fresh normal rows are
@@ -251,7 +252,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         X = check_array(X, min_samples=2)
         seed = self.random_state if self.random_state is not None else int(np.random.randint(2**31 - 1))
         if self.threshold == "conformal":
-            fit_rows, calibration_rows = calibration_split(X.shape[0], int(seed))
+            fit_rows, calibration_rows = calibration_split(X.shape[0], int(seed), self.alpha)
         else:
             fit_rows, calibration_rows = None, None
         self.n_features_in_ = X.shape[1]
@@ -336,7 +337,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             if threshold == NO_ALARM:
                 n_cal = len(self.calibration_scores_)
                 needed = math.ceil(round(1 / self.alpha, 9)) - 1
-                rows = rows_for_calibration(needed)
+                rows = rows_for_calibration(needed, self.alpha)
                 lowest = f"use alpha >= {1 / (n_cal + 1):.3g}"
                 hint = f"Fit on at least {rows} rows or {lowest}" if rows is not None else lowest.capitalize()
                 warnings.warn(

@@ -171,8 +171,8 @@ class ImageDetector(BaseEstimator):
         it off.
     threshold, alpha: ``None`` (the default: scores and maps only, every image trains the
         head) or ``"conformal"``: a seeded calibration split of the training images
-        (:func:`usfad.density.calibration_size`: a fifth, at least 100 when that leaves half,
-        at most 5000; fewer than 40 images is a :class:`~usfad.errors.DataError`) is held out,
+        (:func:`usfad.density.calibration_size`, as for the tabular detectors: about a fifth,
+        fitted to ``alpha``; fewer than 40 images is a :class:`~usfad.errors.DataError`) is held out,
         the scaler and the head are fitted on the rest, and ``threshold_`` is the
         ``ceil((n_cal + 1)(1 - alpha))``-th smallest image score of the held-out images
         (:func:`usfad.density.conformal_threshold`). A fresh normal image exchangeable with
@@ -340,7 +340,7 @@ class ImageDetector(BaseEstimator):
         self.reductions_ = [int(r) for r in self.backbone_.reductions]
         seed = int(self.random_state) if self.random_state is not None else int(np.random.randint(2**31 - 1))
         if self.threshold == "conformal":
-            fit_rows, calibration_rows = (torch.as_tensor(r) for r in calibration_split(n, seed))
+            fit_rows, calibration_rows = (torch.as_tensor(r) for r in calibration_split(n, seed, self.alpha))
         else:
             fit_rows, calibration_rows = torch.arange(n), None
         self._fit_scaler(features, fit_rows)

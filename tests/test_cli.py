@@ -227,3 +227,13 @@ def test_export_check_data_with_nan_names_the_file_and_leaves_no_onnx(tmp_path, 
     assert main(["export", str(model), "--check-data", str(wide), "-o", str(onnx)]) == 1
     assert "wide.npz has 6 features, but the model is expecting 3 features as input" in _error(capsys)
     assert not onnx.exists()
+
+
+def test_warnings_print_as_one_line_without_python_source(tmp_path, capsys):
+    data = tmp_path / "small.csv"
+    np.savetxt(data, np.random.default_rng(0).normal(size=(143, 3)), delimiter=",", header="a,b,c", comments="")
+    args = ["fit", str(data), "--epochs", "1", "--threshold", "conformal", "--alpha", "0.01", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "m.usfad")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("usfad fit: warning: threshold='conformal' at alpha=0.01 needs 99 calibration rows")
+    assert err.count("\n") == 1 and ".py:" not in err

@@ -2,7 +2,7 @@
 
 Each sub-command lives in a module with ``add_commands(subparsers)`` that registers its
 parsers and sets ``func`` (taking the parsed ``argparse.Namespace``, returning an exit
-code). This file only wires them together and turns usfad's errors into one-line messages.
+code). This file only wires them together and turns usfad's errors and warnings into one-line messages.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from . import __version__
 from .errors import DataError, ModelFileError, TrainingDivergedError
@@ -34,6 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` for the command line: ``usfad CMD: warning: MESSAGE`` on stderr,
+    not Python's file name, line number and source line."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"usfad {command}: warning: {message}", file=sys.stderr if file is None else file)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -41,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            return int(args.func(args) or 0)
     except (DataError, ModelFileError, TrainingDivergedError, FileNotFoundError, ValueError, ImportError) as exc:
         print(f"usfad {args.command}: error: {exc}", file=sys.stderr)
         return 1

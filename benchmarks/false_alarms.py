@@ -20,7 +20,7 @@ promises with ``n_cal`` calibration rows (beta-binomial ``(l, n_cal + 1 - l)``,
 ``l = floor((n_cal + 1) alpha)``: the spread of one calibration draw included).
 
 Rows are appended to the CSV as each set finishes; a rerun skips the sets already there
-(``--fresh`` measures ``--thresholds`` over again, keeping the other threshold's rows) and
+(``--fresh`` measures ``--thresholds`` on this run's sets over again, keeping every other row) and
 rewrites the Markdown report from the CSV.
 
     .venv/bin/python benchmarks/false_alarms.py                      # synthetic + Classical < 10,000 rows
@@ -256,9 +256,7 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=10_000, help="skip larger sets by default (%(default)s)")
     parser.add_argument("--no-synthetic", action="store_true", help="skip the synthetic distributions")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results stem: .csv and .md (%(default)s)")
-    parser.add_argument(
-        "--fresh", action="store_true", help="measure the --thresholds' rows over again instead of resuming"
-    )
+    parser.add_argument("--fresh", action="store_true", help="measure --thresholds on this run's sets again")
     parser.add_argument(
         "--thresholds", nargs="+", choices=THRESHOLDS, default=list(THRESHOLDS), help="thresholds to measure"
     )
@@ -268,16 +266,6 @@ def main() -> None:
     csv_path, md_path = args.output.with_suffix(".csv"), args.output.with_suffix(".md")
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     thresholds = tuple(args.thresholds)
-    if args.fresh and csv_path.exists():  # drop the rows of the thresholds to be measured again
-        kept = [r for r in read_rows(csv_path) if r["threshold"] not in thresholds]
-        with csv_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(kept)
-    have: dict[str, set[str]] = {}
-    for r in read_rows(csv_path):
-        have.setdefault(r["set"], set()).add(r["threshold"])
-
     skipped: list[str] = []
     if args.datasets:
         names = list(args.datasets)
@@ -288,6 +276,16 @@ def main() -> None:
             (names if n_rows < args.max_rows else skipped).append(info.name)
     jobs: list[tuple[str, str]] = [] if args.no_synthetic else [(s, "synthetic") for s in SYNTHETIC]
     jobs += [(name, "adbench") for name in names]
+    if args.fresh and csv_path.exists():  # drop the rows this run measures again
+        again = {name for name, _ in jobs}
+        kept = [r for r in read_rows(csv_path) if not (r["threshold"] in thresholds and r["set"] in again)]
+        with csv_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
+    have: dict[str, set[str]] = {}
+    for r in read_rows(csv_path):
+        have.setdefault(r["set"], set()).add(r["threshold"])
     too_small: list[str] = []
     for name, kind in jobs:
         if set(thresholds) <= have.get(name, set()):

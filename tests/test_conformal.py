@@ -74,7 +74,8 @@ def test_rows_for_calibration_is_the_fewest_rows_that_give_that_many(n_cal, alph
         (500, 0.01, 99),  # the floor of 100, down to 99: 1/100 exactly
         (143, 0.01, 99),  # half (71) cannot flag at 0.01: up to the 99 that can, leaving 44 to fit
         (131, 0.01, 65),  # 99 would take more than three quarters: half, which flags nothing
-        (47, 0.05, 20),  # 1/24 of 23 rows rounds down to 19, below the smallest split: 20
+        (47, 0.05, 19),  # a share of 23 rows, down to 19: 1/20
+        (50, 0.1, 19),  # 25 rows, down to 19 (2/20) rather than up to 29, over half
         (2075, 0.001, 999),  # a fifth (415) cannot flag at 0.001: 999 can
         (138_636, 0.01, 27_699),
         (10**6, 0.01, 99_999),
@@ -82,7 +83,7 @@ def test_rows_for_calibration_is_the_fewest_rows_that_give_that_many(n_cal, alph
 )
 def test_calibration_size_fits_alpha_so_the_rate_is_alpha(n_rows, alpha, n_cal):
     assert calibration_size(n_rows, alpha) == n_cal
-    if exceedances_allowed(n_cal, alpha) and n_cal > 20:
+    if exceedances_allowed(n_cal, alpha):
         assert exceedances_allowed(n_cal, alpha) / (n_cal + 1) == pytest.approx(alpha)
 
 

@@ -186,7 +186,7 @@ def calibration_size(n_rows: int, alpha: float | None = None) -> int:
     down, up = _fewest_for(allowed, alpha), _fewest_for(allowed + 1, alpha)
     if up - n_cal < n_cal - down and up <= max(n_rows // 2, n_cal):
         return up
-    return max(down, min(n_cal, CALIBRATION_MIN))
+    return down
 
 
 def _fewest_for(allowed: int, alpha: float) -> int:
@@ -217,17 +217,18 @@ def rows_for_calibration(n_cal: int, alpha: float | None = None) -> int | None:
 def calibration_split(n_rows: int, seed: int, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(fit_rows, calibration_rows)``: sorted row indices, a random split seeded by ``seed``.
 
-    ``calibration_rows`` has :func:`calibration_size` ``(n_rows, alpha)`` entries; fewer than
-    :data:`CALIBRATION_MIN` is a :class:`~usfad.errors.DataError`, more than half of the rows
+    ``calibration_rows`` has :func:`calibration_size` ``(n_rows, alpha)`` entries. Rows whose
+    share (before it is fitted to ``alpha``) is under :data:`CALIBRATION_MIN` are a
+    :class:`~usfad.errors.DataError`, more than half of the rows
     (``alpha`` needs them) a ``UserWarning``.
     """
-    n_cal = calibration_size(n_rows, alpha)
-    if n_cal < CALIBRATION_MIN:
+    if calibration_size(n_rows) < CALIBRATION_MIN:  # the share alone, before it is fitted to alpha
         raise DataError(
             f"threshold='conformal' holds out calibration rows and needs at least "
-            f"{rows_for_calibration(CALIBRATION_MIN, alpha)} training rows ({CALIBRATION_MIN} calibration rows); "
+            f"{rows_for_calibration(CALIBRATION_MIN)} training rows ({CALIBRATION_MIN} calibration rows); "
             f"got {n_rows}. Use threshold='contamination' or more rows"
         )
+    n_cal = calibration_size(n_rows, alpha)
     if 2 * n_cal > n_rows:
         warnings.warn(
             f"threshold='conformal' at alpha={alpha} needs {n_cal} calibration rows to flag anything: "

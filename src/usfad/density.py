@@ -62,6 +62,32 @@ class GaussianBase(nn.Module):
         return -self.sq_distance(z) / (2 * self.scale**2) - self.log_normalizer(z)
 
 
+class GaussianMixtureBase(nn.Module):
+    """``sum_k w_k N(m_k, I)``: ``components`` unit Gaussians with learned means and weights.
+
+    A flow with this base is still a USF when its layers are (the base does not enter the
+    Jacobian), so its NLL is still a likelihood, but it ranks rows by their latent distance
+    to the nearest means (a soft minimum), not to one centre: a multi-centre Deep SVDD with
+    the flow's regulariser. Data made of separate groups need not be pulled into one blob,
+    which puts density between the groups. ``means`` start at zero; the detector sets them
+    (k-means of the training rows) before training.
+    """
+
+    def __init__(self, features: int, components: int):
+        super().__init__()
+        if components < 1:
+            raise ValueError(f"components must be >= 1, got {components}")
+        self.features = features
+        self.means = nn.Parameter(torch.zeros(components, features))
+        self.logits = nn.Parameter(torch.zeros(components))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        # ||z - m_k||^2 by broadcasting: exact (no cancellation), batch x k x d memory
+        sq = (z.flatten(1)[:, None, :] - self.means[None]).pow(2).sum(-1)
+        log_w = torch.log_softmax(self.logits, 0)
+        return torch.logsumexp(log_w - 0.5 * sq, dim=1) - 0.5 * self.features * math.log(2 * math.pi)
+
+
 def nll(flow: Bijection, base: GaussianBase, x: Tensor, context: Tensor | None = None) -> Tensor:
     """``-log p(x)`` per sample under the flow."""
     z, logdet = flow(x, context)

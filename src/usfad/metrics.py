@@ -69,6 +69,8 @@ def alignment(a: Any, b: Any) -> dict[str, float]:
 def latent_center(detector: Any) -> np.ndarray:
     """``c``: a fitted flow detector's base mean, or a Deep SVDD's centre (float64)."""
     model = detector.model_
+    if hasattr(model, "base") and not hasattr(model.base, "center"):
+        raise ValueError("the latent distance needs a base of one Gaussian (base_components=1), not a mixture")
     center = model.base.center if hasattr(model, "base") else model.center
     return center.detach().cpu().double().numpy()
 

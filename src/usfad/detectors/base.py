@@ -62,6 +62,7 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     "max_steps": Constraint("int", low=1, none=True),  # None: no cap on the optimiser steps
     "patience": Constraint("int", low=0),
     "n_blocks": Constraint("int", low=0),
+    "base_components": Constraint("int", low=1),
     "latent_features": Constraint("int", low=1, none=True),
     "warm_up_epochs": Constraint("int", low=0),
     "lr": Constraint("real", low=0, low_open=True),

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..density import GaussianBase, chi2_nll_threshold
+from ..density import GaussianBase, GaussianMixtureBase, chi2_nll_threshold
+from ..errors import DataError
 from ..flows import build_flow, check_flow, is_usf
 from ..flows.base import Bijection
 from ..flows.build import MIXINGS
@@ -52,6 +53,11 @@ class FlowDetector(BaseDetector):
     mixing: how each block mixes the features around its coupling: ``"lu"`` (a learned LU
         map), ``"permutation"`` (a fixed one: ``O(d)`` instead of ``O(d^2)`` per row) or
         ``"auto"``: LU up to :attr:`lu_mixing_max_features` features, permutations above.
+    base_components: the base density: ``1``, one standard Gaussian (the latent distance
+        ranks the rows; the chi-square threshold needs it), or ``k > 1``, a mixture of ``k``
+        unit Gaussians whose means (started at k-means centres of the training rows, seen
+        through the untrained flow) and weights train with the flow
+        (:class:`~usfad.density.GaussianMixtureBase`; at least ``2k`` training rows).
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
         Above 128 features the step size is ``lr * sqrt(128 / n_features)``. ``epochs`` and
@@ -85,6 +91,7 @@ class FlowDetector(BaseDetector):
         hidden_features: Sequence[int] = (256, 256),
         clamp: float = 2.0,
         mixing: str = "auto",
+        base_components: int = 1,
         epochs: int | str = "auto",
         batch_size: int = 512,
         lr: float = 1e-3,
@@ -106,6 +113,7 @@ class FlowDetector(BaseDetector):
         self.hidden_features = hidden_features
         self.clamp = clamp
         self.mixing = mixing
+        self.base_components = base_components
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -135,6 +143,11 @@ class FlowDetector(BaseDetector):
             )
         if self.threshold == "chi2" and not is_usf(self.flow_):
             self._chi2_threshold()
+        if self.threshold == "chi2" and self.base_components != 1:
+            raise ValueError(
+                f"threshold='chi2' reads the latent distance from one Gaussian; base_components="
+                f"{self.base_components} has a mixture: use base_components=1 or threshold='conformal'"
+            )
         if self.noise != "auto" and not (isinstance(self.noise, int | float) and 0 <= self.noise < math.inf):
             raise ValueError(f"noise must be a number >= 0 or 'auto', got {self.noise!r}")
         if self.mixing not in ("auto", *MIXINGS):
@@ -194,7 +207,31 @@ class FlowDetector(BaseDetector):
             clamp=self.clamp,
             mixing=self._mixing(n_features),
         )
-        return FlowModel(flow, GaussianBase(n_features))
+        if self.base_components == 1:
+            return FlowModel(flow, GaussianBase(n_features))
+        return FlowModel(flow, GaussianMixtureBase(n_features, self.base_components))
+
+    #: ``base_components > 1``: k-means on at most this many (seeded) training rows sets the
+    #: means the mixture base starts from
+    kmeans_max_rows: int = 10_000
+
+    def _start_mixture(self, data: Tensor, generator: torch.Generator) -> None:
+        """Start a :class:`~usfad.density.GaussianMixtureBase`'s means at k-means centres of
+        the (standardised) training rows, mapped through the untrained flow."""
+        from sklearn.cluster import KMeans
+
+        k = self.base_components
+        if data.shape[0] < 2 * k:
+            raise DataError(f"base_components={k} needs at least {2 * k} training rows, got {data.shape[0]}")
+        rows = data
+        if data.shape[0] > self.kmeans_max_rows:
+            rows = data[torch.randperm(data.shape[0], generator=generator)[: self.kmeans_max_rows]]
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        with torch.no_grad():
+            latent = self.model_.flow(rows.to(self.device_))[0].cpu().double().numpy()
+        centres = KMeans(k, n_init=4, random_state=seed).fit(latent).cluster_centers_
+        with torch.no_grad():
+            self.model_.base.means.copy_(torch.as_tensor(centres, dtype=self.model_.base.means.dtype))
 
     #: ``noise="auto"``: ``noise_at_1000 * (n_rows / 1000) ** -noise_exponent``
     noise_at_1000: float = 0.2
@@ -211,6 +248,8 @@ class FlowDetector(BaseDetector):
 
     def _fit_model(self, data: Tensor, config: TrainConfig, generator: torch.Generator) -> History:
         self.noise_ = self.noise_for(data.shape[0]) if self.noise == "auto" else float(self.noise)
+        if self.base_components > 1:
+            self._start_mixture(data, generator)
         return super()._fit_model(data, config, generator)
 
     def _loss(self, batch: Tensor) -> Tensor:

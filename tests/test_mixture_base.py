@@ -1,0 +1,61 @@
+"""base_components > 1: a USF on a mixture of unit Gaussians (density.GaussianMixtureBase)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.special import logsumexp
+
+from usfad import USFlow, load
+from usfad.density import GaussianMixtureBase
+from usfad.errors import DataError
+
+RNG = np.random.default_rng(0)
+TWO_GROUPS = np.concatenate([RNG.normal(size=(300, 3)) * 0.5 - 3, RNG.normal(size=(300, 3)) * 0.5 + 3])
+SMALL = {"hidden_features": (16,), "n_blocks": 2, "max_steps": 300}
+
+
+def test_log_prob_is_the_mixture_density():
+    torch.manual_seed(0)
+    base = GaussianMixtureBase(4, 3)
+    with torch.no_grad():
+        base.means.copy_(torch.randn(3, 4) * 2)
+        base.logits.copy_(torch.tensor([0.5, -1.0, 0.0]))
+    z = torch.randn(7, 4, dtype=torch.float32) * 3
+    w = torch.softmax(base.logits, 0).detach().numpy()
+    per = [stats.multivariate_normal(m, np.eye(4)).logpdf(z.numpy()) for m in base.means.detach().numpy()]
+    expected = logsumexp(np.stack(per) + np.log(w)[:, None], axis=0)
+    np.testing.assert_allclose(base.log_prob(z).detach().numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="components must be >= 1"):
+        GaussianMixtureBase(4, 0)
+
+
+def test_one_gaussian_puts_its_density_between_two_groups_and_a_mixture_does_not():
+    midpoint = np.zeros((1, 3))
+    one = USFlow(**SMALL).fit(TWO_GROUPS)
+    two = USFlow(**SMALL, base_components=2).fit(TWO_GROUPS)
+    # one Gaussian base: the empty space between the groups is as likely as the groups
+    assert np.mean(one.decision_scores_ < one.decision_function(midpoint)[0]) < 0.5
+    # two components: it scores above every training row
+    assert two.decision_function(midpoint)[0] > two.decision_scores_.max()
+    means = np.sort(two.model_.base.means.detach().numpy()[:, 0])
+    assert means[0] < 0 < means[1]  # one mean per group (k-means start, seen through the flow)
+
+
+def test_the_mixture_is_saved_and_restored(tmp_path):
+    det = USFlow(**SMALL, base_components=3).fit(TWO_GROUPS)
+    restored = load(det.save(tmp_path / "m.usfad"))
+    assert isinstance(restored.model_.base, GaussianMixtureBase) and restored.base_components == 3
+    np.testing.assert_array_equal(restored.decision_function(TWO_GROUPS), det.decision_function(TWO_GROUPS))
+    assert math.isfinite(restored.kappa_)  # still a USF: one log-determinant for every row
+
+
+def test_chi2_needs_one_gaussian_and_too_few_rows_is_a_clear_error():
+    with pytest.raises(ValueError, match="threshold='chi2' reads the latent distance from one Gaussian"):
+        USFlow(base_components=2, threshold="chi2").fit(TWO_GROUPS)
+    with pytest.raises(DataError, match="base_components=8 needs at least 16 training rows, got 1[0-9]"):
+        USFlow(**SMALL, base_components=8).fit(TWO_GROUPS[:15])
+    with pytest.raises(ValueError, match="base_components must be an integer >= 1"):
+        USFlow(base_components=0).fit(TWO_GROUPS)

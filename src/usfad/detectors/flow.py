@@ -30,7 +30,7 @@ from .base import BaseDetector
 class FlowModel(nn.Module):
     """A flow and its base density: the whole network of a flow detector."""
 
-    def __init__(self, flow: Bijection, base: GaussianBase):
+    def __init__(self, flow: Bijection, base: GaussianBase | GaussianMixtureBase):
         super().__init__()
         self.flow = flow
         self.base = base

@@ -59,3 +59,16 @@ def test_chi2_needs_one_gaussian_and_too_few_rows_is_a_clear_error():
         USFlow(**SMALL, base_components=8).fit(TWO_GROUPS[:15])
     with pytest.raises(ValueError, match="base_components must be an integer >= 1"):
         USFlow(base_components=0).fit(TWO_GROUPS)
+
+
+def test_explanations_take_the_latent_path_and_add_up():
+    det = USFlow(**SMALL, base_components=2).fit(TWO_GROUPS)
+    rows = np.array([[0.0, 0.0, 0.0], [3.0, 3.0, -3.0]])
+    attributions = det.explain(rows)  # from the training mean, by default
+    mean_score = det.decision_function(TWO_GROUPS.mean(0, keepdims=True))
+    np.testing.assert_allclose(attributions.sum(1), det.decision_function(rows) - mean_score, rtol=1e-4, atol=1e-4)
+    from usfad.explain import flow_parts
+
+    assert flow_parts(det.model_) is not None  # the latent path, as with one Gaussian
+    with pytest.raises(ValueError, match="baseline='typical' needs a uniformly scaling flow on one Gaussian"):
+        det.explain(rows, baseline="typical")

@@ -37,7 +37,7 @@ Baselines (:data:`BASELINES`, or an array of raw rows):
 
 - ``"mean"``: the scaler's mean, i.e. the training mean (the origin of the standardised
   features; with ``standardize=False`` the raw origin). The same for every row.
-- ``"typical"`` (uniformly scaling flows only): each row's own point of typical score,
+- ``"typical"`` (uniformly scaling flows on one Gaussian only): each row's own point of typical score,
   ``f^{-1}(c + r (z - c) / ||z - c||)``, the latent shrunk along its ray to the radius ``r``
   at which a USF scores the median training score. Rows already inside that radius are
   their own baseline (attributions 0: nothing to explain). Every explained row then sums to
@@ -80,7 +80,7 @@ import torch
 from numpy.polynomial.legendre import leggauss
 from torch import Tensor, nn
 
-from .density import GaussianBase
+from .density import GaussianBase, GaussianMixtureBase
 from .errors import DataError
 from .flows.base import Bijection
 from .validation import check_array
@@ -193,10 +193,11 @@ def shrink_to_radius(z: Tensor, center: Tensor, radius: float) -> Tensor:
     return center + diff * factor
 
 
-def flow_parts(model: nn.Module) -> tuple[Bijection, GaussianBase] | None:
-    """``(flow, base)`` of a flow detector's network (attributes ``flow`` and ``base``), else ``None``."""
+def flow_parts(model: nn.Module) -> tuple[Bijection, GaussianBase | GaussianMixtureBase] | None:
+    """``(flow, base)`` of a flow detector's network (attributes ``flow`` and ``base``: one
+    Gaussian or a mixture), else ``None``."""
     flow, base = getattr(model, "flow", None), getattr(model, "base", None)
-    if isinstance(flow, Bijection) and isinstance(base, GaussianBase):
+    if isinstance(flow, Bijection) and isinstance(base, GaussianBase | GaussianMixtureBase):
         return flow, base
     return None
 
@@ -324,10 +325,10 @@ def explain_rows(
     if isinstance(baseline, str):
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES} or an array of rows, got {baseline!r}")
-        if baseline == "typical" and not usf:
+        if baseline == "typical" and not (usf and isinstance(parts[1], GaussianBase)):
             raise ValueError(
-                f"baseline='typical' needs a uniformly scaling flow (its score is a function of the latent "
-                f"radius); {fitted} is not one: use 'mean' or an array of rows"
+                f"baseline='typical' needs a uniformly scaling flow on one Gaussian (its score is then a function "
+                f"of the latent radius); {fitted} is not one: use 'mean', 'neighbours' or an array of rows"
             )
         if baseline == "typical" and typical_score is None:
             raise ValueError("baseline='typical' needs typical_score (the median training score)")
@@ -467,7 +468,7 @@ class _Job:
 
 
 def _latent_and_score(
-    score: Score, parts: tuple[Bijection, GaussianBase] | None, u: Tensor
+    score: Score, parts: tuple[Bijection, GaussianBase | GaussianMixtureBase] | None, u: Tensor
 ) -> tuple[Tensor | None, Tensor]:
     """``(f(u), score(u))`` by one pass of the flow, or ``(None, score(u))`` without one.
 

@@ -72,3 +72,23 @@ def test_explanations_take_the_latent_path_and_add_up():
     assert flow_parts(det.model_) is not None  # the latent path, as with one Gaussian
     with pytest.raises(ValueError, match="baseline='typical' needs a uniformly scaling flow on one Gaussian"):
         det.explain(rows, baseline="typical")
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "n_features", "threshold", "expected"),
+    [(600, 3, "contamination", 8), (600, 128, "conformal", 8), (600, 129, "contamination", 1)]
+    + [(600, 3, "chi2", 1), (15, 3, "contamination", 1), (16, 3, "contamination", 8)],
+)
+def test_auto_takes_eight_components_on_narrow_data_and_one_gaussian_otherwise(n_rows, n_features, threshold, expected):
+    assert USFlow(base_components="auto", threshold=threshold).components_for(n_rows, n_features) == expected
+    assert USFlow(base_components=3).components_for(n_rows, n_features) == 3  # a number is taken as given
+
+
+def test_auto_records_what_it_used_and_the_file_keeps_it(tmp_path):
+    det = USFlow(**SMALL, base_components="auto").fit(TWO_GROUPS)
+    assert det.base_components_ == 8 and isinstance(det.model_.base, GaussianMixtureBase)
+    restored = load(det.save(tmp_path / "m.usfad"))
+    assert restored.base_components_ == 8
+    np.testing.assert_array_equal(restored.decision_function(TWO_GROUPS), det.decision_function(TWO_GROUPS))
+    one = USFlow(**SMALL, base_components="auto", threshold="chi2").fit(TWO_GROUPS)
+    assert one.base_components_ == 1 and math.isfinite(one.threshold_)

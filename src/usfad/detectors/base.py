@@ -172,13 +172,15 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     #: The fitted attributes a model file's ``state`` may restore, and what each must be;
     #: ``load`` refuses any other key (one could shadow a method). ``_extra_state`` may only
-    #: return keys declared here: ``noise_`` is :class:`~usfad.detectors.flow.FlowDetector`'s,
+    #: return keys declared here: ``noise_`` and ``base_components_`` are
+    #: :class:`~usfad.detectors.flow.FlowDetector`'s,
     #: ``collapsed_`` :class:`~usfad.detectors.svdd.DeepSVDD`'s. ``feature_names_in_`` (a list
     #: of ``n_features_in_`` strings) is checked apart.
     saved_state: ClassVar[Mapping[str, Constraint]] = {
         "n_features_in_": Constraint("int", low=1),
         "threshold_": Constraint("real"),
         "noise_": Constraint("real", low=0),
+        "base_components_": Constraint("int", low=1),
         "collapsed_": Constraint("bool"),
     }
 

@@ -54,10 +54,13 @@ class FlowDetector(BaseDetector):
         map), ``"permutation"`` (a fixed one: ``O(d)`` instead of ``O(d^2)`` per row) or
         ``"auto"``: LU up to :attr:`lu_mixing_max_features` features, permutations above.
     base_components: the base density: ``1``, one standard Gaussian (the latent distance
-        ranks the rows; the chi-square threshold needs it), or ``k > 1``, a mixture of ``k``
+        ranks the rows; the chi-square threshold needs it), ``k > 1``, a mixture of ``k``
         unit Gaussians whose means (started at k-means centres of the training rows, seen
         through the untrained flow) and weights train with the flow
-        (:class:`~usfad.density.GaussianMixtureBase`; at least ``2k`` training rows).
+        (:class:`~usfad.density.GaussianMixtureBase`; at least ``2k`` training rows), or
+        ``"auto"``: :attr:`auto_components` up to :attr:`auto_components_max_features`
+        features, one Gaussian above, with ``threshold="chi2"`` or under ``2 x 8`` rows
+        (:meth:`components_for`; the number used is ``base_components_``).
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
         Above 128 features the step size is ``lr * sqrt(128 / n_features)``. ``epochs`` and
@@ -91,7 +94,7 @@ class FlowDetector(BaseDetector):
         hidden_features: Sequence[int] = (256, 256),
         clamp: float = 2.0,
         mixing: str = "auto",
-        base_components: int = 1,
+        base_components: int | str = 1,
         epochs: int | str = "auto",
         batch_size: int = 512,
         lr: float = 1e-3,
@@ -143,7 +146,7 @@ class FlowDetector(BaseDetector):
             )
         if self.threshold == "chi2" and not is_usf(self.flow_):
             self._chi2_threshold()
-        if self.threshold == "chi2" and self.base_components != 1:
+        if self.threshold == "chi2" and self.base_components not in (1, "auto"):
             raise ValueError(
                 f"threshold='chi2' reads the latent distance from one Gaussian; base_components="
                 f"{self.base_components} has a mixture: use base_components=1 or threshold='conformal'"
@@ -154,12 +157,13 @@ class FlowDetector(BaseDetector):
             raise ValueError(f"mixing must be one of {('auto', *MIXINGS)}, got {self.mixing!r}")
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"noise_": self.noise_}
+        # a model restored from a file written before mixture bases has one Gaussian
+        return {"noise_": self.noise_, "base_components_": getattr(self, "base_components_", 1)}
 
     #: ``lr`` applies as given up to this many features; see :meth:`_train_config`.
     lr_reference_features: int = 128
     #: ``epochs="auto"`` / ``patience="auto"``: epochs and patience, with floors in steps
-    auto_parameters = ("epochs", "patience")
+    auto_parameters = ("epochs", "patience", "base_components")
     auto_epochs: int = 100
     auto_min_steps: int = 500
     auto_patience: int = 10
@@ -207,9 +211,27 @@ class FlowDetector(BaseDetector):
             clamp=self.clamp,
             mixing=self._mixing(n_features),
         )
-        if self.base_components == 1:
-            return FlowModel(flow, GaussianBase(n_features))
-        return FlowModel(flow, GaussianMixtureBase(n_features, self.base_components))
+        return FlowModel(flow, self._base(n_features, getattr(self, "base_components_", None)))
+
+    @staticmethod
+    def _base(n_features: int, components: int | None) -> GaussianBase | GaussianMixtureBase:
+        """One Gaussian (``components`` 1, or None: a model file from before mixtures) or a mixture."""
+        if components is None or components == 1:
+            return GaussianBase(n_features)
+        return GaussianMixtureBase(n_features, components)
+
+    #: ``base_components="auto"``: this many components up to :attr:`auto_components_max_features`
+    #: features (and at least twice as many training rows), one Gaussian above
+    auto_components: int = 8
+    auto_components_max_features: int = 128
+
+    def components_for(self, n_rows: int, n_features: int) -> int:
+        """The number of base components ``fit`` uses on ``n_rows`` x ``n_features`` training rows."""
+        if self.base_components != "auto":
+            return int(self.base_components)
+        if self.threshold == "chi2" or n_features > self.auto_components_max_features:
+            return 1
+        return self.auto_components if n_rows >= 2 * self.auto_components else 1
 
     #: ``base_components > 1``: k-means on at most this many (seeded) training rows sets the
     #: means the mixture base starts from
@@ -220,7 +242,7 @@ class FlowDetector(BaseDetector):
         the (standardised) training rows, mapped through the untrained flow."""
         from sklearn.cluster import KMeans
 
-        k = self.base_components
+        k = self.base_components_
         if data.shape[0] < 2 * k:
             raise DataError(f"base_components={k} needs at least {2 * k} training rows, got {data.shape[0]}")
         rows = data
@@ -248,7 +270,9 @@ class FlowDetector(BaseDetector):
 
     def _fit_model(self, data: Tensor, config: TrainConfig, generator: torch.Generator) -> History:
         self.noise_ = self.noise_for(data.shape[0]) if self.noise == "auto" else float(self.noise)
-        if self.base_components > 1:
+        self.base_components_ = self.components_for(data.shape[0], data.shape[1])
+        self.model_.base = self._base(data.shape[1], self.base_components_).to(self.device_)
+        if self.base_components_ > 1:
             self._start_mixture(data, generator)
         return super()._fit_model(data, config, generator)
 

@@ -92,3 +92,15 @@ def test_auto_records_what_it_used_and_the_file_keeps_it(tmp_path):
     np.testing.assert_array_equal(restored.decision_function(TWO_GROUPS), det.decision_function(TWO_GROUPS))
     one = USFlow(**SMALL, base_components="auto", threshold="chi2").fit(TWO_GROUPS)
     assert one.base_components_ == 1 and math.isfinite(one.threshold_)
+
+
+def test_the_nll_increases_with_the_latent_distance_on_a_mixture_too():
+    from usfad.metrics import latent_distance
+
+    det = USFlow(**SMALL, base_components=3).fit(TWO_GROUPS)
+    probe = np.concatenate([TWO_GROUPS[::10], RNG.normal(size=(50, 3)) * 4])
+    r, nll = latent_distance(det, probe), det.decision_function(probe)
+    # NLL = r^2 / 2 + (d/2) log(2 pi) - kappa, exactly, for any USF on any of these bases
+    np.testing.assert_allclose(nll, r**2 / 2 + 1.5 * np.log(2 * np.pi) - det.kappa_, rtol=1e-4, atol=1e-4)
+    one = USFlow(**SMALL).fit(TWO_GROUPS)  # one Gaussian: the plain distance to its mean
+    np.testing.assert_allclose(latent_distance(one, probe), np.linalg.norm(one.latent(probe), axis=1), rtol=1e-12)

@@ -81,11 +81,18 @@ class GaussianMixtureBase(nn.Module):
         self.means = nn.Parameter(torch.zeros(components, features))
         self.logits = nn.Parameter(torch.zeros(components))
 
-    def log_prob(self, z: Tensor) -> Tensor:
+    def sq_distance(self, z: Tensor) -> Tensor:
+        """``-2 log sum_k w_k exp(-||z - m_k||^2 / 2)`` per sample, ``>= 0``: the squared radius
+        at which one standard Gaussian has this mixture's density at ``z`` (``||z - m||^2``
+        for one component), so the NLL is ``sq_distance / 2 + (d/2) log(2 pi)`` as for
+        :class:`GaussianBase`, and a USF's NLL increases with it."""
         # ||z - m_k||^2 by broadcasting: exact (no cancellation), batch x k x d memory
         sq = (z.flatten(1)[:, None, :] - self.means[None]).pow(2).sum(-1)
         log_w = torch.log_softmax(self.logits, 0)
-        return torch.logsumexp(log_w - 0.5 * sq, dim=1) - 0.5 * self.features * math.log(2 * math.pi)
+        return -2 * torch.logsumexp(log_w - 0.5 * sq, dim=1)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return -0.5 * self.sq_distance(z) - 0.5 * self.features * math.log(2 * math.pi)
 
 
 def nll(flow: Bijection, base: GaussianBase, x: Tensor, context: Tensor | None = None) -> Tensor:

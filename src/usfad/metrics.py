@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 
@@ -70,12 +70,23 @@ def latent_center(detector: Any) -> np.ndarray:
     """``c``: a fitted flow detector's base mean, or a Deep SVDD's centre (float64)."""
     model = detector.model_
     if hasattr(model, "base") and not hasattr(model.base, "center"):
-        raise ValueError("the latent distance needs a base of one Gaussian (base_components=1), not a mixture")
+        raise ValueError("a mixture base (base_components > 1) has no one centre; latent_distance still applies")
     center = model.base.center if hasattr(model, "base") else model.center
     return center.detach().cpu().double().numpy()
 
 
 def latent_distance(detector: Any, X: Any) -> np.ndarray:
     """``||z - c||`` per row of ``X``: the distance of its latent ``z = detector.latent(X)``
-    from :func:`latent_center` (a USF's NLL is an increasing function of it)."""
+    from :func:`latent_center` (a USF's NLL is an increasing function of it). On a mixture
+    base (``base_components > 1``), the radius at which one standard Gaussian has the
+    mixture's density at ``z`` (:meth:`usfad.density.GaussianMixtureBase.sq_distance`): the
+    distance to the one mean for one component, and still what a USF's NLL increases with."""
+    base = getattr(detector.model_, "base", None)
+    if base is not None and not hasattr(base, "center"):  # the same formula, in float64
+        means = base.means.detach().cpu().double().numpy()
+        log_w = base.logits.detach().cpu().double().numpy()
+        log_w = log_w - special.logsumexp(log_w)
+        z = detector.latent(X)
+        sq = ((z[:, None, :] - means[None]) ** 2).sum(-1)
+        return np.sqrt(np.maximum(-2 * special.logsumexp(log_w - 0.5 * sq, axis=1), 0.0))
     return np.linalg.norm(detector.latent(X) - latent_center(detector), axis=1)

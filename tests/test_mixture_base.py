@@ -70,8 +70,19 @@ def test_explanations_take_the_latent_path_and_add_up():
     from usfad.explain import flow_parts
 
     assert flow_parts(det.model_) is not None  # the latent path, as with one Gaussian
-    with pytest.raises(ValueError, match="baseline='typical' needs a uniformly scaling flow on one Gaussian"):
-        det.explain(rows, baseline="typical")
+
+
+def test_the_typical_baseline_on_a_mixture_scores_the_median_training_score():
+    det = USFlow(**SMALL, base_components=2).fit(TWO_GROUPS)
+    typical = float(np.median(det.decision_scores_))
+    rows = np.concatenate([RNG.normal(size=(20, 3)) * 3, TWO_GROUPS[:5]])
+    out = det.explain(rows, baseline="typical")
+    scores = det.decision_function(rows)
+    above = scores > typical
+    assert above.sum() >= 10 and (~above).sum() >= 3
+    np.testing.assert_array_equal(out[~above], 0.0)  # at or below the median: nothing to explain
+    # above it: the attributions add up to the score minus the median, the baseline scoring the median
+    np.testing.assert_allclose(out[above].sum(1), scores[above] - typical, rtol=1e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize(

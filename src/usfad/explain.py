@@ -37,11 +37,14 @@ Baselines (:data:`BASELINES`, or an array of raw rows):
 
 - ``"mean"``: the scaler's mean, i.e. the training mean (the origin of the standardised
   features; with ``standardize=False`` the raw origin). The same for every row.
-- ``"typical"`` (uniformly scaling flows on one Gaussian only): each row's own point of typical score,
+- ``"typical"`` (uniformly scaling flows only): each row's own point of typical score,
   ``f^{-1}(c + r (z - c) / ||z - c||)``, the latent shrunk along its ray to the radius ``r``
   at which a USF scores the median training score. Rows already inside that radius are
   their own baseline (attributions 0: nothing to explain). Every explained row then sums to
-  ``s(x) - median training score``: how far above a typical training row it scores.
+  ``s(x) - median training score``: how far above a typical training row it scores. On a
+  mixture base the ray runs to the mean of the component most responsible for ``z``, and
+  the point of typical score on it is found by bisection (:func:`shrink_to_level`); where
+  even that mean scores above the median, the mean is the baseline.
 - ``"neighbours"`` (any detector; needs reference rows, normally the normal training rows):
   each row's baseline is the mean of its ``n_neighbours`` nearest reference rows (10 by
   default), nearest in the detector's standardised features ``(x - mean) / scale``
@@ -193,6 +196,27 @@ def shrink_to_radius(z: Tensor, center: Tensor, radius: float) -> Tensor:
     return center + diff * factor
 
 
+def shrink_to_level(z: Tensor, base: GaussianMixtureBase, level: Tensor, steps: int = 40) -> Tensor:
+    """Each latent moved toward the mean of its most responsible component ``m`` until the
+    base's :meth:`~usfad.density.GaussianMixtureBase.sq_distance` is ``level`` (per row):
+    ``m + t (z - m)`` with ``t`` in ``[0, 1]`` by bisection (``t = 1`` where ``z`` is already
+    at or below the level, ``t = 0`` where even ``m`` is above it)."""
+    with torch.no_grad():
+        responsibility = -(z[:, None, :] - base.means[None].to(z)).pow(2).sum(-1) + 2 * torch.log_softmax(
+            base.logits.to(z), 0
+        )
+        m = base.means.to(z)[responsibility.argmax(1)]
+        low, high = torch.zeros(len(z), 1, dtype=z.dtype, device=z.device), torch.ones_like(z[:, :1])
+        for _ in range(steps):  # sq_distance(m + t (z - m)) crosses the level between low and high
+            middle = (low + high) / 2
+            above = base.sq_distance(m + middle * (z - m)) > level
+            high = torch.where(above[:, None], middle, high)
+            low = torch.where(above[:, None], low, middle)
+        t = torch.where((base.sq_distance(z) <= level)[:, None], torch.ones_like(low), low)
+        t = torch.where((base.sq_distance(m) > level)[:, None], torch.zeros_like(t), t)
+    return torch.where(t == 1, z, m + t * (z - m))  # a row at or below the level is its own point, exactly
+
+
 def flow_parts(model: nn.Module) -> tuple[Bijection, GaussianBase | GaussianMixtureBase] | None:
     """``(flow, base)`` of a flow detector's network (attributes ``flow`` and ``base``: one
     Gaussian or a mixture), else ``None``."""
@@ -325,10 +349,10 @@ def explain_rows(
     if isinstance(baseline, str):
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES} or an array of rows, got {baseline!r}")
-        if baseline == "typical" and not (usf and isinstance(parts[1], GaussianBase)):
+        if baseline == "typical" and not usf:
             raise ValueError(
-                f"baseline='typical' needs a uniformly scaling flow on one Gaussian (its score is then a function "
-                f"of the latent radius); {fitted} is not one: use 'mean', 'neighbours' or an array of rows"
+                f"baseline='typical' needs a uniformly scaling flow (its score is a function of the latent "
+                f"radius); {fitted} is not one: use 'mean' or an array of rows"
             )
         if baseline == "typical" and typical_score is None:
             raise ValueError("baseline='typical' needs typical_score (the median training score)")
@@ -444,9 +468,13 @@ class _Job:
                     flow, base = parts
                     if self.kind == "mean":
                         z_base = mean_latent.expand_as(z)
+                    elif self.kind == "typical" and isinstance(base, GaussianMixtureBase):
+                        # a USF's score is sq_distance(z) / 2 plus a constant: the level of the typical score
+                        z_base = shrink_to_level(z, base, base.sq_distance(z) - 2 * (s - self.typical_score))
                     elif self.kind == "typical":  # shrink along the ray; rows inside the radius are their own baseline
                         radius = _typical_radius(score, flow, base, self.typical_score, u)
                         z_base = shrink_to_radius(z, base.center.to(z)[None], radius)
+                    if self.kind == "typical":
                         inside = (z_base == z).all(dim=1, keepdim=True)
                         u_base = torch.where(inside, u, flow.inverse(z_base))
                         s_base = torch.where(inside[:, 0], s, score(u_base))

@@ -42,12 +42,15 @@ the sets already there (``--fresh`` starts over) and rewrites ``explanations.md`
     .venv/bin/python benchmarks/explanations.py                        # Gaussian + Classical < 10,000 training rows
     .venv/bin/python benchmarks/explanations.py --max-train-rows 0     # every Classical set
     .venv/bin/python benchmarks/explanations.py --datasets 6_cardio --no-synthetic
+    .venv/bin/python benchmarks/explanations.py --flow-params '{"base_components": "auto"}' \
+        --output benchmarks/results/explanations_auto          # both flows with other settings
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 import warnings
 from collections.abc import Callable
@@ -83,6 +86,9 @@ COMPLETENESS_FIELDS = [
     "rows_zero",
     "rows_float64",
 ]
+
+#: parameters of both flows beyond their defaults (``--flow-params``; empty: the defaults)
+FLOW_PARAMS: dict = {}
 
 
 def gaussian(seed: int = 0, d: int = 20, n_train: int = 5000, n_test: int = 2000) -> tuple[np.ndarray, np.ndarray]:
@@ -173,8 +179,8 @@ def measure(name: str, train: np.ndarray, test: np.ndarray, n_rows: int) -> tupl
     mean, sd = train.mean(0), train.std(0)
     varying = sd > 0
     z_scale = np.where(varying, sd, 1.0)
-    usf = fit(lambda: USFlow(random_state=42), train)
-    affine = fit(lambda: NonUSFlow(random_state=42), train)
+    usf = fit(lambda: USFlow(random_state=42, **FLOW_PARAMS), train)
+    affine = fit(lambda: NonUSFlow(random_state=42, **FLOW_PARAMS), train)
     ecod = ECOD().fit(train)
     rows, checks = [], []
     for kind in KINDS:
@@ -232,7 +238,8 @@ def timing() -> dict[str, float]:
     """Seconds of decision_function and explain on 10,000 x 20 Gaussian rows (best of 3, one thread)."""
     train, _ = gaussian(seed=1, n_test=0)
     X = gaussian(seed=1, n_train=0, n_test=10_000)[1]
-    usf, affine = fit(lambda: USFlow(random_state=42), train), fit(lambda: NonUSFlow(random_state=42), train)
+    usf = fit(lambda: USFlow(random_state=42, **FLOW_PARAMS), train)
+    affine = fit(lambda: NonUSFlow(random_state=42, **FLOW_PARAMS), train)
 
     def best(fn: Callable[[], object]) -> float:
         fn()
@@ -260,7 +267,7 @@ def examples(out: Path) -> list[str]:
     (the first, not the best), explained from its 10 nearest training rows (the baseline that meets
     the issue's bars), each with a caption line: the perturbed features' ranks."""
     train, test = gaussian()
-    det = fit(lambda: USFlow(random_state=42), train)
+    det = fit(lambda: USFlow(random_state=42, **FLOW_PARAMS), train)
     sd = train.std(0)
     names = [f"x{j}" for j in range(train.shape[1])]
     written = []
@@ -548,7 +555,11 @@ def main() -> None:
     parser.add_argument("--no-timing", action="store_true", help="skip the timing and the example plots")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results folder (default: %(default)s)")
     parser.add_argument("--fresh", action="store_true", help="start the CSV files over instead of resuming")
+    parser.add_argument(
+        "--flow-params", default="{}", help="JSON parameters for USFlow and NonUSFlow beyond their defaults"
+    )
     args = parser.parse_args()
+    FLOW_PARAMS.update(json.loads(args.flow_params))
     torch.set_num_threads(1)
     args.output.mkdir(parents=True, exist_ok=True)
     rows_path, checks_path = args.output / "rows.csv", args.output / "completeness.csv"

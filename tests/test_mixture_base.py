@@ -1,6 +1,7 @@
 """base_components > 1: a USF on a mixture of unit Gaussians (density.GaussianMixtureBase)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -115,3 +116,11 @@ def test_the_nll_increases_with_the_latent_distance_on_a_mixture_too():
     np.testing.assert_allclose(nll, r**2 / 2 + 1.5 * np.log(2 * np.pi) - det.kappa_, rtol=1e-4, atol=1e-4)
     one = USFlow(**SMALL).fit(TWO_GROUPS)  # one Gaussian: the plain distance to its mean
     np.testing.assert_allclose(latent_distance(one, probe), np.linalg.norm(one.latent(probe), axis=1), rtol=1e-12)
+
+
+def test_fewer_distinct_rows_than_components_fits_without_warnings():
+    X = np.repeat(np.eye(3), 20, axis=0)  # 3 distinct rows, 8 components
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        det = USFlow(**SMALL, base_components=8).fit(X)
+    assert np.isfinite(det.decision_function(X)).all()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -241,6 +242,7 @@ class FlowDetector(BaseDetector):
         """Start a :class:`~usfad.density.GaussianMixtureBase`'s means at k-means centres of
         the (standardised) training rows, mapped through the untrained flow."""
         from sklearn.cluster import KMeans
+        from sklearn.exceptions import ConvergenceWarning
 
         k = self.base_components_
         if data.shape[0] < 2 * k:
@@ -251,7 +253,9 @@ class FlowDetector(BaseDetector):
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         with torch.no_grad():
             latent = self.model_.flow(rows.to(self.device_))[0].cpu().double().numpy()
-        centres = KMeans(k, n_init=4, random_state=seed).fit(latent).cluster_centers_
+        with warnings.catch_warnings():  # fewer distinct rows than k: some centres coincide, and the means still learn
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            centres = KMeans(k, n_init=4, random_state=seed).fit(latent).cluster_centers_
         with torch.no_grad():
             self.model_.base.means.copy_(torch.as_tensor(centres, dtype=self.model_.base.means.dtype))
 

@@ -1,3 +1,4 @@
+import contextlib
 import importlib.util
 
 import numpy as np
@@ -237,3 +238,24 @@ def test_warnings_print_as_one_line_without_python_source(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("usfad fit: warning: threshold='conformal' at alpha=0.01 needs 99 calibration rows")
     assert err.count("\n") == 1 and ".py:" not in err
+
+
+def test_fit_takes_base_components_for_flow_models_only(tmp_path, capsys):
+    data = tmp_path / "two.csv"
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(100, 3)) - 3, rng.normal(size=(100, 3)) + 3])
+    np.savetxt(data, X, delimiter=",", header="a,b,c", comments="")
+    model = tmp_path / "m.usfad"
+    assert main(["fit", str(data), "--base-components", "auto", "--epochs", "1", "--quiet", "-o", str(model)]) == 0
+    assert load(model).base_components_ == 8
+    for bad, code, message in [
+        (["--base-components", "eight"], 2, "expected 'auto' or a positive integer, got 'eight'"),
+        (["--base-components", "2", "--model", "deepsvdd"], 1, "--base-components goes with a flow model"),
+        (["--base-components", "2", "--threshold", "chi2"], 1, "threshold='chi2' reads the latent distance"),
+    ]:
+        with pytest.raises(SystemExit) if code == 2 else contextlib.nullcontext() as exit_info:
+            assert main(["fit", str(data), *bad, "-o", str(tmp_path / "x.usfad")]) == code
+        if code == 2:
+            assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "x.usfad").exists()

@@ -54,6 +54,16 @@ MODELS = {
 }
 
 
+def _components(text: str) -> int | str:
+    """argparse type of --base-components: ``auto`` or an integer >= 1."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
+
+
 def _detector(name: str, args: argparse.Namespace) -> Any:
     from .. import detectors
 
@@ -62,6 +72,10 @@ def _detector(name: str, args: argparse.Namespace) -> Any:
         if name != "flow":
             raise ValueError(f"--flow goes with --model flow (--model {name} fixes its own flow)")
         params["flow"] = args.flow
+    if args.base_components is not None:
+        if name not in ("usflow", "nonusflow", "flow"):
+            raise ValueError(f"--base-components goes with a flow model (usflow, nonusflow, flow), not --model {name}")
+        params["base_components"] = args.base_components
     for key in ("epochs", "contamination", "threshold", "alpha"):
         value = getattr(args, key)
         if value is not None:
@@ -256,6 +270,13 @@ def add_commands(subparsers: Any) -> None:
         help="column (NPZ: array) of 0/1 labels; dropped from the features, rows labelled 1 left out",
     )
     p.add_argument("--epochs", type=positive_int, metavar="N", help="training epochs (default: the model's)")
+    p.add_argument(
+        "--base-components",
+        type=_components,
+        metavar="K",
+        help="flow models: the base density, one Gaussian (1, the default), a mixture of K, or auto (8 up to 128 "
+        "features, one above)",
+    )
     p.add_argument(
         "--contamination",
         type=float,

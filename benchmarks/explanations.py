@@ -338,8 +338,10 @@ def reading(dep: dict[str, float], mar: dict[str, float], rows: list[dict[str, s
             f"{', '.join(named[m] for m in meets_dependency) or 'none'}; marginal: "
             f"{', '.join(named[m] for m in meets_marginal) or 'none'})"
         )
+    close = max(abs(dep["usflow"] - dep["usflow-typical"]), abs(mar["usflow"] - mar["usflow-typical"])) <= 0.01
+    same = "give the same hit rates within 0.01" if close else "differ by more than 0.01"
     return [
-        "Reading: `mean` and `typical` give the same hit rates within 0.01 "
+        f"Reading: `mean` and `typical` {same} "
         f"(dependency {dep['usflow']:.3f} and {dep['usflow-typical']:.3f}, marginal {mar['usflow']:.3f} and "
         f"{mar['usflow-typical']:.3f}); for data a flow whitens, the row shrunk along its latent ray is the row",
         "scaled towards the mean, so the two paths differ only in where they start. A dependency anomaly",

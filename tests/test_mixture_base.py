@@ -71,6 +71,11 @@ def test_explanations_take_the_latent_path_and_add_up():
     from usfad.explain import flow_parts
 
     assert flow_parts(det.model_) is not None  # the latent path, as with one Gaussian
+    # not quadratic along the path on a mixture: eight points, not one, and a small quadrature residual
+    out = det.explanation(rows)
+    assert out.n_points == 8 and out.path == "latent"
+    assert USFlow(**SMALL).fit(TWO_GROUPS).explanation(rows).n_points == 1  # one Gaussian: exact at one point
+    assert (np.abs(out.residual) < 0.01 * np.abs(out.scores - out.baseline_scores)).all()
 
 
 def test_the_typical_baseline_on_a_mixture_scores_the_median_training_score():

@@ -21,7 +21,8 @@ Two paths:
   Gauss-Legendre rule, even the one-point midpoint rule, gives the sum exactly. The number of
   points only refines how the sum is shared between features. For a flow whose log-det
   depends on the input the log-det's gradient adds a term that the rule integrates only
-  approximately.
+  approximately; so does a mixture base (``base_components > 1``), whose score is not
+  quadratic along the path: both take :data:`DEFAULT_POINTS` points.
 - **Straight path** (every other detector, :func:`straight_path_attributions`): ``gamma(t) =
   b + t (x - b)``, the usual integrated gradients. With LeakyReLU networks the integrand
   jumps wherever a unit changes sign, so a quadrature rule's error falls only like

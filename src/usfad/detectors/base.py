@@ -460,8 +460,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         values are each normal but whose combination is not) or raw rows, one or one per
         row of ``X``. ``reference``: rows such as the normal training rows, checked as
         ``X`` is, given with ``"neighbours"`` and only with it; ``n_neighbours``: ``None``
-        for 10. ``n_points``: Gauss-Legendre points along the path (``None``: 1 for a USF,
-        whose sum is exact at any number, else 8). ``X`` is checked as in
+        for 10. ``n_points``: Gauss-Legendre points along the path (``None``: 1 for a USF on
+        one Gaussian, whose sum is exact at any number, else 8). ``X`` is checked as in
         :meth:`decision_function`; a row beyond float32's reach (scored +inf) puts the
         largest finite float64 on each feature beyond it.
         """

@@ -7,8 +7,9 @@ space). Here the base is ``sum_k w_k N(mu_k, I)`` with learned means and weights
 (``USFlow(base_components=k)``, :class:`usfad.density.GaussianMixtureBase`), trained jointly
 with the flow on all the rows. The flow is still a USF, so the score is still a likelihood: ``-log
 sum_k w_k N(f(x); mu_k, I) - log|det J|``, a multi-centre Deep SVDD with the flow's
-regulariser. One row per (set, seed, k): test ROC-AUC and the best validation NLL (the
-detector's own validation split, label-free).
+regulariser. One row per (set, seed): for each k the test ROC-AUC, the best validation NLL
+(the detector's own validation split, label-free), the fit seconds (one thread, the ks back
+to back in one process) and the optimiser steps.
 
 The rows in ``benchmarks/results/tabular_v2/explore/mixture_base_seed*.jsonl`` were written
 by this script's first version (``git show e68aa69:benchmarks/tabular_mixture_base.py``), a
@@ -47,14 +48,15 @@ def main() -> None:
         for seed in args.seeds:
             split = protocol_t(X, y, seed)
             row = {"tag": args.tag, "dataset": dataset, "seed": seed, "n": len(split.X_train)}
-            rocs, vals, times = {}, {}, {}
+            rocs, vals, times, steps = {}, {}, {}, {}
             for k in args.components:
                 start = time.perf_counter()
                 det = USFlow(base_components=k, random_state=seed, **params).fit(split.X_train)
                 rocs[k] = round(detection_metrics(split.y_test, det.decision_function(split.X_test))["roc_auc"], 4)
                 vals[k] = round(min(det.history_.val_loss), 4) if det.history_.val_loss else None
                 times[k] = round(time.perf_counter() - start, 1)
-            print(json.dumps(row | {"roc_per_k": rocs, "val_nll": vals, "t": times}), flush=True)
+                steps[k] = det.history_.steps
+            print(json.dumps(row | {"roc_per_k": rocs, "val_nll": vals, "t": times, "steps": steps}), flush=True)
 
 
 if __name__ == "__main__":

@@ -47,13 +47,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidate", type=Path, required=True, help="bench rows of the candidate USFlow")
     parser.add_argument("--reference", type=Path, required=True, help="bench rows of the default USFlow and KNN")
-    parser.add_argument("--model", default="usflow", help="the candidate's model name in its rows")
+    parser.add_argument(
+        "--model", default="usflow", help="the candidate's model name, in its rows and in the reference's (the default)"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
 
     runs = {
         "candidate": read(args.candidate, args.model, None),
-        "default": read(args.reference, "usflow", "default"),
+        "default": read(args.reference, args.model, "default"),
         "knn": read(args.reference, "knn", None),
     }
     cells = sorted(set.intersection(*(set(r) for r in runs.values())))
@@ -77,7 +79,7 @@ def main() -> None:
         "reference": sorted(r["finished_at"] for run in ("default", "knn") for r in runs[run].values()),
     }
     lines = [
-        f"# {', '.join(labels)} against the default USFlow and KNN",
+        f"# {args.model} {', '.join(labels)} against the default {args.model} and KNN",
         "",
         f"`benchmarks/tabular_candidate.py --candidate {args.candidate} --reference {args.reference}`",
         "",

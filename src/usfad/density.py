@@ -86,10 +86,14 @@ class GaussianMixtureBase(nn.Module):
         at which one standard Gaussian has this mixture's density at ``z`` (``||z - m||^2``
         for one component), so the NLL is ``sq_distance / 2 + (d/2) log(2 pi)`` as for
         :class:`GaussianBase`, and a USF's NLL increases with it."""
+        return -2 * torch.logsumexp(self.log_terms(z), dim=1)
+
+    def log_terms(self, z: Tensor) -> Tensor:
+        """``log w_k - ||z - m_k||^2 / 2`` per sample and component, ``(batch, k)``: the
+        components' shares of the density at ``z`` up to one constant (largest = most responsible)."""
         # ||z - m_k||^2 by broadcasting: exact (no cancellation), batch x k x d memory
         sq = (z.flatten(1)[:, None, :] - self.means[None]).pow(2).sum(-1)
-        log_w = torch.log_softmax(self.logits, 0)
-        return -2 * torch.logsumexp(log_w - 0.5 * sq, dim=1)
+        return torch.log_softmax(self.logits, 0) - 0.5 * sq
 
     def log_prob(self, z: Tensor) -> Tensor:
         return -0.5 * self.sq_distance(z) - 0.5 * self.features * math.log(2 * math.pi)

@@ -204,10 +204,7 @@ def shrink_to_level(z: Tensor, base: GaussianMixtureBase, level: Tensor, steps: 
     ``m + t (z - m)`` with ``t`` in ``[0, 1]`` by bisection (``t = 1`` where ``z`` is already
     at or below the level, ``t = 0`` where even ``m`` is above it)."""
     with torch.no_grad():
-        responsibility = -(z[:, None, :] - base.means[None].to(z)).pow(2).sum(-1) + 2 * torch.log_softmax(
-            base.logits.to(z), 0
-        )
-        m = base.means.to(z)[responsibility.argmax(1)]
+        m = base.means.to(z)[base.log_terms(z).argmax(1)]
         low, high = torch.zeros(len(z), 1, dtype=z.dtype, device=z.device), torch.ones_like(z[:, :1])
         for _ in range(steps):  # sq_distance(m + t (z - m)) crosses the level between low and high
             middle = (low + high) / 2

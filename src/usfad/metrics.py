@@ -3,10 +3,11 @@ latent distance of a fitted detector."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 
@@ -82,11 +83,11 @@ def latent_distance(detector: Any, X: Any) -> np.ndarray:
     mixture's density at ``z`` (:meth:`usfad.density.GaussianMixtureBase.sq_distance`): the
     distance to the one mean for one component, and still what a USF's NLL increases with."""
     base = getattr(detector.model_, "base", None)
-    if base is not None and not hasattr(base, "center"):  # the same formula, in float64
-        means = base.means.detach().cpu().double().numpy()
-        log_w = base.logits.detach().cpu().double().numpy()
-        log_w = log_w - special.logsumexp(log_w)
-        z = detector.latent(X)
-        sq = ((z[:, None, :] - means[None]) ** 2).sum(-1)
-        return np.sqrt(np.maximum(-2 * special.logsumexp(log_w - 0.5 * sq, axis=1), 0.0))
+    if base is not None and not hasattr(base, "center"):  # the base's own formula, on a float64 copy of it
+        import torch  # only a fitted flow detector gets here, and it has imported torch already
+
+        z = torch.as_tensor(detector.latent(X), dtype=torch.float64)
+        with torch.no_grad():
+            sq = copy.deepcopy(base).cpu().double().sq_distance(z)
+        return sq.clamp_min(0.0).sqrt().numpy()
     return np.linalg.norm(detector.latent(X) - latent_center(detector), axis=1)

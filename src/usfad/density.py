@@ -98,6 +98,74 @@ class GaussianMixtureBase(nn.Module):
     def log_prob(self, z: Tensor) -> Tensor:
         return -0.5 * self.sq_distance(z) - 0.5 * self.features * math.log(2 * math.pi)
 
+    @property
+    def scale(self) -> Tensor:
+        """The components' standard deviation (1): ``NLL = sq_distance / (2 scale^2) + ...``."""
+        return torch.ones((), dtype=self.means.dtype, device=self.means.device)
+
+
+class KernelBase(nn.Module):
+    """A kernel density estimate ``(1/M) sum_i N(c_i, h^2 I)`` over ``M`` fixed centres.
+
+    With the training rows' latents as the centres, a USF with this base ranks a row by the
+    (soft) distance of its latent to the nearest training latents: nearest-neighbour
+    detection in the flow's Gaussianised coordinates, with a normalised likelihood as the
+    score. Nothing here trains; :meth:`usfad.detectors.flow.FlowDetector.fit` sets the
+    centres (``means``) and the bandwidth ``h`` (``scale``) after the flow has trained.
+
+    ``sq_distance(z) = -2 h^2 log((1/M) sum_i exp(-||z - c_i||^2 / (2 h^2)))``, ``>= 0``: a
+    soft minimum of the squared distances to the centres (the squared distance to the
+    nearest plus at most ``2 h^2 log M``); ``NLL = sq_distance / (2 h^2) + (d/2) log(2 pi h^2) - kappa`` for a USF,
+    as with :class:`GaussianBase` of scale ``h``.
+    """
+
+    def __init__(self, features: int, centres: int):
+        super().__init__()
+        if centres < 2:
+            raise ValueError(f"a kernel base needs at least 2 centres, got {centres}")
+        self.features = features
+        self.register_buffer("means", torch.zeros(centres, features))
+        self.register_buffer("bandwidth", torch.tensor(1.0))
+
+    @property
+    def scale(self) -> Tensor:
+        """The bandwidth ``h``."""
+        return self.bandwidth
+
+    def log_terms(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
+        """``-log M - ||z - c_i||^2 / (2 h^2)`` per sample and centre, ``(batch, M)``.
+
+        ``exclude``: per sample, the index of a centre to leave out (``-1``: none), so a
+        training row is scored against the other ``M - 1`` (its own kernel would make every
+        training row look typical)."""
+        z = z.flatten(1)
+        origin = self.means.mean(0)  # ||a||^2 + ||b||^2 - 2 a.b about the centres' mean: less cancellation
+        zc, cc = z - origin, self.means - origin
+        sq = (zc.pow(2).sum(1, keepdim=True) + cc.pow(2).sum(1)[None] - 2 * zc @ cc.T).clamp_min(0)
+        terms = -0.5 * sq / self.bandwidth**2
+        count = self.means.shape[0]
+        if exclude is None:
+            return terms - math.log(count)
+        left_out = exclude >= 0
+        hit = torch.zeros_like(terms, dtype=torch.bool)
+        hit[left_out.nonzero()[:, 0], exclude[left_out]] = True
+        terms = terms.masked_fill(hit, -math.inf)
+        return terms - torch.where(left_out, math.log(count - 1), math.log(count))[:, None].to(terms)
+
+    def sq_distance(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
+        return -2 * self.bandwidth**2 * torch.logsumexp(self.log_terms(z, exclude), dim=1)
+
+    def log_normalizer(self, z: Tensor) -> Tensor:
+        """``(d/2) log(2 pi h^2)``."""
+        return 0.5 * self.features * torch.log(2 * math.pi * self.bandwidth**2)
+
+    def log_prob(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
+        return -self.sq_distance(z, exclude) / (2 * self.bandwidth**2) - self.log_normalizer(z)
+
+
+#: the bases with several components (:func:`usfad.explain.shrink_to_level` moves toward one)
+MixtureBase = GaussianMixtureBase | KernelBase
+
 
 def nll(flow: Bijection, base: GaussianBase, x: Tensor, context: Tensor | None = None) -> Tensor:
     """``-log p(x)`` per sample under the flow."""

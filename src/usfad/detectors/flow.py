@@ -16,10 +16,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..density import GaussianBase, GaussianMixtureBase, chi2_nll_threshold
+from ..density import GaussianBase, GaussianMixtureBase, KernelBase, chi2_nll_threshold
 from ..errors import DataError
 from ..flows import build_flow, check_flow, is_usf
 from ..flows.base import Bijection
@@ -27,18 +28,23 @@ from ..flows.build import MIXINGS
 from ..train import History, TrainConfig
 from .base import BaseDetector
 
+#: ``FlowDetector(base=...)``: score with the trained base, or with a kernel density of the training latents
+BASES = ("gaussian", "kernel")
+
 
 class FlowModel(nn.Module):
     """A flow and its base density: the whole network of a flow detector."""
 
-    def __init__(self, flow: Bijection, base: GaussianBase | GaussianMixtureBase):
+    def __init__(self, flow: Bijection, base: GaussianBase | GaussianMixtureBase | KernelBase):
         super().__init__()
         self.flow = flow
         self.base = base
 
-    def nll(self, x: Tensor) -> Tensor:
+    def nll(self, x: Tensor, exclude: Tensor | None = None) -> Tensor:
+        """``-log p(x)`` per row (``exclude``: a kernel base's centre to leave out per row)."""
         z, logdet = self.flow(x)
-        return -(self.base.log_prob(z) + logdet)
+        log_prob = self.base.log_prob(z) if exclude is None else self.base.log_prob(z, exclude)
+        return -(log_prob + logdet)
 
 
 class FlowDetector(BaseDetector):
@@ -62,6 +68,15 @@ class FlowDetector(BaseDetector):
         ``"auto"``: :attr:`auto_components` up to :attr:`auto_components_max_features`
         features, one Gaussian above, with ``threshold="chi2"`` or under ``2 x 8`` rows
         (:meth:`components_for`; the number used is ``base_components_``).
+    base: the density the fitted detector scores with. ``"gaussian"``: the base it trained
+        with (``base_components``). ``"kernel"``: after training, that base is replaced by a
+        kernel density estimate over the training rows' latents
+        (:class:`~usfad.density.KernelBase`: at most :attr:`kernel_max_centres` seeded rows as
+        centres, the bandwidth chosen by their leave-one-out likelihood,
+        :meth:`kernel_bandwidth`), so a row scores by the soft distance of its latent to the
+        nearest training latents; still a likelihood, and a USF's still ranks like its latent
+        distance (:func:`usfad.metrics.latent_distance`). ``decision_scores_`` of the centre
+        rows leave each row's own kernel out. Not with ``threshold="chi2"``.
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
         Above 128 features the step size is ``lr * sqrt(128 / n_features)``. ``epochs`` and
@@ -96,6 +111,7 @@ class FlowDetector(BaseDetector):
         clamp: float = 2.0,
         mixing: str = "auto",
         base_components: int | str = 1,
+        base: str = "gaussian",
         epochs: int | str = "auto",
         batch_size: int = 512,
         lr: float = 1e-3,
@@ -118,6 +134,7 @@ class FlowDetector(BaseDetector):
         self.clamp = clamp
         self.mixing = mixing
         self.base_components = base_components
+        self.base = base
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -152,6 +169,13 @@ class FlowDetector(BaseDetector):
                 f"threshold='chi2' reads the latent distance from one Gaussian; base_components="
                 f"{self.base_components} has a mixture: use base_components=1 or threshold='conformal'"
             )
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {BASES}, got {self.base!r}")
+        if self.threshold == "chi2" and self.base == "kernel":
+            raise ValueError(
+                "threshold='chi2' reads the latent distance from one Gaussian; base='kernel' scores with a "
+                "kernel density: use base='gaussian' or threshold='conformal'"
+            )
         if self.noise != "auto" and not (isinstance(self.noise, int | float) and 0 <= self.noise < math.inf):
             raise ValueError(f"noise must be a number >= 0 or 'auto', got {self.noise!r}")
         if self.mixing not in ("auto", *MIXINGS):
@@ -159,7 +183,11 @@ class FlowDetector(BaseDetector):
 
     def _extra_state(self) -> dict[str, Any]:
         # a model restored from a file written before mixture bases has one Gaussian
-        return {"noise_": self.noise_, "base_components_": getattr(self, "base_components_", 1)}
+        return {
+            "noise_": self.noise_,
+            "base_components_": getattr(self, "base_components_", 1),
+            "kernel_centres_": getattr(self, "kernel_centres_", 0),
+        }
 
     #: ``lr`` applies as given up to this many features; see :meth:`_train_config`.
     lr_reference_features: int = 128
@@ -212,6 +240,8 @@ class FlowDetector(BaseDetector):
             clamp=self.clamp,
             mixing=self._mixing(n_features),
         )
+        if getattr(self, "kernel_centres_", 0):  # a model file's kernel base (fit replaces it after training)
+            return FlowModel(flow, KernelBase(n_features, self.kernel_centres_))
         return FlowModel(flow, self._base(n_features, getattr(self, "base_components_", None)))
 
     @staticmethod
@@ -275,10 +305,73 @@ class FlowDetector(BaseDetector):
     def _fit_model(self, data: Tensor, config: TrainConfig, generator: torch.Generator) -> History:
         self.noise_ = self.noise_for(data.shape[0]) if self.noise == "auto" else float(self.noise)
         self.base_components_ = self.components_for(data.shape[0], data.shape[1])
+        self.kernel_centres_ = 0
         self.model_.base = self._base(data.shape[1], self.base_components_).to(self.device_)
         if self.base_components_ > 1:
             self._start_mixture(data, generator)
-        return super()._fit_model(data, config, generator)
+        history = super()._fit_model(data, config, generator)
+        if self.base == "kernel":
+            self._set_kernel_base(data, generator)
+        return history
+
+    #: ``base="kernel"``: at most this many (seeded) training rows are the kernel's centres
+    kernel_max_centres: int = 10_000
+    #: ... and its bandwidth is the one of these multiples of :meth:`kernel_unit` whose
+    #: leave-one-out log-likelihood of (at most ``kernel_selection_rows``) centres is highest
+    kernel_multiples: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+    kernel_selection_rows: int = 2_000
+
+    def _set_kernel_base(self, data: Tensor, generator: torch.Generator) -> None:
+        """Replace the trained base by a :class:`~usfad.density.KernelBase` on the latents of
+        (at most :attr:`kernel_max_centres` of) the rows the flow was fitted on."""
+        rows = torch.arange(data.shape[0])
+        if data.shape[0] > self.kernel_max_centres:
+            rows = torch.randperm(data.shape[0], generator=generator)[: self.kernel_max_centres].sort().values
+        centres = torch.as_tensor(self._batched(self._latent, data[rows]), dtype=torch.float32)
+        base = KernelBase(data.shape[1], len(rows))
+        base.means.copy_(centres)
+        base.bandwidth.fill_(self.kernel_bandwidth(centres, generator))
+        self.model_.base = base.to(self.device_)
+        self.kernel_centres_ = len(rows)
+        self._kernel_rows = rows.numpy()  # read once by _training_scores
+
+    def kernel_unit(self, centres: Tensor, queries: Tensor) -> float:
+        """The median distance from each of ``queries`` (rows of ``centres``) to its 5th
+        nearest other centre: the scale of the data's neighbourhoods in the latent space."""
+        distance = torch.cdist(queries.double(), centres.double())
+        k = min(6, centres.shape[0])  # the row itself, then its 5 nearest
+        unit = float(distance.topk(k, dim=1, largest=False).values[:, -1].median())
+        return unit if unit > 0 else 1.0  # all centres at one point: any bandwidth ranks alike
+
+    def kernel_bandwidth(self, centres: Tensor, generator: torch.Generator) -> float:
+        """The bandwidth of a kernel base on ``centres``: the multiple of :meth:`kernel_unit`
+        in :attr:`kernel_multiples` with the highest mean leave-one-out log-likelihood of (at
+        most :attr:`kernel_selection_rows` seeded) centres. Reads the training rows only."""
+        picked = torch.arange(centres.shape[0])
+        if centres.shape[0] > self.kernel_selection_rows:
+            picked = torch.randperm(centres.shape[0], generator=generator)[: self.kernel_selection_rows]
+        centres64 = centres.double()
+        unit = self.kernel_unit(centres64, centres64[picked])
+        probe = KernelBase(centres.shape[1], centres.shape[0]).double()
+        probe.means.copy_(centres64)
+        best, best_h = -math.inf, unit
+        with torch.no_grad():
+            for multiple in self.kernel_multiples:
+                probe.bandwidth.fill_(multiple * unit)
+                held_out = float(probe.log_prob(centres64[picked], exclude=picked).mean())
+                if held_out > best:
+                    best, best_h = held_out, multiple * unit
+        return best_h
+
+    def _training_scores(self, data: Tensor, fit_rows: np.ndarray | None) -> np.ndarray:
+        rows = getattr(self, "_kernel_rows", None)
+        if rows is None:
+            return super()._training_scores(data, fit_rows)
+        del self._kernel_rows
+        exclude = torch.full((data.shape[0],), -1, dtype=torch.long, device=data.device)
+        positions = rows if fit_rows is None else np.asarray(fit_rows)[rows]
+        exclude[torch.as_tensor(positions, device=data.device)] = torch.arange(len(rows), device=data.device)
+        return self._scores_of(data, exclude)
 
     def _loss(self, batch: Tensor) -> Tensor:
         if self.noise_ > 0 and self.model_.training:
@@ -287,8 +380,8 @@ class FlowDetector(BaseDetector):
             batch = batch + self.noise_ * torch.randn_like(batch)
         return self.model_.nll(batch)
 
-    def _score(self, batch: Tensor) -> Tensor:
-        return self.model_.nll(batch)
+    def _score(self, batch: Tensor, exclude: Tensor | None = None) -> Tensor:
+        return self.model_.nll(batch, exclude)
 
     def _latent(self, batch: Tensor) -> Tensor:
         return self.model_.flow(batch)[0]

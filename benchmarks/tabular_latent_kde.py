@@ -11,10 +11,10 @@ only the base is swapped after training (``M`` at most ``--centres`` training la
 
 Per (set, seed): the default's ROC-AUC; for each bandwidth ``h`` (a multiple of the median
 distance from a training latent to its 5th nearest other training latent, so one grid fits
-every width) the test ROC-AUC and the leave-one-out log-likelihood of the training latents
-and the held-out log-likelihood of the detector's validation rows
-against the other training rows (label-free: the rules that would choose ``h``); the ROC-AUC of the 5th-neighbour distance in
-the latent space and in the standardised input space (KNN's own score).
+every width) the test ROC-AUC, the leave-one-out log-likelihood of the training latents and
+the held-out log-likelihood of the detector's validation rows against the other training
+rows (label-free: the rules that would choose ``h``); the ROC-AUC of the 5th-neighbour
+distance in the latent space and in the standardised input space (KNN's own score).
 
     .venv/bin/python benchmarks/tabular_latent_kde.py --datasets 14_glass 19_landsat --seeds 0
 """
@@ -33,7 +33,6 @@ from usfad import USFlow
 from usfad.data.adbench import load_dataset
 from usfad.data.protocol import protocol_t
 from usfad.metrics import detection_metrics
-
 
 
 def sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

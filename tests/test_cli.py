@@ -240,7 +240,7 @@ def test_warnings_print_as_one_line_without_python_source(tmp_path, capsys):
     assert err.count("\n") == 1 and ".py:" not in err
 
 
-def test_fit_takes_base_components_for_flow_models_only(tmp_path, capsys):
+def test_fit_takes_base_components_and_base_for_flow_models_only(tmp_path, capsys):
     data = tmp_path / "two.csv"
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(size=(100, 3)) - 3, rng.normal(size=(100, 3)) + 3])
@@ -248,10 +248,15 @@ def test_fit_takes_base_components_for_flow_models_only(tmp_path, capsys):
     model = tmp_path / "m.usfad"
     assert main(["fit", str(data), "--base-components", "auto", "--epochs", "1", "--quiet", "-o", str(model)]) == 0
     assert load(model).base_components_ == 8
+    assert main(["fit", str(data), "--base", "kernel", "--epochs", "1", "--quiet", "-o", str(model)]) == 0
+    assert load(model).kernel_centres_ == 200
     for bad, code, message in [
         (["--base-components", "eight"], 2, "expected 'auto' or a positive integer, got 'eight'"),
         (["--base-components", "2", "--model", "deepsvdd"], 1, "--base-components goes with a flow model"),
         (["--base-components", "2", "--threshold", "chi2"], 1, "threshold='chi2' reads the latent distance"),
+        (["--base", "knn"], 2, "argument --base: invalid choice: 'knn'"),
+        (["--base", "kernel", "--model", "deepsvdd"], 1, "--base goes with a flow model"),
+        (["--base", "kernel", "--threshold", "chi2"], 1, "base='kernel' scores with a kernel density"),
     ]:
         with pytest.raises(SystemExit) if code == 2 else contextlib.nullcontext() as exit_info:
             assert main(["fit", str(data), *bad, "-o", str(tmp_path / "x.usfad")]) == code

@@ -24,6 +24,7 @@ pytest.importorskip("onnxruntime")
 TINY = {"hidden_features": (16,), "epochs": 1, "random_state": 0}
 DETECTORS = {
     "usflow": lambda: USFlow(n_blocks=2, **TINY),
+    "usflow-kernel": lambda: USFlow(n_blocks=2, base="kernel", **TINY),
     "nonusflow": lambda: NonUSFlow(n_blocks=2, **TINY),
     "flow-affine": lambda: FlowDetector(flow="affine", n_blocks=2, clamp=1.9, **TINY),
     "deepsvdd": lambda: DeepSVDD(**TINY),

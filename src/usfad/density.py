@@ -150,10 +150,21 @@ class KernelBase(nn.Module):
         hit = torch.zeros_like(terms, dtype=torch.bool)
         hit[left_out.nonzero()[:, 0], exclude[left_out]] = True
         terms = terms.masked_fill(hit, -math.inf)
-        return terms - torch.where(left_out, math.log(count - 1), math.log(count))[:, None].to(terms)
+        counts = torch.where(left_out, count - 1, count).to(terms.dtype)
+        return terms - counts.log()[:, None]
+
+    #: queries per block in :meth:`sq_distance` (a block holds ``rows x M`` terms)
+    block_rows: int = 1024
 
     def sq_distance(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
-        return -2 * self.bandwidth**2 * torch.logsumexp(self.log_terms(z, exclude), dim=1)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # one block: the batch size stays dynamic
+            return -2 * self.bandwidth**2 * torch.logsumexp(self.log_terms(z, exclude), dim=1)
+        parts = []
+        for start in range(0, z.shape[0], self.block_rows):
+            block = slice(start, start + self.block_rows)
+            terms = self.log_terms(z[block], None if exclude is None else exclude[block])
+            parts.append(-2 * self.bandwidth**2 * torch.logsumexp(terms, dim=1))
+        return torch.cat(parts) if parts else z.new_zeros(0)
 
     def log_normalizer(self, z: Tensor) -> Tensor:
         """``(d/2) log(2 pi h^2)``."""

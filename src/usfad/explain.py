@@ -21,8 +21,9 @@ Two paths:
   Gauss-Legendre rule, even the one-point midpoint rule, gives the sum exactly. The number of
   points only refines how the sum is shared between features. For a flow whose log-det
   depends on the input the log-det's gradient adds a term that the rule integrates only
-  approximately; so does a mixture base (``base_components > 1``), whose score is not
-  quadratic along the path: both take :data:`DEFAULT_POINTS` points.
+  approximately; so does a mixture or kernel base (``base_components > 1``,
+  ``base="kernel"``), whose score is not quadratic along the path: both take
+  :data:`DEFAULT_POINTS` points.
 - **Straight path** (every other detector, :func:`straight_path_attributions`): ``gamma(t) =
   b + t (x - b)``, the usual integrated gradients. With LeakyReLU networks the integrand
   jumps wherever a unit changes sign, so a quadrature rule's error falls only like
@@ -43,9 +44,10 @@ Baselines (:data:`BASELINES`, or an array of raw rows):
   at which a USF scores the median training score. Rows already inside that radius are
   their own baseline (attributions 0: nothing to explain). Every explained row then sums to
   ``s(x) - median training score``: how far above a typical training row it scores. On a
-  mixture base the ray runs to the mean of the component most responsible for ``z``, and
-  the point of typical score on it is found by bisection (:func:`shrink_to_level`); where
-  even that mean scores above the median, the mean is the baseline.
+  mixture or kernel base the ray runs to the mean (centre) of the component most
+  responsible for ``z``, and the point of typical score on it is found by bisection
+  (:func:`shrink_to_level`); where even that mean scores above the median, the mean is the
+  baseline.
 - ``"neighbours"`` (any detector; needs reference rows, normally the normal training rows):
   each row's baseline is the mean of its ``n_neighbours`` nearest reference rows (10 by
   default), nearest in the detector's standardised features ``(x - mean) / scale``
@@ -75,6 +77,7 @@ the quadrature points share one batch).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +87,7 @@ import torch
 from numpy.polynomial.legendre import leggauss
 from torch import Tensor, nn
 
-from .density import GaussianBase, GaussianMixtureBase
+from .density import GaussianBase, MixtureBase
 from .errors import DataError
 from .flows.base import Bijection
 from .validation import check_array
@@ -198,13 +201,18 @@ def shrink_to_radius(z: Tensor, center: Tensor, radius: float) -> Tensor:
     return center + diff * factor
 
 
-def shrink_to_level(z: Tensor, base: GaussianMixtureBase, level: Tensor, steps: int = 40) -> Tensor:
-    """Each latent moved toward the mean of its most responsible component ``m`` until the
-    base's :meth:`~usfad.density.GaussianMixtureBase.sq_distance` is ``level`` (per row):
-    ``m + t (z - m)`` with ``t`` in ``[0, 1]`` by bisection (``t = 1`` where ``z`` is already
-    at or below the level, ``t = 0`` where even ``m`` is above it)."""
+def shrink_to_level(z: Tensor, base: MixtureBase, level: Tensor, steps: int = 40) -> Tensor:
+    """Each latent moved toward a mean ``m`` until the base's
+    :meth:`~usfad.density.GaussianMixtureBase.sq_distance` is ``level`` (per row): ``m + t (z -
+    m)`` with ``t`` in ``[0, 1]`` by bisection (``t = 1`` where ``z`` is already at or below
+    the level, ``t = 0`` where even ``m`` is above it). ``m`` is the most responsible of the
+    means at or below the row's level (of all the means when none is)."""
     with torch.no_grad():
-        m = base.means.to(z)[base.log_terms(z).argmax(1)]
+        means = base.means.to(z)
+        terms = base.log_terms(z)
+        reachable = base.sq_distance(means)[None, :] <= level[:, None]
+        terms = torch.where(reachable.any(1, keepdim=True), terms.masked_fill(~reachable, -math.inf), terms)
+        m = means[terms.argmax(1)]
         low, high = torch.zeros(len(z), 1, dtype=z.dtype, device=z.device), torch.ones_like(z[:, :1])
         for _ in range(steps):  # sq_distance(m + t (z - m)) crosses the level between low and high
             middle = (low + high) / 2
@@ -216,11 +224,11 @@ def shrink_to_level(z: Tensor, base: GaussianMixtureBase, level: Tensor, steps: 
     return torch.where(t == 1, z, m + t * (z - m))  # a row at or below the level is its own point, exactly
 
 
-def flow_parts(model: nn.Module) -> tuple[Bijection, GaussianBase | GaussianMixtureBase] | None:
+def flow_parts(model: nn.Module) -> tuple[Bijection, GaussianBase | MixtureBase] | None:
     """``(flow, base)`` of a flow detector's network (attributes ``flow`` and ``base``: one
-    Gaussian or a mixture), else ``None``."""
+    Gaussian, a mixture or a kernel density), else ``None``."""
     flow, base = getattr(model, "flow", None), getattr(model, "base", None)
-    if isinstance(flow, Bijection) and isinstance(base, GaussianBase | GaussianMixtureBase):
+    if isinstance(flow, Bijection) and isinstance(base, GaussianBase | MixtureBase):
         return flow, base
     return None
 
@@ -469,9 +477,10 @@ class _Job:
                     flow, base = parts
                     if self.kind == "mean":
                         z_base = mean_latent.expand_as(z)
-                    elif self.kind == "typical" and isinstance(base, GaussianMixtureBase):
-                        # a USF's score is sq_distance(z) / 2 plus a constant: the level of the typical score
-                        z_base = shrink_to_level(z, base, base.sq_distance(z) - 2 * (s - self.typical_score))
+                    elif self.kind == "typical" and isinstance(base, MixtureBase):
+                        # a USF's score is sq_distance(z) / (2 scale^2) plus a constant: the level of the typical score
+                        level = base.sq_distance(z) - 2 * base.scale.to(z) ** 2 * (s - self.typical_score)
+                        z_base = shrink_to_level(z, base, level)
                     elif self.kind == "typical":  # shrink along the ray; rows inside the radius are their own baseline
                         radius = _typical_radius(score, flow, base, self.typical_score, u)
                         z_base = shrink_to_radius(z, base.center.to(z)[None], radius)
@@ -497,7 +506,7 @@ class _Job:
 
 
 def _latent_and_score(
-    score: Score, parts: tuple[Bijection, GaussianBase | GaussianMixtureBase] | None, u: Tensor
+    score: Score, parts: tuple[Bijection, GaussianBase | MixtureBase] | None, u: Tensor
 ) -> tuple[Tensor | None, Tensor]:
     """``(f(u), score(u))`` by one pass of the flow, or ``(None, score(u))`` without one.
 

@@ -71,7 +71,10 @@ def latent_center(detector: Any) -> np.ndarray:
     """``c``: a fitted flow detector's base mean, or a Deep SVDD's centre (float64)."""
     model = detector.model_
     if hasattr(model, "base") and not hasattr(model.base, "center"):
-        raise ValueError("a mixture base (base_components > 1) has no one centre; latent_distance still applies")
+        raise ValueError(
+            "a mixture or kernel base (base_components > 1, base='kernel') has no one centre; "
+            "latent_distance still applies"
+        )
     center = model.base.center if hasattr(model, "base") else model.center
     return center.detach().cpu().double().numpy()
 
@@ -81,7 +84,9 @@ def latent_distance(detector: Any, X: Any) -> np.ndarray:
     from :func:`latent_center` (a USF's NLL is an increasing function of it). On a mixture
     base (``base_components > 1``), the radius at which one standard Gaussian has the
     mixture's density at ``z`` (:meth:`usfad.density.GaussianMixtureBase.sq_distance`): the
-    distance to the one mean for one component, and still what a USF's NLL increases with."""
+    distance to the one mean for one component, and still what a USF's NLL increases with.
+    On a kernel base (``base="kernel"``), a soft minimum of the distances to the training
+    latents (:meth:`usfad.density.KernelBase.sq_distance`), which a USF's NLL increases with too."""
     base = getattr(detector.model_, "base", None)
     if base is not None and not hasattr(base, "center"):  # the base's own formula, on a float64 copy of it
         import torch  # only a fitted flow detector gets here, and it has imported torch already

@@ -76,6 +76,10 @@ def _detector(name: str, args: argparse.Namespace) -> Any:
         if name not in ("usflow", "nonusflow", "flow"):
             raise ValueError(f"--base-components goes with a flow model (usflow, nonusflow, flow), not --model {name}")
         params["base_components"] = args.base_components
+    if args.base is not None:
+        if name not in ("usflow", "nonusflow", "flow"):
+            raise ValueError(f"--base goes with a flow model (usflow, nonusflow, flow), not --model {name}")
+        params["base"] = args.base
     for key in ("epochs", "contamination", "threshold", "alpha"):
         value = getattr(args, key)
         if value is not None:
@@ -276,6 +280,12 @@ def add_commands(subparsers: Any) -> None:
         metavar="K",
         help="flow models: the base density, one Gaussian (1, the default), a mixture of K, or auto (8 up to 128 "
         "features, one above)",
+    )
+    p.add_argument(
+        "--base",
+        choices=("gaussian", "kernel"),
+        help="flow models: score with the trained base (gaussian) or with a kernel density of the training rows' "
+        "latents (kernel)",
     )
     p.add_argument(
         "--contamination",

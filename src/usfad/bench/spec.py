@@ -65,7 +65,13 @@ _PAPER_TRAINING = {
     "patience": 5,
     "max_steps": None,
 }
-_PAPER_FLOW = {"n_blocks": 4, "hidden_features": (256, 256, 256, 256), "noise": 0.0, **_PAPER_TRAINING}
+_PAPER_FLOW = {
+    "n_blocks": 4,
+    "hidden_features": (256, 256, 256, 256),
+    "noise": 0.0,
+    "base": "gaussian",
+    **_PAPER_TRAINING,
+}
 
 #: usfad models, preset ``paper``: the authors' settings.
 PAPER_SETTINGS: dict[str, dict[str, Any]] = {

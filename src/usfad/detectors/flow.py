@@ -29,7 +29,7 @@ from ..train import History, TrainConfig
 from .base import BaseDetector
 
 #: ``FlowDetector(base=...)``: score with the trained base, or with a kernel density of the training latents
-BASES = ("gaussian", "kernel")
+BASES = ("auto", "gaussian", "kernel")
 
 
 class FlowModel(nn.Module):
@@ -76,7 +76,8 @@ class FlowDetector(BaseDetector):
         :meth:`kernel_bandwidth`), so a row scores by the soft distance of its latent to the
         nearest training latents; still a likelihood, and a USF's still ranks like its latent
         distance (:func:`usfad.metrics.latent_distance`). ``decision_scores_`` of the centre
-        rows leave each row's own kernel out. Not with ``threshold="chi2"``.
+        rows leave each row's own kernel out. Not with ``threshold="chi2"``. ``"auto"`` (the
+        default): the kernel, and the Gaussian with ``threshold="chi2"`` (:meth:`uses_kernel`).
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
         Above 128 features the step size is ``lr * sqrt(128 / n_features)``. ``epochs`` and
@@ -87,7 +88,9 @@ class FlowDetector(BaseDetector):
         few dozen steps. The step floors apply up to :attr:`auto_floors_max_features`
         features; wider data train for ``auto_epochs`` and ``auto_patience`` epochs as given
         (a step there costs in proportion to the width; the floors made such fits 2.5 to 3.5
-        times slower for changes within the seed-to-seed spread).
+        times slower for changes within the seed-to-seed spread). ``max_steps`` takes an
+        integer, ``None`` (no cap) or ``"auto"`` (the default): :attr:`auto_max_steps` steps,
+        :attr:`auto_max_steps_kernel` when a kernel base scores (:meth:`uses_kernel`).
     noise: standard deviation of Gaussian noise added to standardised training batches, or
         ``"auto"``: :meth:`noise_for` the number of training rows (more rows, less noise).
     standardize: standardise features with the training mean and deviation first.
@@ -111,14 +114,14 @@ class FlowDetector(BaseDetector):
         clamp: float = 2.0,
         mixing: str = "auto",
         base_components: int | str = 1,
-        base: str = "gaussian",
+        base: str = "auto",
         epochs: int | str = "auto",
         batch_size: int = 512,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int | str = "auto",
-        max_steps: int | None = 1500,
+        max_steps: int | str | None = "auto",
         noise: float | str = "auto",
         standardize: bool = True,
         contamination: float = 0.1,
@@ -192,7 +195,7 @@ class FlowDetector(BaseDetector):
     #: ``lr`` applies as given up to this many features; see :meth:`_train_config`.
     lr_reference_features: int = 128
     #: ``epochs="auto"`` / ``patience="auto"``: epochs and patience, with floors in steps
-    auto_parameters = ("epochs", "patience", "base_components")
+    auto_parameters = ("epochs", "patience", "base_components", "max_steps")
     auto_epochs: int = 100
     auto_min_steps: int = 500
     auto_patience: int = 10
@@ -221,7 +224,22 @@ class FlowDetector(BaseDetector):
                 patience=self.auto_patience,
                 min_patience_steps=self.auto_min_patience_steps if floors else 0,
             )
+        if self.max_steps == "auto":
+            steps = self.auto_max_steps_kernel if self.uses_kernel() else self.auto_max_steps
+            config = dataclasses.replace(config, max_steps=steps)
         return config
+
+    #: ``max_steps="auto"``: the optimiser-step budget with one Gaussian (or a mixture) as the
+    #: scoring base, and the budget when a kernel base scores: a kernel of the training
+    #: latents needs a flow that has spread the data, not one trained to the last step
+    #: (``benchmarks/results/tabular_kernel/``), and the larger sets spend a third of the time
+    auto_max_steps: int = 1500
+    auto_max_steps_kernel: int = 500
+
+    def uses_kernel(self) -> bool:
+        """Whether ``fit`` scores with a kernel base: ``base="kernel"``, or ``"auto"`` without
+        the chi-square threshold (which reads the latent distance from one Gaussian)."""
+        return self.base == "kernel" or (self.base == "auto" and self.threshold != "chi2")
 
     #: with ``mixing="auto"``, blocks mix by a fixed permutation above this many features
     lu_mixing_max_features: int = 128
@@ -310,12 +328,12 @@ class FlowDetector(BaseDetector):
         if self.base_components_ > 1:
             self._start_mixture(data, generator)
         history = super()._fit_model(data, config, generator)
-        if self.base == "kernel":
+        if self.uses_kernel():
             self._set_kernel_base(data, generator)
         return history
 
     #: ``base="kernel"``: at most this many (seeded) training rows are the kernel's centres
-    kernel_max_centres: int = 10_000
+    kernel_max_centres: int = 2_000
     #: ... and its bandwidth is the one of these multiples of :meth:`kernel_unit` whose
     #: leave-one-out log-likelihood of (at most ``kernel_selection_rows``) centres is highest
     kernel_multiples: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)

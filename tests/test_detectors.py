@@ -72,7 +72,7 @@ def test_fit_is_reproducible_and_leaves_global_rng_alone(gaussian_data):
 
 
 def test_usflow_scores_rank_exactly_like_latent_distance(gaussian_data):
-    det = USFlow(**FAST).fit(gaussian_data)
+    det = USFlow(**FAST, base="gaussian").fit(gaussian_data)  # the distance to one centre (kernel: test_kernel_base)
     X = np.random.default_rng(1).normal(size=(300, 3)) * 3
     dist = np.linalg.norm(det.latent(X), axis=1)
     assert stats.spearmanr(det.decision_function(X), dist)[0] == pytest.approx(1.0, abs=1e-12)

@@ -15,7 +15,7 @@ from usfad.errors import DataError
 
 RNG = np.random.default_rng(0)
 TWO_GROUPS = np.concatenate([RNG.normal(size=(300, 3)) * 0.5 - 3, RNG.normal(size=(300, 3)) * 0.5 + 3])
-SMALL = {"hidden_features": (16,), "n_blocks": 2, "max_steps": 300}
+SMALL = {"hidden_features": (16,), "n_blocks": 2, "max_steps": 300, "base": "gaussian"}  # scored by the mixture
 
 
 def test_log_prob_is_the_mixture_density():

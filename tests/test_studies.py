@@ -85,7 +85,7 @@ def test_alignment_measures_on_known_data():
     assert np.allclose(own, via_autograd, atol=1e-4)
     # a bias-free LeakyReLU network: log|det J| is finite and piecewise constant
     assert np.isfinite(log_abs_det_jacobian(svdd, X[:20])).all()
-    usf = USFlow(**FAST).fit(X)
+    usf = USFlow(**FAST, base="gaussian").fit(X)  # one Gaussian: the distance to its centre
     assert np.allclose(latent_distance(usf, X[:5]), np.linalg.norm(usf.latent(X[:5]), axis=1))
 
 

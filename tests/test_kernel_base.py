@@ -24,23 +24,27 @@ def kernel(centres: np.ndarray, h: float) -> KernelBase:
     return base
 
 
-def test_log_prob_is_the_kernel_density_and_exclude_leaves_one_centre_out():
+def test_log_prob_is_the_kernel_density_and_a_point_on_a_centre_leaves_that_centre_out():
     centres = RNG.normal(size=(40, 4)) * 2 + 10  # far from the origin: the expansion must not cancel
-    z = np.concatenate([RNG.normal(size=(6, 4)) * 2 + 10, centres[:3]])
+    centres[39] = centres[38]  # a repeated row: two centres at one point
+    z = np.concatenate([RNG.normal(size=(6, 4)) * 2 + 10, centres[:3], centres[38:39]])
     base = kernel(centres, 0.7)
     per = np.stack([stats.multivariate_normal(c, 0.49 * np.eye(4)).logpdf(z) for c in centres])
     expected = logsumexp(per, axis=0) - math.log(40)
+    # rows 6-8 are centres 0-2: each is scored against the other 39; row 9 keeps one of its two centres
+    for row, centre in ((6, 0), (7, 1), (8, 2), (9, 38)):
+        expected[row] = logsumexp(np.delete(per[:, row], centre)) - math.log(39)
     np.testing.assert_allclose(base.log_prob(torch.as_tensor(z)).numpy(), expected, rtol=1e-10)
-    # rows 6-8 are centres 0-2: left out, each is scored against the other 39
-    exclude = torch.tensor([-1] * 6 + [0, 1, 2])
-    loo = expected.copy()
-    for row, centre in ((6, 0), (7, 1), (8, 2)):
-        loo[row] = logsumexp(np.delete(per[:, row], centre)) - math.log(39)
-    np.testing.assert_allclose(base.log_prob(torch.as_tensor(z), exclude).numpy(), loo, rtol=1e-10)
-    # blocks of 4 rows give what one block gives
-    base.block_rows = 4
-    np.testing.assert_allclose(base.log_prob(torch.as_tensor(z), exclude).numpy(), loo, rtol=1e-10)
+    # in float32 too (the rounding of the distance is what "on a centre" allows), and in blocks of 4 rows
+    base32 = kernel(centres, 0.7).float()
+    base32.block_rows = 4
+    np.testing.assert_allclose(base32.log_prob(torch.as_tensor(z, dtype=torch.float32)).numpy(), expected, rtol=1e-5)
+    # a point near a centre but not on it keeps every kernel
+    near = centres[:1] + 1e-3
+    full = logsumexp([stats.multivariate_normal(c, 0.49 * np.eye(4)).logpdf(near[0]) for c in centres]) - math.log(40)
+    np.testing.assert_allclose(base.log_prob(torch.as_tensor(near)).numpy(), [full], rtol=1e-10)
     # sq_distance: a soft minimum of the squared distances, >= 0, and log_prob is the Gaussian formula of scale h
+    z = z[:6]
     sq = base.sq_distance(torch.as_tensor(z)).numpy()
     nearest = ((z[:, None] - centres[None]) ** 2).sum(-1).min(1)
     assert (sq >= nearest - 1e-9).all() and (sq <= nearest + 2 * 0.49 * math.log(40) + 1e-9).all()
@@ -55,25 +59,28 @@ def test_the_kernel_scores_the_empty_space_between_groups_above_every_training_r
     assert 0 < float(det.model_.base.scale) < 10
 
 
-def test_training_rows_are_scored_without_their_own_kernel():
+def test_training_rows_are_scored_without_their_own_kernel_at_fit_and_afterwards():
     X = RNG.normal(size=(600, 4))
+    X[:10] += 4  # anomalies among the training rows
     det = USFlow(**SMALL, base="kernel").fit(X)
-    direct = det.decision_function(X)
-    # its own kernel makes a row more likely: every training row scores higher (worse) without it
-    assert (det.decision_scores_ > direct).all()
-    # so the contamination threshold, a quantile of those scores, holds on fresh rows from the same law
+    # scored again (usfad score on the training file), a row gets what fit gave it
+    np.testing.assert_allclose(det.decision_function(X), det.decision_scores_, rtol=1e-5)
+    assert det.predict(X)[:10].all() and det.predict(X).sum() == det.labels_.sum()
+    # the contamination threshold, a quantile of those scores, holds on fresh rows from the same law
     fresh = RNG.normal(size=(4000, 4))
-    assert 0.06 < det.predict(fresh).mean() < 0.15
-    # with its own kernel in, training rows would look far more typical than fresh rows
-    assert np.mean(direct > det.threshold_) < 0.5 * det.predict(fresh).mean()
+    assert 0.05 < det.predict(fresh).mean() < 0.15
+    # with its own kernel in, a training row would look far more typical: its own kernel dominates
+    base = det.model_.base
+    z = torch.as_tensor(det.latent(X[10:20]), dtype=torch.float32)
+    with torch.no_grad():
+        own_in = -torch.logsumexp(-0.5 * torch.cdist(z, base.means).pow(2) / base.scale**2, 1)
+    assert (own_in.numpy() < -torch.logsumexp(base.log_terms(z), 1).numpy() - 1).all()
 
 
 def test_at_most_kernel_max_centres_rows_and_calibration_rows_are_never_centres(monkeypatch):
     monkeypatch.setattr(USFlow, "kernel_max_centres", 50)
     det = USFlow(**SMALL, base="kernel").fit(TWO_GROUPS)
     assert det.kernel_centres_ == 50 and det.model_.base.means.shape == (50, 3)
-    # the 50 centre rows score without themselves, the other 550 against all 50
-    assert np.sum(det.decision_scores_ > det.decision_function(TWO_GROUPS) + 1e-9) == 50
     monkeypatch.setattr(USFlow, "kernel_max_centres", 10_000)
     conformal = USFlow(**SMALL, base="kernel", threshold="conformal", alpha=0.05).fit(TWO_GROUPS)
     n_cal = len(conformal.calibration_scores_)

@@ -115,8 +115,16 @@ class KernelBase(nn.Module):
 
     ``sq_distance(z) = -2 h^2 log((1/M) sum_i exp(-||z - c_i||^2 / (2 h^2)))``, ``>= 0``: a
     soft minimum of the squared distances to the centres (the squared distance to the
-    nearest plus at most ``2 h^2 log M``); ``NLL = sq_distance / (2 h^2) + (d/2) log(2 pi h^2) - kappa`` for a USF,
-    as with :class:`GaussianBase` of scale ``h``.
+    nearest plus at most ``2 h^2 log M``); ``NLL = sq_distance / (2 h^2) + (d/2) log(2 pi
+    h^2) - kappa`` for a USF, as with :class:`GaussianBase` of scale ``h``.
+
+    **A point never counts its own kernel**: where ``z`` coincides with a centre (to the
+    rounding of the distance, :meth:`log_terms`), that centre is left out and the sum runs
+    over the other ``M - 1``. So a training row scores the same whenever it is scored, at
+    ``fit`` (``decision_scores_``, which the contamination threshold is a quantile of) or
+    later from a file, as if it were fresh: with its own kernel in, every training row, the
+    anomalies among them too, would look typical. The density changes only on the ``M``
+    centres, a set of measure zero, so it is still the same density.
     """
 
     def __init__(self, features: int, centres: int):
@@ -132,38 +140,36 @@ class KernelBase(nn.Module):
         """The bandwidth ``h``."""
         return self.bandwidth
 
-    def log_terms(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
-        """``-log M - ||z - c_i||^2 / (2 h^2)`` per sample and centre, ``(batch, M)``.
+    #: a point is on a centre when their squared distance is at most this many machine
+    #: epsilons times ``||z||^2 + ||c||^2`` (about the centres' mean): what the rounding of
+    #: ``||z||^2 + ||c||^2 - 2 z.c`` leaves of a distance of zero
+    coincide_eps: float = 64.0
 
-        ``exclude``: per sample, the index of a centre to leave out (``-1``: none), so a
-        training row is scored against the other ``M - 1`` (its own kernel would make every
-        training row look typical)."""
+    def log_terms(self, z: Tensor) -> Tensor:
+        """``-log M' - ||z - c_i||^2 / (2 h^2)`` per sample and centre, ``(batch, M)``: ``-inf``
+        and ``M' = M - 1`` for the nearest centre of a sample that lies on it, else ``M' = M``."""
         z = z.flatten(1)
         origin = self.means.mean(0)  # ||a||^2 + ||b||^2 - 2 a.b about the centres' mean: less cancellation
         zc, cc = z - origin, self.means - origin
+        z_norms, c_norms = zc.pow(2).sum(1), cc.pow(2).sum(1)
         # one fused product and in-place steps: the (batch, M) block is what the time goes to
-        terms = torch.addmm(zc.pow(2).sum(1, keepdim=True), zc, cc.T, alpha=-2)
-        terms = terms.add_(cc.pow(2).sum(1)[None]).clamp_min_(0).mul_(-0.5 / self.bandwidth**2)
-        count = self.means.shape[0]
-        if exclude is None:
-            return terms - math.log(count)
-        left_out = exclude >= 0
-        hit = torch.zeros_like(terms, dtype=torch.bool)
-        hit[left_out.nonzero()[:, 0], exclude[left_out]] = True
-        terms = terms.masked_fill(hit, -math.inf)
-        counts = torch.where(left_out, count - 1, count).to(terms.dtype)
-        return terms - counts.log()[:, None]
+        sq = torch.addmm(z_norms[:, None], zc, cc.T, alpha=-2).add_(c_norms[None]).clamp_min_(0)
+        nearest_sq, nearest = sq.min(1)
+        on_centre = nearest_sq <= self.coincide_eps * torch.finfo(sq.dtype).eps * (z_norms + c_norms[nearest])
+        own = (torch.arange(sq.shape[1], device=sq.device)[None] == nearest[:, None]) & on_centre[:, None]
+        terms = sq.mul_(-0.5 / self.bandwidth**2).masked_fill(own, -math.inf)
+        count = self.means.shape[0] - on_centre.to(terms.dtype)
+        return terms - count.log()[:, None]
 
     #: queries per block in :meth:`sq_distance` (a block holds ``rows x M`` terms)
     block_rows: int = 1024
 
-    def sq_distance(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
+    def sq_distance(self, z: Tensor) -> Tensor:
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # one block: the batch size stays dynamic
-            return -2 * self.bandwidth**2 * torch.logsumexp(self.log_terms(z, exclude), dim=1)
+            return -2 * self.bandwidth**2 * torch.logsumexp(self.log_terms(z), dim=1)
         parts = []
         for start in range(0, z.shape[0], self.block_rows):
-            block = slice(start, start + self.block_rows)
-            terms = self.log_terms(z[block], None if exclude is None else exclude[block])
+            terms = self.log_terms(z[start : start + self.block_rows])
             parts.append(-2 * self.bandwidth**2 * torch.logsumexp(terms, dim=1))
         return torch.cat(parts) if parts else z.new_zeros(0)
 
@@ -171,8 +177,8 @@ class KernelBase(nn.Module):
         """``(d/2) log(2 pi h^2)``."""
         return 0.5 * self.features * torch.log(2 * math.pi * self.bandwidth**2)
 
-    def log_prob(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
-        return -self.sq_distance(z, exclude) / (2 * self.bandwidth**2) - self.log_normalizer(z)
+    def log_prob(self, z: Tensor) -> Tensor:
+        return -self.sq_distance(z) / (2 * self.bandwidth**2) - self.log_normalizer(z)
 
 
 #: the bases with several components (:func:`usfad.explain.shrink_to_level` moves toward one)

@@ -294,7 +294,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             fit_data = data if fit_rows is None else data[fit_rows]
             self.history_ = self._fit_model(fit_data, self._train_config(), generator)
         self.model_.eval()
-        self.decision_scores_ = self._training_scores(data, fit_rows)
+        self.decision_scores_ = self._scores_of(data)
         if calibration_rows is not None:
             self.calibration_scores_ = np.sort(self.decision_scores_[calibration_rows])
         elif hasattr(self, "calibration_scores_"):
@@ -370,29 +370,17 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return self._to_tensor(check_array(X, n_features=self.n_features_in_, fitted=type(self).__name__))
 
     @torch.no_grad()
-    def _batched(self, fn: Any, data: Tensor, *aligned: Tensor) -> np.ndarray:
-        """``fn`` on batches of ``data`` (and the same rows of each ``aligned`` tensor)."""
+    def _batched(self, fn: Any, data: Tensor) -> np.ndarray:
         self.model_.eval()
         step = self.score_batch_size
-        parts = [
-            fn(data[i : i + step], *(a[i : i + step] for a in aligned)).cpu().double()
-            for i in range(0, data.shape[0], step)
-        ]
+        parts = [fn(data[i : i + step]).cpu().double() for i in range(0, data.shape[0], step)]
         return torch.cat(parts).numpy()
 
-    def _training_scores(self, data: Tensor, fit_rows: np.ndarray | None) -> np.ndarray:
-        """``decision_scores_``: the scores of the rows ``fit`` was given (``fit_rows``: those
-        the model was fitted on; ``None``: all). A detector that keeps training rows in its
-        model scores them without themselves (:class:`~usfad.detectors.flow.FlowDetector`
-        with a kernel base)."""
-        return self._scores_of(data)
-
-    def _scores_of(self, data: Tensor, *aligned: Tensor) -> np.ndarray:
-        """Scores of standardised rows (``aligned``: per-row extras passed on to ``_score``)."""
+    def _scores_of(self, data: Tensor) -> np.ndarray:
         far = _beyond_float32(data)
         if bool(far.any()):  # not computed (inf - inf would make NaN): +inf by definition
             data = torch.where(far[:, None], torch.zeros((), dtype=data.dtype, device=data.device), data)
-        scores = self._batched(self._score, data, *aligned)
+        scores = self._batched(self._score, data)
         scores[far.cpu().numpy()] = np.inf
         if np.isnan(scores).any():
             raise DataError(

@@ -40,11 +40,9 @@ class FlowModel(nn.Module):
         self.flow = flow
         self.base = base
 
-    def nll(self, x: Tensor, exclude: Tensor | None = None) -> Tensor:
-        """``-log p(x)`` per row (``exclude``: a kernel base's centre to leave out per row)."""
+    def nll(self, x: Tensor) -> Tensor:
         z, logdet = self.flow(x)
-        log_prob = self.base.log_prob(z) if exclude is None else self.base.log_prob(z, exclude)
-        return -(log_prob + logdet)
+        return -(self.base.log_prob(z) + logdet)
 
 
 class FlowDetector(BaseDetector):
@@ -75,8 +73,9 @@ class FlowDetector(BaseDetector):
         centres, the bandwidth chosen by their leave-one-out likelihood,
         :meth:`kernel_bandwidth`), so a row scores by the soft distance of its latent to the
         nearest training latents; still a likelihood, and a USF's still ranks like its latent
-        distance (:func:`usfad.metrics.latent_distance`). ``decision_scores_`` of the centre
-        rows leave each row's own kernel out. Not with ``threshold="chi2"``. ``"auto"`` (the
+        distance (:func:`usfad.metrics.latent_distance`). A row on a centre (a training row)
+        is scored without its own kernel, at ``fit`` and whenever it is scored again. Not
+        with ``threshold="chi2"``. ``"auto"`` (the
         default): the kernel, and the Gaussian with ``threshold="chi2"`` (:meth:`uses_kernel`).
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
@@ -351,7 +350,6 @@ class FlowDetector(BaseDetector):
         base.bandwidth.fill_(self.kernel_bandwidth(centres, generator))
         self.model_.base = base.to(self.device_)
         self.kernel_centres_ = len(rows)
-        self._kernel_rows = rows.numpy()  # read once by _training_scores
 
     def kernel_unit(self, centres: Tensor, queries: Tensor) -> float:
         """The median distance from each of ``queries`` (rows of ``centres``) to its 5th
@@ -376,20 +374,10 @@ class FlowDetector(BaseDetector):
         with torch.no_grad():
             for multiple in self.kernel_multiples:
                 probe.bandwidth.fill_(multiple * unit)
-                held_out = float(probe.log_prob(centres64[picked], exclude=picked).mean())
+                held_out = float(probe.log_prob(centres64[picked]).mean())  # each centre without its own kernel
                 if held_out > best:
                     best, best_h = held_out, multiple * unit
         return best_h
-
-    def _training_scores(self, data: Tensor, fit_rows: np.ndarray | None) -> np.ndarray:
-        rows = getattr(self, "_kernel_rows", None)
-        if rows is None:
-            return super()._training_scores(data, fit_rows)
-        del self._kernel_rows
-        exclude = torch.full((data.shape[0],), -1, dtype=torch.long, device=data.device)
-        positions = rows if fit_rows is None else np.asarray(fit_rows)[rows]
-        exclude[torch.as_tensor(positions, device=data.device)] = torch.arange(len(rows), device=data.device)
-        return self._scores_of(data, exclude)
 
     def _loss(self, batch: Tensor) -> Tensor:
         if self.noise_ > 0 and self.model_.training:
@@ -398,8 +386,8 @@ class FlowDetector(BaseDetector):
             batch = batch + self.noise_ * torch.randn_like(batch)
         return self.model_.nll(batch)
 
-    def _score(self, batch: Tensor, exclude: Tensor | None = None) -> Tensor:
-        return self.model_.nll(batch, exclude)
+    def _score(self, batch: Tensor) -> Tensor:
+        return self.model_.nll(batch)
 
     def _latent(self, batch: Tensor) -> Tensor:
         return self.model_.flow(batch)[0]

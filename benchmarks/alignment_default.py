@@ -43,7 +43,8 @@ def main() -> None:
         f"{'default parameters' if not params else 'defaults and ' + json.dumps(params)}, test rows. "
         "Spearman rank correlation between the score (NLL) and the latent "
         "distance ||f(x) - c|| (`usfad.metrics.latent_distance`: on a mixture base, the radius at which one "
-        "standard Gaussian has the mixture's density).",
+        "standard Gaussian has the mixture's density; on a kernel base, the default since session 16, a soft "
+        "minimum of the distances to the training latents).",
         "",
         "| dataset | test rows | USFlow | NonUSFlow |",
         "|---|---|---|---|",

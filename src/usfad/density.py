@@ -145,31 +145,51 @@ class KernelBase(nn.Module):
     #: ``||z||^2 + ||c||^2 - 2 z.c`` leaves of a distance of zero
     coincide_eps: float = 64.0
 
-    def log_terms(self, z: Tensor) -> Tensor:
-        """``-log M' - ||z - c_i||^2 / (2 h^2)`` per sample and centre, ``(batch, M)``: ``-inf``
-        and ``M' = M - 1`` for the nearest centre of a sample that lies on it, else ``M' = M``."""
+    def _sq(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(||z - c_i||^2 (batch, M), ||z - o||^2, ||c_i - o||^2)`` about the centres' mean ``o``."""
         z = z.flatten(1)
         origin = self.means.mean(0)  # ||a||^2 + ||b||^2 - 2 a.b about the centres' mean: less cancellation
         zc, cc = z - origin, self.means - origin
         z_norms, c_norms = zc.pow(2).sum(1), cc.pow(2).sum(1)
         # one fused product and in-place steps: the (batch, M) block is what the time goes to
         sq = torch.addmm(z_norms[:, None], zc, cc.T, alpha=-2).add_(c_norms[None]).clamp_min_(0)
+        return sq, z_norms, c_norms
+
+    def _on_centre(self, sq: Tensor, z_norms: Tensor, c_norms: Tensor) -> Tensor:
         nearest_sq, nearest = sq.min(1)
         on_centre = nearest_sq <= self.coincide_eps * torch.finfo(sq.dtype).eps * (z_norms + c_norms[nearest])
-        own = (torch.arange(sq.shape[1], device=sq.device)[None] == nearest[:, None]) & on_centre[:, None]
+        return torch.where(on_centre, nearest, torch.full_like(nearest, -1))
+
+    def own_centres(self, z: Tensor) -> Tensor:
+        """The index of the centre each sample lies on (to the rounding of the distance), ``-1``
+        where it lies on none: the centre that :meth:`log_terms` leaves out."""
+        return self._on_centre(*self._sq(z))
+
+    def log_terms(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
+        """``-log M' - ||z - c_i||^2 / (2 h^2)`` per sample and centre, ``(batch, M)``: ``-inf``
+        and ``M' = M - 1`` for the centre a sample lies on (:meth:`own_centres`), else ``M' = M``.
+
+        ``exclude``: ``(batch,)`` indices of the centre to leave out of each sample's sum
+        (``-1``: none) instead of the one it lies on; a training row's explanation leaves its own
+        centre out all along its path, not only at the row (:mod:`usfad.explain`)."""
+        sq, z_norms, c_norms = self._sq(z)
+        if exclude is None:
+            exclude = self._on_centre(sq, z_norms, c_norms)
+        own = torch.arange(sq.shape[1], device=sq.device)[None] == exclude[:, None]
         terms = sq.mul_(-0.5 / self.bandwidth**2).masked_fill(own, -math.inf)
-        count = self.means.shape[0] - on_centre.to(terms.dtype)
+        count = self.means.shape[0] - (exclude >= 0).to(terms.dtype)
         return terms - count.log()[:, None]
 
     #: queries per block in :meth:`sq_distance` (a block holds ``rows x M`` terms)
     block_rows: int = 1024
 
-    def sq_distance(self, z: Tensor) -> Tensor:
+    def sq_distance(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # one block: the batch size stays dynamic
-            return -2 * self.bandwidth**2 * torch.logsumexp(self.log_terms(z), dim=1)
+            return -2 * self.bandwidth**2 * torch.logsumexp(self.log_terms(z, exclude), dim=1)
         parts = []
         for start in range(0, z.shape[0], self.block_rows):
-            terms = self.log_terms(z[start : start + self.block_rows])
+            block = slice(start, start + self.block_rows)
+            terms = self.log_terms(z[block], None if exclude is None else exclude[block])
             parts.append(-2 * self.bandwidth**2 * torch.logsumexp(terms, dim=1))
         return torch.cat(parts) if parts else z.new_zeros(0)
 
@@ -177,8 +197,8 @@ class KernelBase(nn.Module):
         """``(d/2) log(2 pi h^2)``."""
         return 0.5 * self.features * torch.log(2 * math.pi * self.bandwidth**2)
 
-    def log_prob(self, z: Tensor) -> Tensor:
-        return -self.sq_distance(z) / (2 * self.bandwidth**2) - self.log_normalizer(z)
+    def log_prob(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
+        return -self.sq_distance(z, exclude) / (2 * self.bandwidth**2) - self.log_normalizer(z)
 
 
 #: the bases with several components (:func:`usfad.explain.shrink_to_level` moves toward one)

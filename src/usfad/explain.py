@@ -87,7 +87,7 @@ import torch
 from numpy.polynomial.legendre import leggauss
 from torch import Tensor, nn
 
-from .density import GaussianBase, MixtureBase
+from .density import GaussianBase, KernelBase, MixtureBase
 from .errors import DataError
 from .flows.base import Bijection
 from .validation import check_array
@@ -201,12 +201,19 @@ def shrink_to_radius(z: Tensor, center: Tensor, radius: float) -> Tensor:
     return center + diff * factor
 
 
-def shrink_to_level(z: Tensor, base: MixtureBase, level: Tensor, steps: int = 40) -> Tensor:
+def shrink_to_level(
+    z: Tensor, base: MixtureBase, level: Tensor, steps: int = 40, exclude: Tensor | None = None
+) -> Tensor:
     """Each latent moved toward a mean ``m`` until the base's
     :meth:`~usfad.density.GaussianMixtureBase.sq_distance` is ``level`` (per row): ``m + t (z -
     m)`` with ``t`` in ``[0, 1]`` by bisection (``t = 1`` where ``z`` is already at or below
     the level, ``t = 0`` where even ``m`` is above it). ``m`` is the most responsible of the
-    means at or below the row's level (of all the means when none is)."""
+    means at or below the row's level (of all the means when none is). ``exclude`` (a kernel
+    base only): the centre each row leaves out along the way (:meth:`~usfad.density.KernelBase.log_terms`)."""
+
+    def sq_distance(points: Tensor) -> Tensor:
+        return base.sq_distance(points) if exclude is None else base.sq_distance(points, exclude)
+
     with torch.no_grad():
         means = base.means.to(z)
         terms = base.log_terms(z)
@@ -216,11 +223,11 @@ def shrink_to_level(z: Tensor, base: MixtureBase, level: Tensor, steps: int = 40
         low, high = torch.zeros(len(z), 1, dtype=z.dtype, device=z.device), torch.ones_like(z[:, :1])
         for _ in range(steps):  # sq_distance(m + t (z - m)) crosses the level between low and high
             middle = (low + high) / 2
-            above = base.sq_distance(m + middle * (z - m)) > level
+            above = sq_distance(m + middle * (z - m)) > level
             high = torch.where(above[:, None], middle, high)
             low = torch.where(above[:, None], low, middle)
         t = torch.where((base.sq_distance(z) <= level)[:, None], torch.ones_like(low), low)
-        t = torch.where((base.sq_distance(m) > level)[:, None], torch.zeros_like(t), t)
+        t = torch.where((sq_distance(m) > level)[:, None], torch.zeros_like(t), t)
     return torch.where(t == 1, z, m + t * (z - m))  # a row at or below the level is its own point, exactly
 
 
@@ -463,16 +470,25 @@ class _Job:
             stop = min(n, start + step)
             index = rows[start:stop]
             u = tensor(self.U[index])
+            row_score, own = score, None
             with torch.no_grad():
                 z, s = _latent_and_score(score, parts, u)
+                if parts is not None and isinstance(parts[1], KernelBase):
+                    own = parts[1].own_centres(z)
+                    if (own >= 0).any():  # training rows: explained without their own kernel, all along
+                        row_score = _leaving_out(*parts, own)
+                    else:
+                        own = None
                 if self.kind == "rows":
                     raw_base = self.given[index]
                     with np.errstate(over="ignore"):
                         u_base = tensor(raw_base / scale - mean / scale)
-                    z_base, s_base = _latent_and_score(score, parts, u_base)
+                    z_base, s_base = _latent_and_score(row_score, parts, u_base, own)
                 elif self.kind == "mean":
                     raw_base = np.broadcast_to(mean, (stop - start, d))
                     u_base, s_base = torch.zeros_like(u), mean_score.expand_as(s)
+                    if own is not None:
+                        s_base = row_score(u_base)
                 if parts is not None:
                     flow, base = parts
                     if self.kind == "mean":
@@ -480,19 +496,19 @@ class _Job:
                     elif self.kind == "typical" and isinstance(base, MixtureBase):
                         # a USF's score is sq_distance(z) / (2 scale^2) plus a constant: the level of the typical score
                         level = base.sq_distance(z) - 2 * base.scale.to(z) ** 2 * (s - self.typical_score)
-                        z_base = shrink_to_level(z, base, level)
+                        z_base = shrink_to_level(z, base, level, exclude=own)
                     elif self.kind == "typical":  # shrink along the ray; rows inside the radius are their own baseline
                         radius = _typical_radius(score, flow, base, self.typical_score, u)
                         z_base = shrink_to_radius(z, base.center.to(z)[None], radius)
                     if self.kind == "typical":
                         inside = (z_base == z).all(dim=1, keepdim=True)
                         u_base = torch.where(inside, u, flow.inverse(z_base))
-                        s_base = torch.where(inside[:, 0], s, score(u_base))
+                        s_base = torch.where(inside[:, 0], s, row_score(u_base))
                         raw_base = np.where(
                             inside.cpu().numpy(), self.X[index], u_base.double().cpu().numpy() * scale + mean
                         )
             if parts is not None:
-                attributions = latent_path_attributions(score, parts[0], z, z_base, self.n_points)
+                attributions = latent_path_attributions(row_score, parts[0], z, z_base, self.n_points)
             else:
                 attributions = straight_path_attributions(score, u, u_base, self.n_points)
             s, s_base = s.double(), s_base.double()
@@ -506,18 +522,34 @@ class _Job:
 
 
 def _latent_and_score(
-    score: Score, parts: tuple[Bijection, GaussianBase | MixtureBase] | None, u: Tensor
+    score: Score, parts: tuple[Bijection, GaussianBase | MixtureBase] | None, u: Tensor, own: Tensor | None = None
 ) -> tuple[Tensor | None, Tensor]:
     """``(f(u), score(u))`` by one pass of the flow, or ``(None, score(u))`` without one.
 
     A flow's score is its NLL (what the latent path assumes: see the module docstring), so it
     is computed from the latent and log-det as the flow model's ``nll`` computes it, not by a
-    second pass."""
+    second pass. ``own``: the kernel centre each row leaves out (:func:`_leaving_out`)."""
     if parts is None:
         return None, score(u)
     flow, base = parts
     z, logdet = flow(u)
-    return z, -(base.log_prob(z) + logdet)
+    log_prob = base.log_prob(z) if own is None else base.log_prob(z, own)
+    return z, -(log_prob + logdet)
+
+
+def _leaving_out(flow: Bijection, base: KernelBase, own: Tensor) -> Score:
+    """The NLL of a batch of ``n`` rows without the kernel centre each lies on (``own``, ``-1``:
+    none), for batches of ``k n`` points, ``k`` per row, ordered point-major as the paths' are.
+
+    A training row is scored without its own kernel (:class:`~usfad.density.KernelBase`); its
+    path must be too, or the path would integrate a density with a spike at its end that the
+    score does not have, and the attributions would not add up."""
+
+    def score(points: Tensor) -> Tensor:
+        z, logdet = flow(points)
+        return -(base.log_prob(z, own.repeat(len(points) // len(own))) + logdet)
+
+    return score
 
 
 def _typical_radius(score: Score, flow: Bijection, base: GaussianBase, typical_score: float, like: Tensor) -> float:

@@ -87,10 +87,10 @@ def main() -> None:
             if len(rows) > args.centres:
                 rows = np.sort(rng.choice(rows, args.centres, replace=False))
 
-            def standardised(a: np.ndarray) -> torch.Tensor:
-                return torch.as_tensor((a - det.scaler_mean_) / det.scaler_scale_, dtype=torch.float64)
-
-            u_c, u_t = standardised(split.X_train[rows]), standardised(split.X_test)
+            u_c, u_t = (
+                torch.as_tensor((a - det.scaler_mean_) / det.scaler_scale_, dtype=torch.float64)
+                for a in (split.X_train[rows], split.X_test)
+            )
             with torch.no_grad():
                 z_c, logdet = det.model_.flow(u_c.float())
                 z_t, _ = det.model_.flow(u_t.float())

@@ -584,3 +584,20 @@ def test_the_demo_report_draws_usflows_top_scoring_row_of_each_dataset(tmp_path)
     assert e.scores[0] == max(result.scores["wine"]["USFlow"][1])
     assert (tmp_path / "explain_wine.png").name in {p.split("/")[-1] for p in write_plots(result, tmp_path)}
     assert (tmp_path / "explain_wine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rows_whose_float32_attributions_overflow_are_explained_again_in_float64():
+    X = _gaussian(300, 0)
+    det = DeepSVDD(epochs=3, hidden_features=(16,), latent_features=4, random_state=0).fit(X)
+    last = [m for m in det.model_.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():  # outputs of 1e21 (a non-USF's latent reached 1e18 five deviations out, 6_cardio)
+        last.weight.mul_(1e21)
+    rows = X[:5] + 3.0
+    out = det.explanation(rows)
+    assert out.float64_rows.all() and np.isfinite(out.attributions).all()
+    assert (out.scores > 1e39).all()  # beyond float32
+    np.testing.assert_allclose(out.attributions.sum(1), out.scores - out.baseline_scores, rtol=1e-6)
+    with torch.no_grad():  # beyond float64 too: a clear error
+        last.weight.mul_(1e140)
+    with pytest.raises(DataError, match=r"overflows, even in float64"):
+        det.explain(rows)

@@ -342,7 +342,9 @@ def explain_rows(
     attributions miss its score difference by more than :data:`EXACT_RTOL` of it is explained
     again in float64 (a quadrature point within float32 rounding of a LeakyReLU's kink: the
     float32 inverse and gradient then see two different linear pieces; about one row in a
-    thousand, measured). ``mean``, ``scale``: the scaler. ``typical_score``: the median
+    thousand, measured); so is any row whose float32 attributions overflow (a non-USF's latent
+    can reach 1e18 a few deviations from the training data), for any detector. ``mean``,
+    ``scale``: the scaler. ``typical_score``: the median
     training score (``baseline="typical"``). ``reference``: raw rows (already checked:
     finite float64 ``(m, d)``), and ``n_neighbours`` (``None``: :data:`DEFAULT_NEIGHBOURS`)
     of them averaged per row, for ``baseline="neighbours"`` and only for it; each row's
@@ -423,10 +425,16 @@ def explain_rows(
         out["scores"][far_rows] = big
         out["residual"][far_rows] = 0.0
     bad = ~np.isfinite(out["attributions"]).all(axis=1)
+    if bad.any():  # a float32 overflow (a non-USF's latent can reach 1e18 a few deviations out): again in float64
+        precise = job.run(*scorer(torch.float64), np.flatnonzero(bad))
+        for key, value in precise.items():
+            out[key][bad] = value
+        redo |= bad
+        bad = ~np.isfinite(out["attributions"]).all(axis=1)
     if bad.any():
         raise DataError(
             f"{fitted} could not attribute the scores of rows {np.flatnonzero(bad)[:10].tolist()}: "
-            f"the float32 network overflows on values so far from the training data"
+            f"the network overflows, even in float64, on values so far from the training data"
         )
     path = "latent" if parts is not None else "straight"
     return Explanation(**out, path=path, n_points=int(n_points), float64_rows=redo)

@@ -34,7 +34,8 @@ def test_a_row_beyond_float32_scores_plus_inf_and_is_flagged(make, value):
     assert det.predict(Z)[4] == 1
     np.testing.assert_array_equal(det.predict_proba(Z)[4], [0.0, 1.0])
     others = np.delete(np.arange(10), 4)
-    np.testing.assert_array_equal(scores[others], det.decision_function(Z[others]))  # neighbours unaffected
+    # neighbours unaffected (to float32 rounding: a batch of 9 rows may take another BLAS kernel than one of 10)
+    np.testing.assert_allclose(scores[others], det.decision_function(Z[others]), rtol=1e-6, atol=0)
     graph = det.scoring_module()  # the exported graph decides the same way
     with torch.no_grad():
         np.testing.assert_allclose(graph(torch.as_tensor(Z)).numpy(), scores, rtol=1e-5)
@@ -64,7 +65,7 @@ def test_usfad_score_scores_every_row_around_a_value_beyond_float32(tmp_path, ca
     assert len(got) == 300
     assert got.score[199] == BIG and got.label[199] == 1
     keep = np.arange(300) != 199
-    np.testing.assert_array_equal(got.score[keep], clean.score[keep])
+    np.testing.assert_allclose(got.score[keep], clean.score[keep], rtol=1e-6, atol=0)  # float32 rounding, as above
 
 
 @pytest.fixture(scope="module")

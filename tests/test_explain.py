@@ -446,7 +446,8 @@ def test_usfad_explain_writes_score_label_and_the_top_features_by_name(tmp_path,
     names = np.array(["a", "b,c", "d", "e"])
     np.testing.assert_array_equal(written["feature_1"], names[order[:, 0]])
     np.testing.assert_array_equal(written["feature_2"], names[order[:, 1]])
-    np.testing.assert_allclose(written["attribution_1"], A[np.arange(60), order[:, 0]], rtol=1e-6, atol=1e-9)
+    # float32 in other batches: chunks of 7 rows here, and a kernel base's refined rows go through in their own
+    np.testing.assert_allclose(written["attribution_1"], A[np.arange(60), order[:, 0]], rtol=1e-5, atol=1e-9)
     assert (written["feature_1"][:20] == "d").all()  # the shifted feature
 
 

@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 from scipy.special import logsumexp
 
+import usfad.explain
 from usfad import USFlow, load
 from usfad.density import KernelBase
 from usfad.metrics import latent_distance
@@ -147,3 +148,23 @@ def test_training_rows_are_explained_without_their_own_kernel_all_along_their_pa
     moved = np.abs(out.scores - out.baseline_scores) > 1e-3
     assert moved[:5].all()
     assert np.abs(out.residual[moved] / (out.scores - out.baseline_scores)[moved]).max() < 0.01
+
+
+def test_rows_the_quadrature_leaves_a_large_residual_on_are_integrated_again_with_more_points(monkeypatch):
+    X = RNG.normal(size=(400, 3))
+    X[:5] += 4
+    det = USFlow(**SMALL, base="kernel").fit(X)
+    fresh = np.concatenate([RNG.normal(size=(20, 3)) + 4, RNG.normal(size=(20, 3))])
+    rows = np.concatenate([X[:10], fresh])
+
+    def worst(out):
+        diff = np.abs(out.scores - out.baseline_scores)
+        moved = diff > 1e-6
+        return (np.abs(out.residual[moved]) / diff[moved]).max()
+
+    for baseline in ("mean", "typical"):
+        out = det.explanation(rows, baseline=baseline)
+        assert out.n_points == 8
+        assert 0 < worst(out) <= usfad.explain.REFINE_RTOL  # a quadrature, refined where it missed
+    monkeypatch.setattr(usfad.explain, "REFINE_FACTORS", ())  # 8 points for every row: some miss by more
+    assert worst(det.explanation(rows, baseline="mean")) > usfad.explain.REFINE_RTOL

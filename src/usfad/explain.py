@@ -417,25 +417,27 @@ def explain_rows(
         given = _baseline_rows(baseline, n, d, fitted) if kind == "rows" else None
     job = _Job(X, U, given, kind, mean, scale, typical_score, int(n_points), batch_size)
     out = job.run(score, model, np.arange(n))
-    redo = np.zeros(n, dtype=bool)
-    if exact:
+
+    def misses(rtol: float) -> np.ndarray:
+        """The rows (not far out) whose residual exceeds ``rtol`` of their score difference."""
         with np.errstate(invalid="ignore"):
-            redo = np.abs(out["residual"]) > EXACT_RTOL * np.abs(out["scores"] - out["baseline_scores"])
-        redo &= ~far_rows
-        if redo.any():
-            precise = job.run(*scorer(torch.float64), np.flatnonzero(redo))
-            for key, value in precise.items():
-                out[key][redo] = value
+            loose = np.abs(out["residual"]) > rtol * np.abs(out["scores"] - out["baseline_scores"])
+        return loose & ~far_rows
+
+    def again(rows: np.ndarray, with_job: _Job, with_score: Score, with_model: nn.Module) -> None:
+        """Explain the ``rows`` (a mask) again, with another rule or in another dtype, in place."""
+        for key, value in with_job.run(with_score, with_model, np.flatnonzero(rows)).items():
+            out[key][rows] = value
+
+    redo = misses(EXACT_RTOL) if exact else np.zeros(n, dtype=bool)
+    if redo.any():
+        again(redo, job, *scorer(torch.float64))
     if parts is not None and isinstance(parts[1], KernelBase):
         for factor in REFINE_FACTORS:
-            with np.errstate(invalid="ignore"):
-                loose = np.abs(out["residual"]) > REFINE_RTOL * np.abs(out["scores"] - out["baseline_scores"])
-            loose &= ~far_rows
+            loose = misses(REFINE_RTOL)
             if not loose.any():
                 break
-            finer = replace(job, n_points=job.n_points * factor).run(score, model, np.flatnonzero(loose))
-            for key, value in finer.items():
-                out[key][loose] = value
+            again(loose, replace(job, n_points=job.n_points * factor), score, model)
     if far_rows.any():
         big = np.finfo(np.float64).max
         out["attributions"][far_rows] = np.where(far[far_rows], big, 0.0)
@@ -443,9 +445,7 @@ def explain_rows(
         out["residual"][far_rows] = 0.0
     bad = ~np.isfinite(out["attributions"]).all(axis=1)
     if bad.any():  # a float32 overflow (a non-USF's latent can reach 1e18 a few deviations out): again in float64
-        precise = job.run(*scorer(torch.float64), np.flatnonzero(bad))
-        for key, value in precise.items():
-            out[key][bad] = value
+        again(bad, job, *scorer(torch.float64))
         redo |= bad
         bad = ~np.isfinite(out["attributions"]).all(axis=1)
     if bad.any():

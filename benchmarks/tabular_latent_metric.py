@@ -36,31 +36,18 @@ import time
 import numpy as np
 import torch
 
+# the kernel density and the k-th neighbour distance of the first probe (this folder is on sys.path when run)
+from tabular_latent_kde import kde_log_density, kth_distance
+
 from usfad import USFlow
 from usfad.data.adbench import load_dataset
 from usfad.data.protocol import protocol_t
 from usfad.metrics import detection_metrics
 
 
-def kde_log_density(queries: torch.Tensor, centres: torch.Tensor, h: float, leave_self_out: bool) -> torch.Tensor:
-    """``log (1/M') sum_i N(q; c_i, h^2 I)`` per query (float64); ``leave_self_out``: query ``j`` is centre ``j``."""
-    d, m = centres.shape[1], centres.shape[0]
-    const = -0.5 * d * math.log(2 * math.pi * h**2) - math.log(m - 1 if leave_self_out else m)
-    out, start = [], 0
-    for chunk in queries.split(1024):
-        logits = -0.5 * torch.cdist(chunk, centres).pow(2) / h**2
-        if leave_self_out:
-            rows = torch.arange(chunk.shape[0])
-            logits[rows, start + rows] = -math.inf
-        out.append(torch.logsumexp(logits, dim=1) + const)
-        start += chunk.shape[0]
-    return torch.cat(out)
-
-
 def knn_unit(centres: torch.Tensor) -> float:
     """The median distance from a centre to its 5th nearest other centre."""
-    parts = [torch.cdist(c, centres).topk(6, dim=1, largest=False).values[:, -1] for c in centres.split(1024)]
-    return float(torch.cat(parts).median()) or 1.0
+    return float(kth_distance(centres, centres, 5, exclude_self=True).median()) or 1.0
 
 
 def main() -> None:
@@ -107,14 +94,14 @@ def main() -> None:
                 rocs, loo = {}, {}
                 for mult in args.multiples:
                     h = mult * unit
-                    score = -kde_log_density(t, c, h, leave_self_out=False).numpy()
+                    score = -kde_log_density(t, c, h).numpy()
                     rocs[mult] = round(detection_metrics(split.y_test, score)["roc_auc"], 4)
-                    loo[mult] = round(float(kde_log_density(c, c, h, leave_self_out=True).mean()) + offset, 3)
+                    loo[mult] = round(float(kde_log_density(c, c, h, exclude_self=True).mean()) + offset, 3)
                     if loo[mult] > best[0]:
                         best = (loo[mult], (name, mult, rocs[mult]))
                 mult = max(loo, key=loo.get)
                 row[name] = {"roc": rocs, "loo": loo, "picked_roc": rocs[mult]}
-                picked_nll[name] = -kde_log_density(t, c, mult * unit, leave_self_out=False).numpy() - offset
+                picked_nll[name] = -kde_log_density(t, c, mult * unit).numpy() - offset
             row["picked"] = best[1]
             pair = np.stack([picked_nll["latent"], picked_nll["input"]])
             row["mean_nll"] = round(detection_metrics(split.y_test, pair.mean(0))["roc_auc"], 4)

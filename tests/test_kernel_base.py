@@ -10,7 +10,7 @@ from scipy.special import logsumexp
 
 import usfad.explain
 from usfad import USFlow, load
-from usfad.density import KernelBase
+from usfad.density import NEGLIGIBLE_LOG_TERM, KernelBase, log_sum_exp
 from usfad.metrics import latent_distance
 
 RNG = np.random.default_rng(0)
@@ -51,6 +51,23 @@ def test_log_prob_is_the_kernel_density_and_a_point_on_a_centre_leaves_that_cent
     assert (sq >= nearest - 1e-9).all() and (sq <= nearest + 2 * 0.49 * math.log(40) + 1e-9).all()
     with pytest.raises(ValueError, match="at least 2 centres"):
         KernelBase(4, 1)
+
+
+def test_log_sum_exp_skips_only_terms_that_add_nothing():
+    # terms spread over thousands of nats, as a kernel's are, one row with a left-out (-inf) term
+    terms = RNG.normal(size=(5, 3000)) * 400 - 1000
+    terms[0, 7] = -math.inf
+    terms[1, :2] = terms[1].max() - NEGLIGIBLE_LOG_TERM + np.array([0.5, -0.5])  # just above and below the cut
+    for dtype, rtol in ((torch.float64, 1e-15), (torch.float32, 1e-7)):
+        t = torch.as_tensor(terms, dtype=dtype)
+        np.testing.assert_allclose(log_sum_exp(t).numpy(), torch.logsumexp(t, 1).numpy(), rtol=rtol)
+    # the terms it raises get no gradient; the others get their softmax weight
+    t = torch.as_tensor(terms, dtype=torch.float64).requires_grad_()
+    log_sum_exp(t).sum().backward()
+    weights = torch.softmax(t.detach(), 1)
+    kept = t.detach() >= t.detach().amax(1, keepdim=True) - NEGLIGIBLE_LOG_TERM
+    np.testing.assert_allclose(t.grad[kept].numpy(), weights[kept].numpy(), rtol=1e-12)
+    assert (t.grad[~kept] == 0).all() and (~kept).any()
 
 
 def test_the_kernel_scores_the_empty_space_between_groups_above_every_training_row():

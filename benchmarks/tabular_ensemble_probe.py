@@ -56,15 +56,13 @@ def main() -> None:
                 fit_s.append(round(time.perf_counter() - start, 1))
             nll = np.stack(nll)
 
-            def roc(scores: np.ndarray) -> float:
-                return round(detection_metrics(split.y_test, scores)["roc_auc"], 4)
+            def roc(scores: np.ndarray, labels: np.ndarray = split.y_test) -> float:
+                return round(detection_metrics(labels, scores)["roc_auc"], 4)
 
             row = {"dataset": dataset, "seed": seed, "n": len(split.X_train), "d": X.shape[1], "fit_s": fit_s}
             row["member_roc"] = [roc(s) for s in nll]
             row["mean_nll"] = [roc(nll[:k].mean(axis=0)) for k in range(1, args.members + 1)]
-            row["mixture_nll"] = [
-                roc(-(logsumexp(-nll[:k], axis=0) - np.log(k))) for k in range(1, args.members + 1)
-            ]
+            row["mixture_nll"] = [roc(-(logsumexp(-nll[:k], axis=0) - np.log(k))) for k in range(1, args.members + 1)]
             with open(args.output, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)

@@ -186,7 +186,8 @@ class KernelBase(nn.Module):
         if exclude is None:
             exclude = on_centre
         column = exclude.clamp_min(0)[:, None]
-        left_out = torch.where(exclude[:, None] >= 0, torch.full_like(best[:, None], -math.inf), terms.gather(1, column))
+        minus_inf = torch.full_like(best[:, None], -math.inf)
+        left_out = torch.where(exclude[:, None] >= 0, minus_inf, terms.gather(1, column))
         terms = terms.scatter(1, column, left_out) if terms.requires_grad else terms.scatter_(1, column, left_out)
         count = self.means.shape[0] - (exclude >= 0).to(terms.dtype)
         return terms, count, on_centre

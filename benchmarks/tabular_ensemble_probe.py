@@ -14,6 +14,11 @@ cell of the grid), and the test rows are scored by
 each by the first ``k`` members for every ``k`` up to ``--members``, so one run gives the curve.
 Fit seconds are kept per member; an ensemble of ``k`` costs their sum (members run one by one).
 
+``--save DIR`` also writes each (set, seed)'s test labels and every member's test NLLs to
+``DIR/<set>_<seed>.npz`` (``nll``: members x rows), with one more row: the kernel density of
+the z-scores themselves (``zscore_nll``, a USF whose flow is the identity, its bandwidth chosen
+as the default chooses it), so that other combinations can be scored without refitting.
+
     USFAD_DATA=../shared/data/adbench .venv/bin/python benchmarks/tabular_ensemble_probe.py \
         --datasets 6_cardio 19_landsat --seeds 0 --members 3 -o /tmp/ensemble.jsonl
 """
@@ -23,10 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.special import logsumexp
+
+# the z-score kernel density of the input-space probe (this folder is on sys.path when run)
+from tabular_input_space import kernel_scores
 
 from usfad import USFlow
 from usfad.data.adbench import load_dataset
@@ -41,6 +50,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--params", default="{}", help="USFlow parameters as JSON")
     parser.add_argument("-o", "--output", required=True, help="JSON lines, appended")
+    parser.add_argument("--save", type=Path, help="folder for per-row test NLLs (npz per set and seed)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     params = json.loads(args.params)
@@ -63,6 +73,14 @@ def main() -> None:
             row["member_roc"] = [roc(s) for s in nll]
             row["mean_nll"] = [roc(nll[:k].mean(axis=0)) for k in range(1, args.members + 1)]
             row["mixture_nll"] = [roc(-(logsumexp(-nll[:k], axis=0) - np.log(k))) for k in range(1, args.members + 1)]
+            if args.save:
+                train, test = split.X_train.astype(np.float64), split.X_test.astype(np.float64)
+                mean, scale = train.mean(0), train.std(0)
+                scale[scale == 0] = 1.0
+                zscore = kernel_scores((train - mean) / scale, (test - mean) / scale, 2000, seed)
+                row["zscore_roc"] = roc(zscore)
+                args.save.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(args.save / f"{dataset}_{seed}.npz", y=split.y_test, nll=nll, zscore_nll=zscore)
             with open(args.output, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)

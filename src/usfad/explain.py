@@ -240,7 +240,11 @@ def shrink_to_level(
 
 def flow_parts(model: nn.Module) -> tuple[Bijection, GaussianBase | MixtureBase] | None:
     """``(flow, base)`` of a flow detector's network (attributes ``flow`` and ``base``: one
-    Gaussian, a mixture or a kernel density), else ``None``."""
+    Gaussian, a mixture or a kernel density), else ``None``; ``None`` too when the score also
+    reads a kernel of the input rows (``input_base``, ``FlowDetector(input_kernel=True)``):
+    the latent path's shortcuts read the score from ``(flow, base)`` alone."""
+    if getattr(model, "input_base", None) is not None:
+        return None
     flow, base = getattr(model, "flow", None), getattr(model, "base", None)
     if isinstance(flow, Bijection) and isinstance(base, GaussianBase | MixtureBase):
         return flow, base
@@ -374,6 +378,11 @@ def explain_rows(
     if isinstance(baseline, str):
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES} or an array of rows, got {baseline!r}")
+        if baseline == "typical" and getattr(model, "input_base", None) is not None:
+            raise ValueError(
+                f"baseline='typical' follows the latent radius of a uniformly scaling flow; {fitted} also scores "
+                f"with a kernel of the input rows (input_kernel=True): use 'mean', 'neighbours' or an array of rows"
+            )
         if baseline == "typical" and not usf:
             raise ValueError(
                 f"baseline='typical' needs a uniformly scaling flow (its score is a function of the latent "
@@ -432,7 +441,7 @@ def explain_rows(
     redo = misses(EXACT_RTOL) if exact else np.zeros(n, dtype=bool)
     if redo.any():
         again(redo, job, *scorer(torch.float64))
-    if parts is not None and isinstance(parts[1], KernelBase):
+    if (parts is not None and isinstance(parts[1], KernelBase)) or getattr(model, "input_base", None) is not None:
         for factor in REFINE_FACTORS:
             loose = misses(REFINE_RTOL)
             if not loose.any():
@@ -504,6 +513,12 @@ class _Job:
                         row_score = _leaving_out(*parts, own)
                     else:
                         own = None
+                elif getattr(model, "input_base", None) is not None:  # the same, for both of its kernels
+                    own = model.input_base.own_centres(u)
+                    if (own >= 0).any():
+                        row_score = _model_leaving_out(model, own)
+                    else:
+                        own = None
                 if self.kind == "rows":
                     raw_base = self.given[index]
                     with np.errstate(over="ignore"):
@@ -535,7 +550,7 @@ class _Job:
             if parts is not None:
                 attributions = latent_path_attributions(row_score, parts[0], z, z_base, self.n_points)
             else:
-                attributions = straight_path_attributions(score, u, u_base, self.n_points)
+                attributions = straight_path_attributions(row_score, u, u_base, self.n_points)
             s, s_base = s.double(), s_base.double()
             attributions, residual = spread_residual(attributions.detach().double(), s - s_base)
             out["attributions"][start:stop] = attributions.cpu().numpy()
@@ -573,6 +588,16 @@ def _leaving_out(flow: Bijection, base: KernelBase, own: Tensor) -> Score:
     def score(points: Tensor) -> Tensor:
         z, logdet = flow(points)
         return -(base.log_prob(z, own.repeat(len(points) // len(own))) + logdet)
+
+    return score
+
+
+def _model_leaving_out(model: nn.Module, own: Tensor) -> Score:
+    """:func:`_leaving_out` for a flow model whose score also reads a kernel of the input rows
+    (``input_base``): its ``nll`` leaves the centre out of both kernels."""
+
+    def score(points: Tensor) -> Tensor:
+        return model.nll(points, own.repeat(len(points) // len(own)))
 
     return score
 

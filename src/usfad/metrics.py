@@ -86,7 +86,14 @@ def latent_distance(detector: Any, X: Any) -> np.ndarray:
     mixture's density at ``z`` (:meth:`usfad.density.GaussianMixtureBase.sq_distance`): the
     distance to the one mean for one component, and still what a USF's NLL increases with.
     On a kernel base (``base="kernel"``), a soft minimum of the distances to the training
-    latents (:meth:`usfad.density.KernelBase.sq_distance`), which a USF's NLL increases with too."""
+    latents (:meth:`usfad.density.KernelBase.sq_distance`), which a USF's NLL increases with too.
+    With ``input_kernel=True`` the NLL also reads a kernel of the rows themselves, not the
+    latent alone: ``ValueError``."""
+    if getattr(detector.model_, "input_base", None) is not None:
+        raise ValueError(
+            "this detector scores with the mean of its flow's NLL and an input-space kernel's "
+            "(input_kernel=True): its NLL is not a function of the latent distance alone"
+        )
     base = getattr(detector.model_, "base", None)
     if base is not None and not hasattr(base, "center"):  # the base's own formula, on a float64 copy of it
         import torch  # only a fitted flow detector gets here, and it has imported torch already

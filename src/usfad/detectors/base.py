@@ -172,7 +172,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     #: The fitted attributes a model file's ``state`` may restore, and what each must be;
     #: ``load`` refuses any other key (one could shadow a method). ``_extra_state`` may only
-    #: return keys declared here: ``noise_``, ``base_components_`` and ``kernel_centres_`` are
+    #: return keys declared here: ``noise_``, ``base_components_``, ``kernel_centres_`` and ``input_centres_`` are
     #: :class:`~usfad.detectors.flow.FlowDetector`'s,
     #: ``collapsed_`` :class:`~usfad.detectors.svdd.DeepSVDD`'s. ``feature_names_in_`` (a list
     #: of ``n_features_in_`` strings) is checked apart.
@@ -182,6 +182,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         "noise_": Constraint("real", low=0),
         "base_components_": Constraint("int", low=1),
         "kernel_centres_": Constraint("int", low=0),
+        "input_centres_": Constraint("int", low=0),
         "collapsed_": Constraint("bool"),
     }
 

@@ -28,12 +28,13 @@ MODELS = ("usflow", "nonusflow", "deepsvdd", "knn", "iforest", "ecod")
 TIE = 1e-3
 
 
-def read(paths: list[Path], group: str) -> dict[tuple[str, str, int], dict]:
+def read(paths: list[Path], group: str, presets: tuple[str, ...] = ("default",)) -> dict[tuple[str, str, int], dict]:
+    """The rows of ``group`` whose preset label is one of ``presets`` (a later one replaces an earlier)."""
     rows = {}
     for path in paths:
         for line in path.read_text().splitlines():
             r = json.loads(line)
-            if r["group"] == group and r["preset"] == "default" and r["model"] in MODELS:
+            if r["group"] == group and r["preset"] in presets and r["model"] in MODELS:
                 rows[(r["model"], r["dataset"], r["seed"])] = r
     return rows
 
@@ -98,12 +99,19 @@ def main() -> None:
     parser.add_argument("--before", nargs="+", type=Path, required=True)
     parser.add_argument("--after", nargs="+", type=Path, required=True)
     parser.add_argument("--group", default="Classical")
+    parser.add_argument(
+        "--after-preset",
+        default="default",
+        help="preset label of the after run's rows (usfad bench records --param overrides in it, e.g. "
+        "'default+input_kernel=True'); rows labelled 'default' (the anchors) are read too",
+    )
     parser.add_argument("--limit", type=float, default=1800.0, help="seconds charged for a cell stopped at the limit")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, help="keep only these seeds")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
-    before, after = read(args.before, args.group), read(args.after, args.group)
+    before = read(args.before, args.group)
+    after = read(args.after, args.group, ("default", args.after_preset))
     models = [m for m in args.models if any(k[0] == m for k in after) and any(k[0] == m for k in before)]
     cells = sorted(
         {(d, s) for (m, d, s) in after} & {(d, s) for (m, d, s) in before},
@@ -129,7 +137,7 @@ def main() -> None:
         "",
         *summary(before, models, cells, args.limit, broken),
         "",
-        "## After (today's default; its run)",
+        "## After (" + ("today's default" if args.after_preset == "default" else args.after_preset) + "; its run)",
         "",
         *summary(after, models, cells, args.limit, broken),
         "",

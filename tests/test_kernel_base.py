@@ -185,3 +185,48 @@ def test_rows_the_quadrature_leaves_a_large_residual_on_are_integrated_again_wit
         assert 0 < worst(out) <= usfad.explain.REFINE_RTOL  # a quadrature, refined where it missed
     monkeypatch.setattr(usfad.explain, "REFINE_FACTORS", ())  # 8 points for every row: some miss by more
     assert worst(det.explanation(rows, baseline="mean")) > usfad.explain.REFINE_RTOL
+
+
+def test_input_kernel_scores_the_mean_of_the_flow_nll_and_the_identity_flow_nll(tmp_path):
+    X = RNG.normal(size=(600, 4))
+    X[:10] += 4
+    det = USFlow(**SMALL, input_kernel=True).fit(X)
+    model = det.model_
+    assert isinstance(model.input_base, KernelBase) and det.input_centres_ == det.kernel_centres_ == 600
+    fresh = RNG.normal(size=(50, 4)) * 1.5
+    u = torch.as_tensor((fresh - det.scaler_mean_) / det.scaler_scale_, dtype=torch.float32)
+    with torch.no_grad():
+        z, logdet = model.flow(u)
+        flow_nll = -(model.base.log_prob(z) + logdet)
+        identity_nll = -model.input_base.log_prob(u)  # the identity flow: log-det 0
+    np.testing.assert_allclose(det.decision_function(fresh), (0.5 * (flow_nll + identity_nll)).numpy(), rtol=1e-5)
+    # the two kernels share their centre rows: a training row leaves itself out of both, at fit and afterwards
+    rows = torch.as_tensor((X[:20] - det.scaler_mean_) / det.scaler_scale_, dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(model.input_base.own_centres(rows), model.base.own_centres(model.flow(rows)[0]))
+    np.testing.assert_allclose(det.decision_function(X), det.decision_scores_, rtol=1e-5)
+    assert det.predict(X)[:10].all()
+    # a model file keeps it
+    path = tmp_path / "input_kernel.usfad"
+    det.save(path)
+    np.testing.assert_array_equal(load(path).decision_function(fresh), det.decision_function(fresh))
+
+
+def test_input_kernel_explanations_add_up_and_what_it_refuses():
+    X = RNG.normal(size=(600, 4))
+    X[:10] += 4
+    det = USFlow(**SMALL, input_kernel=True).fit(X)
+    for rows in (X[:10], RNG.normal(size=(10, 4)) + 3):  # training rows (on a centre of both kernels) and fresh
+        for baseline in ("mean", "neighbours"):
+            e = det.explanation(rows, baseline, reference=X if baseline == "neighbours" else None)
+            assert e.path == "straight"
+            share = np.abs(e.residual) / np.abs(e.scores - e.baseline_scores)
+            assert np.median(share) < 1e-3 and share.max() < 5e-3
+    with pytest.raises(ValueError, match="input_kernel=True"):
+        det.explain(X[:2], "typical")
+    with pytest.raises(ValueError, match="input_kernel=True"):
+        latent_distance(det, X[:2])
+    with pytest.raises(ValueError, match="needs a kernel base"):
+        USFlow(**SMALL, input_kernel=True, base="gaussian").fit(X)
+    with pytest.raises(ValueError, match="True or False"):
+        USFlow(**SMALL, input_kernel="yes").fit(X)

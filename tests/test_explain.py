@@ -454,7 +454,9 @@ def test_usfad_explain_writes_score_label_and_the_top_features_by_name(tmp_path,
 def test_usfad_explain_names_npz_columns_by_position_and_leaves_zero_attributions_unnamed(tmp_path, capsys):
     np.savez(tmp_path / "train.npz", X=X_TRAIN)
     model = tmp_path / "m.usfad"
-    assert main(["fit", str(tmp_path / "train.npz"), "--epochs", "3", "--quiet", "-o", str(model)]) == 0
+    # the typical baseline follows one flow's latent radius: the kernel base alone, without the identity flow's
+    fit = ["fit", str(tmp_path / "train.npz"), "--epochs", "3", "--input-kernel", "off", "--quiet", "-o", str(model)]
+    assert main(fit) == 0
     np.savez(tmp_path / "data.npz", X=_rows())
     out = tmp_path / "out.csv"
     assert (
@@ -502,6 +504,14 @@ def test_usfad_explain_refuses_wrong_arguments_clearly(tmp_path, model_file, cap
     np.savez(tmp_path / "data.npz", X=_rows())
     assert main(["explain", str(affine), str(tmp_path / "data.npz"), "--baseline", "typical", "-o", out]) == 1
     assert "needs a uniformly scaling flow" in capsys.readouterr().err
+    # the default USFlow also scores with the identity flow's kernel: no typical baseline, and the error says why
+    both = tmp_path / "both.usfad"
+    assert main(["fit", str(tmp_path / "train.npz"), "--epochs", "1", "--quiet", "-o", str(both)]) == 0
+    assert main(["explain", str(both), str(tmp_path / "data.npz"), "--baseline", "typical", "-o", out]) == 1
+    assert "input_kernel=True" in capsys.readouterr().err
+    svdd = ["fit", str(tmp_path / "train.npz"), "--model", "deepsvdd", "--input-kernel", "on", "-o", str(both)]
+    assert main(svdd) == 1
+    assert "--input-kernel goes with a flow model" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
 
 

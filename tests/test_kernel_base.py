@@ -15,7 +15,9 @@ from usfad.metrics import latent_distance
 
 RNG = np.random.default_rng(0)
 TWO_GROUPS = np.concatenate([RNG.normal(size=(300, 3)) * 0.5 - 3, RNG.normal(size=(300, 3)) * 0.5 + 3])
-SMALL = {"hidden_features": (16,), "n_blocks": 2, "max_steps": 300}
+# the kernel base alone (input_kernel="auto" adds the identity flow's kernel; its own tests below say so)
+SMALL = {"hidden_features": (16,), "n_blocks": 2, "max_steps": 300, "input_kernel": False}
+WITH_INPUT = {**SMALL, "input_kernel": True}
 
 
 def kernel(centres: np.ndarray, h: float) -> KernelBase:
@@ -190,7 +192,7 @@ def test_rows_the_quadrature_leaves_a_large_residual_on_are_integrated_again_wit
 def test_input_kernel_scores_the_mean_of_the_flow_nll_and_the_identity_flow_nll(tmp_path):
     X = RNG.normal(size=(600, 4))
     X[:10] += 4
-    det = USFlow(**SMALL, input_kernel=True).fit(X)
+    det = USFlow(**WITH_INPUT).fit(X)
     model = det.model_
     assert isinstance(model.input_base, KernelBase) and det.input_centres_ == det.kernel_centres_ == 600
     fresh = RNG.normal(size=(50, 4)) * 1.5
@@ -212,10 +214,10 @@ def test_input_kernel_scores_the_mean_of_the_flow_nll_and_the_identity_flow_nll(
     np.testing.assert_array_equal(load(path).decision_function(fresh), det.decision_function(fresh))
 
 
-def test_input_kernel_explanations_add_up_and_what_it_refuses():
+def test_input_kernel_explanations_add_up_its_nll_ranks_like_its_pair_of_latents_and_what_it_refuses():
     X = RNG.normal(size=(600, 4))
     X[:10] += 4
-    det = USFlow(**SMALL, input_kernel=True).fit(X)
+    det = USFlow(**WITH_INPUT).fit(X)
     for rows in (X[:10], RNG.normal(size=(10, 4)) + 3):  # training rows (on a centre of both kernels) and fresh
         for baseline in ("mean", "neighbours"):
             e = det.explanation(rows, baseline, reference=X if baseline == "neighbours" else None)
@@ -224,9 +226,17 @@ def test_input_kernel_explanations_add_up_and_what_it_refuses():
             assert np.median(share) < 1e-3 and share.max() < 5e-3
     with pytest.raises(ValueError, match="input_kernel=True"):
         det.explain(X[:2], "typical")
-    with pytest.raises(ValueError, match="input_kernel=True"):
-        latent_distance(det, X[:2])
+    # a USF's NLL ranks rows exactly as the distance of its pair of latents (the flow's and the identity's)
+    fresh = np.concatenate([RNG.normal(size=(200, 4)) * 2, X[:50]])
+    assert stats.spearmanr(det.decision_function(fresh), latent_distance(det, fresh))[0] > 1 - 1e-9
     with pytest.raises(ValueError, match="needs a kernel base"):
-        USFlow(**SMALL, input_kernel=True, base="gaussian").fit(X)
-    with pytest.raises(ValueError, match="True or False"):
-        USFlow(**SMALL, input_kernel="yes").fit(X)
+        USFlow(**WITH_INPUT, base="gaussian").fit(X)
+    with pytest.raises(ValueError, match="True, False or .auto."):
+        USFlow(**{**SMALL, "input_kernel": "yes"}).fit(X)
+
+
+def test_the_default_adds_the_identity_flows_kernel_wherever_a_kernel_base_scores():
+    auto = {key: value for key, value in SMALL.items() if key != "input_kernel"}
+    assert USFlow(**auto).fit(TWO_GROUPS).model_.input_base is not None
+    assert USFlow(**auto, base="gaussian").fit(TWO_GROUPS).model_.input_base is None
+    assert USFlow(**auto, threshold="chi2").fit(TWO_GROUPS).model_.input_base is None

@@ -378,15 +378,16 @@ def explain_rows(
     if isinstance(baseline, str):
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES} or an array of rows, got {baseline!r}")
+        flow = getattr(model, "flow", None)
+        if baseline == "typical" and not (isinstance(flow, Bijection) and flow.constant_logdet):
+            raise ValueError(
+                f"baseline='typical' needs a uniformly scaling flow (its score is a function of the latent "
+                f"radius); {fitted} is not one: use 'mean' or an array of rows"
+            )
         if baseline == "typical" and getattr(model, "input_base", None) is not None:
             raise ValueError(
                 f"baseline='typical' follows the latent radius of a uniformly scaling flow; {fitted} also scores "
                 f"with a kernel of the input rows (input_kernel=True): use 'mean', 'neighbours' or an array of rows"
-            )
-        if baseline == "typical" and not usf:
-            raise ValueError(
-                f"baseline='typical' needs a uniformly scaling flow (its score is a function of the latent "
-                f"radius); {fitted} is not one: use 'mean' or an array of rows"
             )
         if baseline == "typical" and typical_score is None:
             raise ValueError("baseline='typical' needs typical_score (the median training score)")

@@ -87,19 +87,23 @@ def latent_distance(detector: Any, X: Any) -> np.ndarray:
     distance to the one mean for one component, and still what a USF's NLL increases with.
     On a kernel base (``base="kernel"``), a soft minimum of the distances to the training
     latents (:meth:`usfad.density.KernelBase.sq_distance`), which a USF's NLL increases with too.
-    With ``input_kernel=True`` the NLL also reads a kernel of the rows themselves, not the
-    latent alone: ``ValueError``."""
-    if getattr(detector.model_, "input_base", None) is not None:
-        raise ValueError(
-            "this detector scores with the mean of its flow's NLL and an input-space kernel's "
-            "(input_kernel=True): its NLL is not a function of the latent distance alone"
-        )
+
+    With an identity flow's kernel beside it (``input_kernel``, the default with a kernel
+    base), the score is the mean of two USFs' NLLs, one on the latent ``z``, one on the
+    standardised row ``u`` (the identity flow's latent): the distance of the pair,
+    ``sqrt(D_z^2 / h_z^2 + D_u^2 / h_u^2)`` with ``D`` each kernel's soft distance and ``h``
+    its bandwidth (in bandwidths, not latent units), which a USF's NLL increases with."""
     base = getattr(detector.model_, "base", None)
     if base is not None and not hasattr(base, "center"):  # the base's own formula, on a float64 copy of it
         import torch  # only a fitted flow detector gets here, and it has imported torch already
 
         z = torch.as_tensor(detector.latent(X), dtype=torch.float64)
         with torch.no_grad():
-            sq = copy.deepcopy(base).cpu().double().sq_distance(z)
-        return sq.clamp_min(0.0).sqrt().numpy()
+            sq = copy.deepcopy(base).cpu().double().sq_distance(z).clamp_min(0.0)
+            input_base = getattr(detector.model_, "input_base", None)
+            if input_base is None:
+                return sq.sqrt().numpy()
+            u = detector._validated(X).cpu().double()  # the standardised rows, as the network sees them
+            sq_u = copy.deepcopy(input_base).cpu().double().sq_distance(u).clamp_min(0.0)
+            return (sq / base.bandwidth.double() ** 2 + sq_u / input_base.bandwidth.double() ** 2).sqrt().numpy()
     return np.linalg.norm(detector.latent(X) - latent_center(detector), axis=1)

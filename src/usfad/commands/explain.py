@@ -228,8 +228,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--baseline",
         choices=BASELINES,
-        help="what the attributions start from: the training mean, (usflow) each row's point of typical "
-        "score on its latent ray, or the mean of each row's nearest rows of --reference (default: neighbours "
+        help="what the attributions start from: the training mean, (a usflow fitted with --base gaussian, or "
+        "input_kernel off) each row's point of typical score on its latent ray, or the mean of each row's "
+        "nearest rows of --reference (default: neighbours "
         "with --reference, else mean)",
     )
     p.add_argument(

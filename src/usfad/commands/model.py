@@ -80,6 +80,10 @@ def _detector(name: str, args: argparse.Namespace) -> Any:
         if name not in ("usflow", "nonusflow", "flow"):
             raise ValueError(f"--base goes with a flow model (usflow, nonusflow, flow), not --model {name}")
         params["base"] = args.base
+    if args.input_kernel is not None:
+        if name not in ("usflow", "nonusflow", "flow"):
+            raise ValueError(f"--input-kernel goes with a flow model (usflow, nonusflow, flow), not --model {name}")
+        params["input_kernel"] = args.input_kernel == "on"
     for key in ("epochs", "contamination", "threshold", "alpha"):
         value = getattr(args, key)
         if value is not None:
@@ -286,6 +290,12 @@ def add_commands(subparsers: Any) -> None:
         choices=("gaussian", "kernel"),
         help="flow models: score with the trained base (gaussian) or with a kernel density of the training rows' "
         "latents (kernel)",
+    )
+    p.add_argument(
+        "--input-kernel",
+        choices=("on", "off"),
+        help="flow models with a kernel base: also score with a kernel density of the standardised rows, the "
+        "mean of the two NLLs (default: on whenever a kernel base scores; off allows explain --baseline typical)",
     )
     p.add_argument(
         "--contamination",

@@ -314,7 +314,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         flags most fresh normal rows) puts fresh normal rows above it far more often. The
         validation rows never took a gradient step, so their share above ``threshold_`` is
         a label-free estimate of the fresh false-alarm rate; the warning fires when it is
-        over twice ``contamination`` and a one-sided binomial test gives p < 0.001.
+        over twice ``contamination`` and a one-sided binomial test gives p < 0.01 (a model whose
+        fresh rate is ``contamination`` warns in at most one fit in a hundred). With the 20 rows
+        a 200-row set holds out, that is 7 or more above the threshold at 0.1: the default USFlow
+        flags 32 % of fresh rows on 200 x 100 correlated Gaussian rows, and 7 of its 20 held-out
+        rows (p = 0.002; ``tests/test_conformal.py``).
         """
         if len(held_out) < 20:
             return
@@ -322,7 +326,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
         above = int(np.sum(self.decision_scores_[held_out] > self.threshold_))
         share = above / len(held_out)
-        unlikely = binomtest(above, len(held_out), self.contamination, alternative="greater").pvalue < 1e-3
+        unlikely = binomtest(above, len(held_out), self.contamination, alternative="greater").pvalue < 0.01
         if share > 2 * self.contamination and unlikely:
             warnings.warn(
                 f"{above} of the {len(held_out)} training rows held out for validation ({share:.0%}) score above "

@@ -92,14 +92,15 @@ class FlowDetector(BaseDetector):
         is scored without its own kernel, at ``fit`` and whenever it is scored again. Not
         with ``threshold="chi2"``. ``"auto"`` (the
         default): the kernel, and the Gaussian with ``threshold="chi2"`` (:meth:`uses_kernel`).
-    input_kernel: with a kernel base, score with the mean of two NLLs: the trained flow's and
+    input_kernel: ``True``: with a kernel base, score with the mean of two NLLs: the trained flow's and
         that of a second USF whose flow is the identity, a kernel density of the standardised
         rows themselves (the same centre rows, its own bandwidth chosen the same way). A
         flow Gaussianises skewed features but also whitens correlated ones, and the
         z-scores' neighbourhoods are the better ones on some data; the mean keeps some of
         each (``benchmarks/results/tabular_kernel/``). The NLL is then no longer a function
-        of the flow's latent alone: :func:`usfad.metrics.latent_distance` refuses it, and
-        explanations take the straight path (no ``baseline="typical"``).
+        of the flow's latent alone: :func:`usfad.metrics.latent_distance` measures the pair of
+        latents, and explanations take the straight path (no ``baseline="typical"``).
+        ``"auto"`` (the default): whenever a kernel base scores (:meth:`uses_input_kernel`).
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
         Above 128 features the step size is ``lr * sqrt(128 / n_features)``. ``epochs`` and
@@ -137,7 +138,7 @@ class FlowDetector(BaseDetector):
         mixing: str = "auto",
         base_components: int | str = 1,
         base: str = "auto",
-        input_kernel: bool = False,
+        input_kernel: bool | str = "auto",
         epochs: int | str = "auto",
         batch_size: int = 512,
         lr: float = 1e-3,
@@ -203,9 +204,9 @@ class FlowDetector(BaseDetector):
                 "threshold='chi2' reads the latent distance from one Gaussian; base='kernel' scores with a "
                 "kernel density: use base='gaussian' or threshold='conformal'"
             )
-        if not isinstance(self.input_kernel, bool):
-            raise ValueError(f"input_kernel must be True or False, got {self.input_kernel!r}")
-        if self.input_kernel and not self.uses_kernel():
+        if not (isinstance(self.input_kernel, bool) or self.input_kernel == "auto"):
+            raise ValueError(f"input_kernel must be True, False or 'auto', got {self.input_kernel!r}")
+        if self.input_kernel is True and not self.uses_kernel():
             raise ValueError(
                 f"input_kernel=True averages two kernel densities' NLLs and needs a kernel base; base={self.base!r} "
                 f"with threshold={self.threshold!r} scores with a Gaussian: use base='kernel' (or 'auto' without chi2)"
@@ -272,6 +273,11 @@ class FlowDetector(BaseDetector):
         """Whether ``fit`` scores with a kernel base: ``base="kernel"``, or ``"auto"`` without
         the chi-square threshold (which reads the latent distance from one Gaussian)."""
         return self.base == "kernel" or (self.base == "auto" and self.threshold != "chi2")
+
+    def uses_input_kernel(self) -> bool:
+        """Whether ``fit`` adds the identity flow's kernel (``input_kernel``): ``True``, or
+        ``"auto"`` (the default) whenever a kernel base scores (:meth:`uses_kernel`)."""
+        return self.input_kernel is True or (self.input_kernel == "auto" and self.uses_kernel())
 
     #: with ``mixing="auto"``, blocks mix by a fixed permutation above this many features
     lu_mixing_max_features: int = 128
@@ -384,7 +390,7 @@ class FlowDetector(BaseDetector):
         centres = torch.as_tensor(self._batched(self._latent, data[rows]), dtype=torch.float32)
         self.model_.base = self._kernel(centres, generator).to(self.device_)
         self.kernel_centres_ = len(rows)
-        if self.input_kernel:  # the identity flow's kernel: the same rows, standardised
+        if self.uses_input_kernel():  # the identity flow's kernel: the same rows, standardised
             self.model_.input_base = self._kernel(data[rows].float().cpu(), generator).to(self.device_)
             self.input_centres_ = len(rows)
 

@@ -387,7 +387,8 @@ def explain_rows(
         if baseline == "typical" and getattr(model, "input_base", None) is not None:
             raise ValueError(
                 f"baseline='typical' follows the latent radius of a uniformly scaling flow; {fitted} also scores "
-                f"with a kernel of the input rows (input_kernel=True): use 'mean', 'neighbours' or an array of rows"
+                f"with a kernel of the input rows (input_kernel=True): use 'mean', 'neighbours' or an array of "
+                f"rows, or fit with input_kernel=False (usfad fit --input-kernel off)"
             )
         if baseline == "typical" and typical_score is None:
             raise ValueError("baseline='typical' needs typical_score (the median training score)")

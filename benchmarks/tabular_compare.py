@@ -105,12 +105,15 @@ def main() -> None:
         help="preset label of the after run's rows (usfad bench records --param overrides in it, e.g. "
         "'default+input_kernel=True'); rows labelled 'default' (the anchors) are read too",
     )
+    parser.add_argument(
+        "--before-preset", default="default", help="preset label of the before run's rows (as --after-preset)"
+    )
     parser.add_argument("--limit", type=float, default=1800.0, help="seconds charged for a cell stopped at the limit")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, help="keep only these seeds")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
-    before = read(args.before, args.group)
+    before = read(args.before, args.group, ("default", args.before_preset))
     after = read(args.after, args.group, ("default", args.after_preset))
     models = [m for m in args.models if any(k[0] == m for k in after) and any(k[0] == m for k in before)]
     cells = sorted(
@@ -133,7 +136,9 @@ def main() -> None:
         f"ties within {TIE}. Accuracy columns over the datasets where every cell finished in both runs "
         f"(left out: {', '.join(sorted(broken)) or 'none'}).",
         "",
-        "## Before (the previous default; its run)",
+        "## Before ("
+        + ("the previous default" if args.before_preset == "default" else args.before_preset)
+        + "; its run)",
         "",
         *summary(before, models, cells, args.limit, broken),
         "",

@@ -29,7 +29,6 @@ from tabular_input_space import kernel_scores
 from usfad import USFlow
 from usfad.data.adbench import load_dataset
 from usfad.data.protocol import protocol_t
-from usfad.density import KernelBase
 from usfad.metrics import detection_metrics
 
 
@@ -82,10 +81,7 @@ def main() -> None:
                 for m in args.centres:
                     generator = torch.Generator().manual_seed(0)
                     centres = z[rows_of(len(z), m, generator)]
-                    base = KernelBase(centres.shape[1], len(centres))
-                    base.means.copy_(centres)
-                    base.bandwidth.fill_(det.kernel_bandwidth(centres, generator))
-                    det.model_.input_base = base
+                    det.model_.input_base = det.build_kernel(centres, generator)
                     row[str(m)] = roc(det.decision_function(split.X_test))
             with open(args.output, "a") as fh:
                 fh.write(json.dumps(row) + "\n")

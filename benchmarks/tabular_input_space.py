@@ -9,8 +9,8 @@ quantile transform to normal scores (scikit-learn's ``QuantileTransformer``, fit
 training rows) does the first without the second.
 
 Per (set, seed), every score a kernel density over at most ``--centres`` training rows with
-the bandwidth chosen as the default USFlow chooses it (leave-one-out among multiples of the
-median 5-NN distance, :meth:`usfad.FlowDetector.kernel_bandwidth`), test ROC-AUC of:
+the bandwidth (and widths) chosen as the default USFlow chooses them (leave-one-out among multiples of the
+median 5-NN distance, :meth:`usfad.FlowDetector.build_kernel`), test ROC-AUC of:
 
 - ``zscore``: the z-scores (the kernel of a USF whose flow is the identity);
 - ``quantile``: the quantile-normal scores;
@@ -34,7 +34,6 @@ from sklearn.preprocessing import QuantileTransformer
 from usfad import USFlow
 from usfad.data.adbench import load_dataset
 from usfad.data.protocol import protocol_t
-from usfad.density import KernelBase
 from usfad.metrics import detection_metrics
 
 
@@ -45,9 +44,7 @@ def kernel_scores(train: np.ndarray, test: np.ndarray, centres: int, seed: int) 
     if len(train) > centres:
         rows = torch.randperm(len(train), generator=generator)[:centres].sort().values
     c = torch.as_tensor(train[rows.numpy()], dtype=torch.float32)
-    base = KernelBase(c.shape[1], len(c))
-    base.means.copy_(c)
-    base.bandwidth.fill_(USFlow().kernel_bandwidth(c, generator))
+    base = USFlow().build_kernel(c, generator)
     with torch.no_grad():
         return -base.log_prob(torch.as_tensor(test, dtype=torch.float32)).numpy()
 

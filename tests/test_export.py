@@ -25,6 +25,7 @@ TINY = {"hidden_features": (16,), "epochs": 1, "random_state": 0}
 DETECTORS = {
     "usflow": lambda: USFlow(n_blocks=2, **TINY),
     "usflow-kernel": lambda: USFlow(n_blocks=2, base="kernel", **TINY),
+    "usflow-kernel-widths": lambda: adaptive(USFlow(n_blocks=2, **TINY)),
     "nonusflow": lambda: NonUSFlow(n_blocks=2, **TINY),
     "flow-affine": lambda: FlowDetector(flow="affine", n_blocks=2, clamp=1.9, **TINY),
     "deepsvdd": lambda: DeepSVDD(**TINY),
@@ -34,6 +35,12 @@ DETECTORS = {
     "vaeflow-normal": lambda: VAEFlow(prior="normal", **TINY),
     "deepsvddvae": lambda: DeepSVDDVAE(score="distance+recon", **TINY),
 }
+
+
+def adaptive(detector: FlowDetector) -> FlowDetector:
+    """A flow detector whose kernels always have per-centre widths (the local power 1)."""
+    detector.kernel_local_powers = (1.0,)
+    return detector
 
 
 @pytest.fixture(autouse=True)

@@ -55,6 +55,69 @@ def test_log_prob_is_the_kernel_density_and_a_point_on_a_centre_leaves_that_cent
         KernelBase(4, 1)
 
 
+def test_per_centre_widths_give_the_sample_point_kernel_density_and_sq_distance_stays_non_negative():
+    centres = RNG.normal(size=(30, 3)) * 2 + 10
+    widths = 1 + 3 * RNG.random(30)
+    widths[4] = 1.0  # the narrowest kernel has the bandwidth itself
+    z = np.concatenate([RNG.normal(size=(8, 3)) * 2 + 10, centres[:2]])
+    base = kernel(centres, 0.5)
+    base.widths.copy_(torch.as_tensor(widths))
+    assert base.adaptive and not kernel(centres, 0.5).adaptive
+    per = np.stack(
+        [stats.multivariate_normal(c, (0.5 * w) ** 2 * np.eye(3)).logpdf(z) for c, w in zip(centres, widths)]
+    )
+    expected = logsumexp(per, axis=0) - math.log(30)
+    for row, centre in ((8, 0), (9, 1)):  # a centre's own kernel is left out, whatever its width
+        expected[row] = logsumexp(np.delete(per[:, row], centre)) - math.log(29)
+    np.testing.assert_allclose(base.log_prob(torch.as_tensor(z)).numpy(), expected, rtol=1e-10)
+    base32 = kernel(centres, 0.5).float()
+    base32.widths.copy_(torch.as_tensor(widths))
+    base32.block_rows = 3
+    np.testing.assert_allclose(base32.log_prob(torch.as_tensor(z, dtype=torch.float32)).numpy(), expected, rtol=1e-5)
+    assert (base.sq_distance(torch.as_tensor(z)) >= 0).all()
+    # the gradient flows through the widths' terms too (explanations differentiate the score)
+    point = torch.as_tensor(z[:1]).requires_grad_()
+    base.log_prob(point).sum().backward()
+    eps = 1e-6
+    shifted = z[:1] + np.array([[eps, 0, 0]])
+    numeric = (base.log_prob(torch.as_tensor(shifted)) - base.log_prob(torch.as_tensor(z[:1]))).item() / eps
+    assert abs(point.grad[0, 0].item() - numeric) < 1e-4 * max(1.0, abs(numeric))
+
+
+def test_a_state_without_widths_loads_with_width_one_and_widths_below_one_are_refused():
+    centres = RNG.normal(size=(10, 2))
+    state = {k: v for k, v in kernel(centres, 0.3).state_dict().items() if k != "widths"}
+    restored = KernelBase(2, 10).double()
+    restored.load_state_dict(state, strict=True)
+    assert (restored.widths == 1).all() and not restored.adaptive
+    state["widths"] = torch.full((10,), 0.5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="widths below 1"):
+        KernelBase(2, 10).double().load_state_dict(state, strict=True)
+
+
+def test_kernel_widths_grow_where_the_centres_are_sparse_and_stay_one_without_a_local_power():
+    rng = np.random.default_rng(1)
+    dense, sparse = rng.normal(size=(400, 3)) * 0.1, rng.normal(size=(100, 3)) * 2 + 8
+    centres = torch.as_tensor(np.concatenate([dense, sparse]), dtype=torch.float32)
+    base = USFlow().build_kernel(centres, torch.Generator().manual_seed(0))
+    widths = base.widths.numpy()
+    assert widths.min() == 1.0 and widths[400:].mean() > 2 * widths[:400].mean()
+    # the chosen kernel's held-out likelihood is at least the one-width kernel's (the power 0 is a candidate)
+    fixed = USFlow()
+    fixed.kernel_local_powers = (0.0,)
+    one_width = fixed.build_kernel(centres, torch.Generator().manual_seed(0))
+    assert (one_width.widths == 1).all()
+    radii = fixed.neighbour_radii(centres.double())
+    ratio = float(one_width.bandwidth) / float(radii.median())
+    assert min(abs(ratio / m - 1) for m in fixed.kernel_multiples) < 1e-6
+    with torch.no_grad():
+        assert base.double().log_prob(centres.double()).mean() >= one_width.double().log_prob(centres.double()).mean()
+    # on wide rows the widths' normalisers w^-d differ by at most 2 kernel_local_nats nats
+    wide = torch.as_tensor(np.concatenate([rng.normal(size=(200, 400)) * 0.5, rng.normal(size=(50, 400)) * 3]))
+    widths = USFlow().build_kernel(wide.float(), torch.Generator().manual_seed(0)).widths
+    assert 400 * math.log(float(widths.max())) <= 2 * USFlow.kernel_local_nats + 1e-6
+
+
 def test_log_sum_exp_skips_only_terms_that_add_nothing():
     # terms spread over thousands of nats, as a kernel's are, one row with a left-out (-inf) term
     terms = RNG.normal(size=(5, 3000)) * 400 - 1000

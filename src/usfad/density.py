@@ -145,6 +145,14 @@ class KernelBase(nn.Module):
     later from a file, as if it were fresh: with its own kernel in, every training row, the
     anomalies among them too, would look typical. The density changes only on the ``M``
     centres, a set of measure zero, so it is still the same density.
+
+    **Each centre may have its own width** (a sample-point kernel density): ``widths`` ``w_i >=
+    1``, centre ``i``'s kernel ``N(c_i, (h w_i)^2 I)``, so ``h`` is the narrowest kernel's
+    bandwidth. Then ``sq_distance(z) = -2 h^2 log((1/M) sum_i w_i^-d exp(-||z - c_i||^2 / (2 h^2
+    w_i^2)))``, still ``>= 0`` (every term is at most 1), and the NLL keeps the formula above.
+    All widths 1 (the default, and every model file from before widths) is the plain kernel
+    density. :meth:`usfad.detectors.flow.FlowDetector.kernel_widths` sets them from the centres
+    alone: wide kernels where the centres are sparse, narrow ones where they crowd.
     """
 
     def __init__(self, features: int, centres: int):
@@ -154,6 +162,16 @@ class KernelBase(nn.Module):
         self.features = features
         self.register_buffer("means", torch.zeros(centres, features))
         self.register_buffer("bandwidth", torch.tensor(1.0))
+        self.register_buffer("widths", torch.ones(centres))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        """A file from before per-centre widths has none: its kernels all have width 1."""
+        key = prefix + "widths"
+        if key not in state_dict and prefix + "means" in state_dict:
+            state_dict[key] = torch.ones(state_dict[prefix + "means"].shape[0])
+        elif key in state_dict and not bool((state_dict[key] >= 1).all()):
+            raise ValueError(f"{key} holds widths below 1 (each is a multiple of the narrowest kernel's bandwidth)")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def scale(self) -> Tensor:
@@ -183,6 +201,10 @@ class KernelBase(nn.Module):
         best, nearest = terms.max(1)
         lies_on = -best <= s * self.coincide_eps * torch.finfo(terms.dtype).eps * (z_norms + c_norms[nearest])
         on_centre = torch.where(lies_on, nearest, torch.full_like(nearest, -1))
+        if self.adaptive:  # -||z - c_i||^2 / (2 h^2 w_i^2) - d log w_i
+            widths = self.widths.to(terms.dtype)
+            scaled = terms.mul(widths.pow(-2)[None]) if terms.requires_grad else terms.mul_(widths.pow(-2)[None])
+            terms = scaled.sub_(self.features * widths.log()[None])
         if exclude is None:
             exclude = on_centre
         column = exclude.clamp_min(0)[:, None]
@@ -191,6 +213,14 @@ class KernelBase(nn.Module):
         terms = terms.scatter(1, column, left_out) if terms.requires_grad else terms.scatter_(1, column, left_out)
         count = self.means.shape[0] - (exclude >= 0).to(terms.dtype)
         return terms, count, on_centre
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the centres' widths differ (always ``True`` while tracing for export, where
+        the test would freeze into the graph)."""
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return True
+        return bool((self.widths != 1).any())
 
     def own_centres(self, z: Tensor) -> Tensor:
         """The index of the centre each sample lies on (to the rounding of the distance), ``-1``

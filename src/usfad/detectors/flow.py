@@ -85,8 +85,9 @@ class FlowDetector(BaseDetector):
         with (``base_components``). ``"kernel"``: after training, that base is replaced by a
         kernel density estimate over the training rows' latents
         (:class:`~usfad.density.KernelBase`: at most :attr:`kernel_max_centres` seeded rows as
-        centres, the bandwidth chosen by their leave-one-out likelihood,
-        :meth:`kernel_bandwidth`), so a row scores by the soft distance of its latent to the
+        centres, the bandwidth, and each centre's width from its distance to its 5th nearest
+        other centre, chosen by their leave-one-out likelihood, :meth:`build_kernel`), so a
+        row scores by the soft distance of its latent to the
         nearest training latents; still a likelihood, and a USF's still ranks like its latent
         distance (:func:`usfad.metrics.latent_distance`). A row on a centre (a training row)
         is scored without its own kernel, at ``fit`` and whenever it is scored again. Not
@@ -376,8 +377,9 @@ class FlowDetector(BaseDetector):
 
     #: ``base="kernel"``: at most this many (seeded) training rows are the kernel's centres
     kernel_max_centres: int = 2_000
-    #: ... and its bandwidth is the one of these multiples of :meth:`kernel_unit` whose
-    #: leave-one-out log-likelihood of (at most ``kernel_selection_rows``) centres is highest
+    #: ... and its bandwidth is the one of these multiples of the median distance from a centre
+    #: to its 5th nearest other centre (:meth:`neighbour_radii`) whose leave-one-out
+    #: log-likelihood of (at most ``kernel_selection_rows``) centres is highest
     kernel_multiples: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
     kernel_selection_rows: int = 2_000
 
@@ -388,46 +390,68 @@ class FlowDetector(BaseDetector):
         if data.shape[0] > self.kernel_max_centres:
             rows = torch.randperm(data.shape[0], generator=generator)[: self.kernel_max_centres].sort().values
         centres = torch.as_tensor(self._batched(self._latent, data[rows]), dtype=torch.float32)
-        self.model_.base = self._kernel(centres, generator).to(self.device_)
+        self.model_.base = self.build_kernel(centres, generator).to(self.device_)
         self.kernel_centres_ = len(rows)
         if self.uses_input_kernel():  # the identity flow's kernel: the same rows, standardised
-            self.model_.input_base = self._kernel(data[rows].float().cpu(), generator).to(self.device_)
+            self.model_.input_base = self.build_kernel(data[rows].float().cpu(), generator).to(self.device_)
             self.input_centres_ = len(rows)
 
-    def _kernel(self, centres: Tensor, generator: torch.Generator) -> KernelBase:
-        """A :class:`~usfad.density.KernelBase` on ``centres``, its bandwidth by :meth:`kernel_bandwidth`."""
-        base = KernelBase(centres.shape[1], len(centres))
-        base.means.copy_(centres)
-        base.bandwidth.fill_(self.kernel_bandwidth(centres, generator))
-        return base
+    #: ... each centre's kernel as wide as ``(r_i / median r) ** power`` times the bandwidth, ``r_i``
+    #: its distance to its 5th nearest other centre (a sample-point kernel density: narrow kernels
+    #: where the centres crowd, wide ones where they are sparse), the power one of these (0: one
+    #: width for all), picked with the bandwidth by the same leave-one-out likelihood
+    kernel_local_powers: tuple[float, ...] = (0.0, 0.5, 1.0)
+    #: ... the widths' ratio to the median within ``[1/c, c]``, ``c = min(kernel_local_clip,
+    #: exp(kernel_local_nats / d))`` on ``d`` features: the kernels' normalisers ``w^-d`` then
+    #: differ by at most ``2 kernel_local_nats`` nats, however wide the rows
+    kernel_local_clip: float = 4.0
+    kernel_local_nats: float = 32.0
 
-    def kernel_unit(self, centres: Tensor, queries: Tensor) -> float:
-        """The median distance from each of ``queries`` (rows of ``centres``) to its 5th
-        nearest other centre: the scale of the data's neighbourhoods in the latent space."""
-        distance = torch.cdist(queries.double(), centres.double())
-        k = min(6, centres.shape[0])  # the row itself, then its 5 nearest
-        unit = float(distance.topk(k, dim=1, largest=False).values[:, -1].median())
-        return unit if unit > 0 else 1.0  # all centres at one point: any bandwidth ranks alike
-
-    def kernel_bandwidth(self, centres: Tensor, generator: torch.Generator) -> float:
-        """The bandwidth of a kernel base on ``centres``: the multiple of :meth:`kernel_unit`
-        in :attr:`kernel_multiples` with the highest mean leave-one-out log-likelihood of (at
-        most :attr:`kernel_selection_rows` seeded) centres. Reads the training rows only."""
+    def build_kernel(self, centres: Tensor, generator: torch.Generator) -> KernelBase:
+        """A :class:`~usfad.density.KernelBase` on ``centres``: its bandwidth and each centre's
+        width are those of :attr:`kernel_multiples` x :attr:`kernel_local_powers` with the
+        highest mean leave-one-out log-likelihood of (at most :attr:`kernel_selection_rows`
+        seeded) centres. Reads the training rows only."""
         picked = torch.arange(centres.shape[0])
         if centres.shape[0] > self.kernel_selection_rows:
             picked = torch.randperm(centres.shape[0], generator=generator)[: self.kernel_selection_rows]
         centres64 = centres.double()
-        unit = self.kernel_unit(centres64, centres64[picked])
+        radii = self.neighbour_radii(centres64)
+        unit = float(radii[picked].median())
+        unit = unit if unit > 0 else 1.0  # all centres at one point: any bandwidth ranks alike
+        clip = min(self.kernel_local_clip, math.exp(self.kernel_local_nats / centres.shape[1]))
         probe = KernelBase(centres.shape[1], centres.shape[0]).double()
         probe.means.copy_(centres64)
-        best, best_h = -math.inf, unit
+        best, best_h, best_widths = -math.inf, unit, torch.ones(centres.shape[0], dtype=torch.float64)
         with torch.no_grad():
-            for multiple in self.kernel_multiples:
-                probe.bandwidth.fill_(multiple * unit)
-                held_out = float(probe.log_prob(centres64[picked]).mean())  # each centre without its own kernel
-                if held_out > best:
-                    best, best_h = held_out, multiple * unit
-        return best_h
+            for power in self.kernel_local_powers:
+                local = (radii.clamp_min(1e-12 * unit) / unit).pow(power).clamp(1 / clip, clip)
+                narrowest = float(local.min())
+                probe.widths.copy_(local / narrowest)
+                for multiple in self.kernel_multiples:
+                    probe.bandwidth.fill_(multiple * unit * narrowest)
+                    held_out = float(probe.log_prob(centres64[picked]).mean())  # each centre without its own kernel
+                    if held_out > best:
+                        best, best_h, best_widths = held_out, multiple * unit * narrowest, probe.widths.clone()
+        base = KernelBase(centres.shape[1], len(centres))
+        base.means.copy_(centres)
+        base.bandwidth.fill_(best_h)
+        base.widths.copy_(best_widths)
+        return base
+
+    #: the 5th nearest other centre sets a centre's scale (as KNN's default ``k``)
+    kernel_neighbours: int = 5
+
+    def neighbour_radii(self, centres: Tensor) -> Tensor:
+        """Each centre's distance to its :attr:`kernel_neighbours`-th nearest other centre
+        (fewer where there are fewer centres), in blocks of rows."""
+        k = min(self.kernel_neighbours + 1, centres.shape[0])  # the row itself, then its nearest
+        step = max(1, (1 << 22) // centres.shape[0])
+        parts = [
+            torch.cdist(centres[i : i + step], centres).topk(k, dim=1, largest=False).values[:, -1]
+            for i in range(0, centres.shape[0], step)
+        ]
+        return torch.cat(parts)
 
     def _loss(self, batch: Tensor) -> Tensor:
         if self.noise_ > 0 and self.model_.training:

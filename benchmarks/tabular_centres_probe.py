@@ -10,7 +10,9 @@ per (set, seed) under Protocol T, test ROC-AUC:
 - ``both``: the default USFlow with ``USFlow.kernel_max_centres`` set to each of
   ``--centres`` (both kernels; the flow trains the same way whatever the cap);
 - ``input``: one default USFlow (2,000 centres), then its z-score kernel rebuilt on each of
-  ``--centres`` seeded rows (the flow's kernel keeps 2,000).
+  ``--centres`` seeded rows (the flow's kernel keeps 2,000);
+- ``rebuild``: as ``input``, and the flow's kernel rebuilt on the same rows' latents (what
+  ``both`` measures, without a fit per cap).
 
     USFAD_DATA=../shared/data/adbench .venv/bin/python benchmarks/tabular_centres_probe.py \\
         --mode input --datasets 2_annthyroid 1_ALOI --centres 5000 10000 -o /tmp/centres.jsonl
@@ -39,7 +41,7 @@ def rows_of(n: int, keep: int, generator: torch.Generator) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("zscore", "both", "input"), required=True)
+    parser.add_argument("--mode", choices=("zscore", "both", "input", "rebuild"), required=True)
     parser.add_argument("--datasets", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--centres", nargs="+", type=int, default=[2000, 10000])
@@ -82,7 +84,13 @@ def main() -> None:
                     generator = torch.Generator().manual_seed(0)
                     centres = z[rows_of(len(z), m, generator)]
                     det.model_.input_base = det.build_kernel(centres, generator)
+                    if args.mode == "rebuild":  # the flow's kernel on the same rows' latents
+                        with torch.no_grad():
+                            latents = torch.cat([det.model_.flow(part)[0] for part in centres.split(4096)])
+                        det.model_.base = det.build_kernel(latents, generator)
+                    start = time.perf_counter()
                     row[str(m)] = roc(det.decision_function(split.X_test))
+                    row[f"{m}_score_s"] = round(time.perf_counter() - start, 1)
             with open(args.output, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)

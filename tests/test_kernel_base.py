@@ -160,6 +160,14 @@ def test_training_rows_are_scored_without_their_own_kernel_at_fit_and_afterwards
     assert (own_in.numpy() < -torch.logsumexp(base.log_terms(z), 1).numpy() - 1).all()
 
 
+def test_the_number_of_centres_grows_with_the_rows_up_to_a_cap_that_narrows_on_wide_rows():
+    det = USFlow()
+    assert det.kernel_centres_for(500, 10) == 500  # every row below the cap
+    assert det.kernel_centres_for(100_000, 27) == det.kernel_max_centres == 20_000
+    assert det.kernel_centres_for(100_000, 1_000) == det.kernel_max_values // 1_000 == 4_000
+    assert det.kernel_centres_for(100_000, 50_000) == det.kernel_min_centres == 2_000
+
+
 def test_at_most_kernel_max_centres_rows_and_calibration_rows_are_never_centres(monkeypatch):
     monkeypatch.setattr(USFlow, "kernel_max_centres", 50)
     det = USFlow(**SMALL, base="kernel").fit(TWO_GROUPS)

@@ -84,7 +84,7 @@ class FlowDetector(BaseDetector):
     base: the density the fitted detector scores with. ``"gaussian"``: the base it trained
         with (``base_components``). ``"kernel"``: after training, that base is replaced by a
         kernel density estimate over the training rows' latents
-        (:class:`~usfad.density.KernelBase`: at most :attr:`kernel_max_centres` seeded rows as
+        (:class:`~usfad.density.KernelBase`: at most :meth:`kernel_centres_for` seeded rows as
         centres, the bandwidth, and each centre's width from its distance to its 5th nearest
         other centre, chosen by their leave-one-out likelihood, :meth:`build_kernel`), so a
         row scores by the soft distance of its latent to the
@@ -375,8 +375,18 @@ class FlowDetector(BaseDetector):
             self._set_kernel_base(data, generator)
         return history
 
-    #: ``base="kernel"``: at most this many (seeded) training rows are the kernel's centres
-    kernel_max_centres: int = 2_000
+    #: ``base="kernel"``: at most this many (seeded) training rows are the kernel's centres, and
+    #: on wide rows at most ``kernel_max_values / d`` of them, but no fewer than
+    #: ``kernel_min_centres`` (:meth:`kernel_centres_for`): scoring costs ``centres x d`` per row
+    kernel_max_centres: int = 20_000
+    kernel_max_values: int = 4_000_000
+    kernel_min_centres: int = 2_000
+
+    def kernel_centres_for(self, n_rows: int, n_features: int) -> int:
+        """How many of ``n_rows`` training rows of ``n_features`` a kernel base keeps as centres."""
+        cap = min(self.kernel_max_centres, max(self.kernel_min_centres, self.kernel_max_values // max(n_features, 1)))
+        return min(n_rows, cap)
+
     #: ... and its bandwidth is the one of these multiples of the median distance from a centre
     #: to its 5th nearest other centre (:meth:`neighbour_radii`) whose leave-one-out
     #: log-likelihood of (at most ``kernel_selection_rows``) centres is highest
@@ -385,10 +395,11 @@ class FlowDetector(BaseDetector):
 
     def _set_kernel_base(self, data: Tensor, generator: torch.Generator) -> None:
         """Replace the trained base by a :class:`~usfad.density.KernelBase` on the latents of
-        (at most :attr:`kernel_max_centres` of) the rows the flow was fitted on."""
+        (at most :meth:`kernel_centres_for` of) the rows the flow was fitted on."""
         rows = torch.arange(data.shape[0])
-        if data.shape[0] > self.kernel_max_centres:
-            rows = torch.randperm(data.shape[0], generator=generator)[: self.kernel_max_centres].sort().values
+        keep = self.kernel_centres_for(data.shape[0], data.shape[1])
+        if data.shape[0] > keep:
+            rows = torch.randperm(data.shape[0], generator=generator)[:keep].sort().values
         centres = torch.as_tensor(self._batched(self._latent, data[rows]), dtype=torch.float32)
         self.model_.base = self.build_kernel(centres, generator).to(self.device_)
         self.kernel_centres_ = len(rows)

@@ -151,7 +151,7 @@ class KernelBase(nn.Module):
     bandwidth. Then ``sq_distance(z) = -2 h^2 log((1/M) sum_i w_i^-d exp(-||z - c_i||^2 / (2 h^2
     w_i^2)))``, still ``>= 0`` (every term is at most 1), and the NLL keeps the formula above.
     All widths 1 (the default, and every model file from before widths) is the plain kernel
-    density. :meth:`usfad.detectors.flow.FlowDetector.kernel_widths` sets them from the centres
+    density. :meth:`usfad.detectors.flow.FlowDetector.build_kernel` sets them from the centres
     alone: wide kernels where the centres are sparse, narrow ones where they crowd.
     """
 

@@ -19,18 +19,15 @@ recorded, and of each kernel alone. Reads only training rows to choose anything.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
+from functools import partial
 
 import numpy as np
 import torch
+from probe_cells import cells, probe_parser, test_roc, write_row
 
 from usfad import USFlow
-from usfad.data.adbench import load_dataset
-from usfad.data.protocol import protocol_t
-from usfad.metrics import detection_metrics
 
 
 def log_density(
@@ -90,50 +87,40 @@ def variant_nll(centres: np.ndarray, queries: np.ndarray, variant: str, seed: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser = probe_parser(__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["0:4", "0.5:4", "1:4"], help="BETA:CLIP (variant_nll)")
     parser.add_argument("--clip-nats", type=float, default=32.0)
-    parser.add_argument("-o", "--output", required=True, help="JSON lines, appended")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    for dataset in args.datasets:
-        X, y = load_dataset(dataset)
-        for seed in args.seeds:
-            split = protocol_t(X, y, seed)
+    for dataset, seed, split in cells(args):
+        roc = partial(test_roc, split)  # test ROC-AUC of scores
 
-            def roc(scores: np.ndarray, labels: np.ndarray = split.y_test) -> float:
-                return round(detection_metrics(labels, scores)["roc_auc"], 4)
-
+        start = time.perf_counter()
+        det = USFlow(random_state=seed).fit(split.X_train)
+        row: dict = {"dataset": dataset, "seed": seed, "n": len(split.X_train), "d": split.X_train.shape[1]}
+        row["fit_s"] = round(time.perf_counter() - start, 1)
+        row["default"] = roc(det.decision_function(split.X_test))
+        ztrain = (split.X_train - det.scaler_mean_) / det.scaler_scale_
+        ztest = (split.X_test - det.scaler_mean_) / det.scaler_scale_
+        generator = torch.Generator().manual_seed(seed)
+        rows = torch.arange(len(ztrain))
+        keep = det.kernel_centres_for(*ztrain.shape)
+        if len(ztrain) > keep:
+            rows = torch.randperm(len(ztrain), generator=generator)[:keep].sort().values
+        rows = rows.numpy()
+        with torch.no_grad():
+            lat_train = det.model_.flow(torch.as_tensor(ztrain[rows], dtype=torch.float32))[0].double().numpy()
+            lat_test = det.model_.flow(torch.as_tensor(ztest, dtype=torch.float32))[0].double().numpy()
+        for variant in args.variants:
             start = time.perf_counter()
-            det = USFlow(random_state=seed).fit(split.X_train)
-            row: dict = {"dataset": dataset, "seed": seed, "n": len(split.X_train), "d": split.X_train.shape[1]}
-            row["fit_s"] = round(time.perf_counter() - start, 1)
-            row["default"] = roc(det.decision_function(split.X_test))
-            ztrain = (split.X_train - det.scaler_mean_) / det.scaler_scale_
-            ztest = (split.X_test - det.scaler_mean_) / det.scaler_scale_
-            generator = torch.Generator().manual_seed(seed)
-            rows = torch.arange(len(ztrain))
-            if len(ztrain) > USFlow.kernel_max_centres:
-                rows = torch.randperm(len(ztrain), generator=generator)[: USFlow.kernel_max_centres].sort().values
-            rows = rows.numpy()
-            with torch.no_grad():
-                lat_train = det.model_.flow(torch.as_tensor(ztrain[rows], dtype=torch.float32))[0].double().numpy()
-                lat_test = det.model_.flow(torch.as_tensor(ztest, dtype=torch.float32))[0].double().numpy()
-            for variant in args.variants:
-                start = time.perf_counter()
-                latent, lm = variant_nll(lat_train, lat_test, variant, seed, args.clip_nats)
-                inputs, im = variant_nll(ztrain[rows], ztest, variant, seed, args.clip_nats)
-                key = "b" + variant
-                row[key] = roc(latent + inputs)
-                row[key + "_latent"] = roc(latent)
-                row[key + "_input"] = roc(inputs)
-                row[key + "_mult"] = [lm, im]
-                row[key + "_s"] = round(time.perf_counter() - start, 1)
-            with open(args.output, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            latent, lm = variant_nll(lat_train, lat_test, variant, seed, args.clip_nats)
+            inputs, im = variant_nll(ztrain[rows], ztest, variant, seed, args.clip_nats)
+            key = "b" + variant
+            row[key] = roc(latent + inputs)
+            row[key + "_latent"] = roc(latent)
+            row[key + "_input"] = roc(inputs)
+            row[key + "_mult"] = [lm, im]
+            row[key + "_s"] = round(time.perf_counter() - start, 1)
+        write_row(args.output, row)
 
 
 if __name__ == "__main__":

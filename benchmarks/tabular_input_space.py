@@ -23,18 +23,15 @@ median 5-NN distance, :meth:`usfad.FlowDetector.build_kernel`), test ROC-AUC of:
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
+from functools import partial
 
 import numpy as np
 import torch
+from probe_cells import cells, probe_parser, test_roc, write_row
 from sklearn.preprocessing import QuantileTransformer
 
 from usfad import USFlow
-from usfad.data.adbench import load_dataset
-from usfad.data.protocol import protocol_t
-from usfad.metrics import detection_metrics
 
 
 def kernel_scores(train: np.ndarray, test: np.ndarray, centres: int, seed: int) -> np.ndarray:
@@ -50,42 +47,32 @@ def kernel_scores(train: np.ndarray, test: np.ndarray, centres: int, seed: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser = probe_parser(__doc__.splitlines()[0])
     parser.add_argument("--centres", type=int, default=2000)
     parser.add_argument("--no-flow", action="store_true", help="kernel densities only (no USFlow fits)")
-    parser.add_argument("-o", "--output", required=True, help="JSON lines, appended")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    for dataset in args.datasets:
-        X, y = load_dataset(dataset)
-        for seed in args.seeds:
-            split = protocol_t(X, y, seed)
-            train, test = split.X_train.astype(np.float64), split.X_test.astype(np.float64)
-            mean, scale = train.mean(0), train.std(0)
-            scale[scale == 0] = 1.0
-            qt = QuantileTransformer(
-                output_distribution="normal", n_quantiles=min(1000, len(train)), subsample=100_000, random_state=seed
-            ).fit(train)
-            q_train, q_test = qt.transform(train), qt.transform(test)
+    for dataset, seed, split in cells(args):
+        train, test = split.X_train.astype(np.float64), split.X_test.astype(np.float64)
+        mean, scale = train.mean(0), train.std(0)
+        scale[scale == 0] = 1.0
+        qt = QuantileTransformer(
+            output_distribution="normal", n_quantiles=min(1000, len(train)), subsample=100_000, random_state=seed
+        ).fit(train)
+        q_train, q_test = qt.transform(train), qt.transform(test)
 
-            def roc(scores: np.ndarray, labels: np.ndarray = split.y_test) -> float:
-                return round(detection_metrics(labels, scores)["roc_auc"], 4)
+        roc = partial(test_roc, split)  # test ROC-AUC of scores
 
-            row = {"dataset": dataset, "seed": seed, "n": len(train), "d": X.shape[1]}
+        row = {"dataset": dataset, "seed": seed, "n": len(train), "d": train.shape[1]}
+        start = time.perf_counter()
+        row["zscore"] = roc(kernel_scores((train - mean) / scale, (test - mean) / scale, args.centres, seed))
+        row["quantile"] = roc(kernel_scores(q_train, q_test, args.centres, seed))
+        row["kde_s"] = round(time.perf_counter() - start, 1)
+        if not args.no_flow:
             start = time.perf_counter()
-            row["zscore"] = roc(kernel_scores((train - mean) / scale, (test - mean) / scale, args.centres, seed))
-            row["quantile"] = roc(kernel_scores(q_train, q_test, args.centres, seed))
-            row["kde_s"] = round(time.perf_counter() - start, 1)
-            if not args.no_flow:
-                start = time.perf_counter()
-                row["quantile_flow"] = roc(USFlow(random_state=seed).fit(q_train).decision_function(q_test))
-                row["quantile_flow_s"] = round(time.perf_counter() - start, 1)
-                row["default"] = roc(USFlow(random_state=seed).fit(train).decision_function(test))
-            with open(args.output, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            row["quantile_flow"] = roc(USFlow(random_state=seed).fit(q_train).decision_function(q_test))
+            row["quantile_flow_s"] = round(time.perf_counter() - start, 1)
+            row["default"] = roc(USFlow(random_state=seed).fit(train).decision_function(test))
+        write_row(args.output, row)
 
 
 if __name__ == "__main__":

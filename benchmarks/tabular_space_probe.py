@@ -20,17 +20,14 @@ two held-out log-likelihoods.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
+from functools import partial
 
 import numpy as np
 import torch
+from probe_cells import cells, probe_parser, test_roc, write_row
 
 from usfad import USFlow
-from usfad.data.adbench import load_dataset
-from usfad.data.protocol import protocol_t
-from usfad.metrics import detection_metrics
 
 
 def kernel_nlls(det: USFlow, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,42 +45,31 @@ def kernel_nlls(det: USFlow, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser = probe_parser(__doc__.splitlines()[0])
     parser.add_argument("--held-out", type=float, default=0.2)
     parser.add_argument("--no-full", action="store_true", help="skip the fit on all training rows")
-    parser.add_argument("-o", "--output", required=True, help="JSON lines, appended")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    for dataset in args.datasets:
-        X, y = load_dataset(dataset)
-        for seed in args.seeds:
-            split = protocol_t(X, y, seed)
+    for dataset, seed, split in cells(args):
+        roc = partial(test_roc, split)  # test ROC-AUC of scores
 
-            def roc(scores: np.ndarray, labels: np.ndarray = split.y_test) -> float:
-                return round(detection_metrics(labels, scores)["roc_auc"], 4)
-
-            row: dict = {"dataset": dataset, "seed": seed, "n": len(split.X_train), "d": split.X_train.shape[1]}
-            if not args.no_full:
-                row["full"] = roc(USFlow(random_state=seed).fit(split.X_train).decision_function(split.X_test))
-            order = np.random.default_rng(seed).permutation(len(split.X_train))
-            held = order[: int(round(args.held_out * len(order)))]
-            kept = np.sort(order[len(held) :])
-            start = time.perf_counter()
-            det = USFlow(random_state=seed).fit(split.X_train[kept])
-            row["fit_s"] = round(time.perf_counter() - start, 1)
-            held_latent, held_input = kernel_nlls(det, split.X_train[held])
-            test_latent, test_input = kernel_nlls(det, split.X_test)
-            row["ll_latent"] = round(float(-held_latent.mean()), 4)
-            row["ll_input"] = round(float(-held_input.mean()), 4)
-            row["mean"] = roc(test_latent + test_input)
-            row["latent"] = roc(test_latent)
-            row["input"] = roc(test_input)
-            row["picked"] = row["latent"] if row["ll_latent"] >= row["ll_input"] else row["input"]
-            with open(args.output, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+        row: dict = {"dataset": dataset, "seed": seed, "n": len(split.X_train), "d": split.X_train.shape[1]}
+        if not args.no_full:
+            row["full"] = roc(USFlow(random_state=seed).fit(split.X_train).decision_function(split.X_test))
+        order = np.random.default_rng(seed).permutation(len(split.X_train))
+        held = order[: int(round(args.held_out * len(order)))]
+        kept = np.sort(order[len(held) :])
+        start = time.perf_counter()
+        det = USFlow(random_state=seed).fit(split.X_train[kept])
+        row["fit_s"] = round(time.perf_counter() - start, 1)
+        held_latent, held_input = kernel_nlls(det, split.X_train[held])
+        test_latent, test_input = kernel_nlls(det, split.X_test)
+        row["ll_latent"] = round(float(-held_latent.mean()), 4)
+        row["ll_input"] = round(float(-held_input.mean()), 4)
+        row["mean"] = roc(test_latent + test_input)
+        row["latent"] = roc(test_latent)
+        row["input"] = roc(test_input)
+        row["picked"] = row["latent"] if row["ll_latent"] >= row["ll_input"] else row["input"]
+        write_row(args.output, row)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ class GaussianMixtureBase(nn.Module):
 NEGLIGIBLE_LOG_TERM: float = 80.0
 
 
-def log_sum_exp(terms: Tensor) -> Tensor:
+def log_sum_exp(terms: Tensor, overwrite: bool = False) -> Tensor:
     """``log sum_i exp(terms[:, i])`` per row, as ``torch.logsumexp``, with every term raised to
     at least :data:`NEGLIGIBLE_LOG_TERM` below the row's largest first.
 
@@ -118,10 +118,12 @@ def log_sum_exp(terms: Tensor) -> Tensor:
     times slower than normal numbers: 78 % of a kernel density's time went there. ``e^-80`` is a
     normal number in both dtypes, and ``M`` of them add less than the rounding to the sum,
     whose largest term is 1; a left-out centre's ``-inf`` becomes one of them. Their gradient
-    is 0 (it was below ``e^-80``)."""
+    is 0 (it was below ``e^-80``). ``overwrite``: ``terms`` may be used as the scratch space
+    (one pass less over it), unless it needs a gradient."""
     top = terms.amax(1, keepdim=True)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    return (terms - top).clamp_min_(-NEGLIGIBLE_LOG_TERM).exp_().sum(1).log_() + top[:, 0]
+    shifted = terms.sub_(top) if overwrite and not terms.requires_grad else terms - top
+    return shifted.clamp_min_(-NEGLIGIBLE_LOG_TERM).exp_().sum(1).log_() + top[:, 0]
 
 
 class KernelBase(nn.Module):
@@ -183,36 +185,82 @@ class KernelBase(nn.Module):
     #: ``||z||^2 + ||c||^2 - 2 z.c`` leaves of a distance of zero
     coincide_eps: float = 64.0
 
-    def _log_kernels(self, z: Tensor, exclude: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def _centre_side(self) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """What :meth:`_log_kernels` needs of the centres alone: ``(origin, the (d + 2, M)
+        matrix that turns [z - origin, ||z - origin||^2, 1] into -||z - c_i||^2 / (2 h^2), the
+        centres' squared norms about the origin, (w^-2, d log w) or None for all widths 1)``. Computed once per
+        call of :meth:`sq_distance`, not once per block of rows (it touches all ``M x d``
+        means: twice the time of the block's terms when it was)."""
+        origin = self.means.mean(0)  # ||a||^2 + ||b||^2 - 2 a.b about the centres' mean: less cancellation
+        cc = self.means - origin
+        c_norms = cc.pow(2).sum(1)
+        s = 0.5 / self.bandwidth**2
+        # [z - origin, ||z - origin||^2, 1] @ this = 2s z.c - s ||z||^2 - s ||c||^2 = -s ||z - c||^2
+        product = torch.cat([(2 * s) * cc, (-s).expand(len(cc), 1), (-s) * c_norms[:, None]], 1).T.contiguous()
+        widths = None
+        if self.adaptive:
+            w = self.widths.to(cc.dtype)
+            widths = (w.pow(-2), self.features * w.log())
+        return origin, product, c_norms, widths
+
+    def _log_kernels(
+        self,
+        z: Tensor,
+        exclude: Tensor | None = None,
+        centres: tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``(terms, count, on_centre)``: ``terms[b, i] = -||z_b - c_i||^2 / (2 h^2)`` ``(batch, M)``
         with ``-inf`` at the centre row ``b`` leaves out, ``count`` the ``M'`` centres each row
-        keeps, ``on_centre`` the index of the centre each row lies on (``-1``: none).
+        keeps, ``on_centre`` the index of the centre each row lies on (``-1``: none; ``exclude``
+        itself where given).
 
         The ``(batch, M)`` block is what the time goes to, and it is memory-bound: one fused
         product writes it already scaled, it is then touched in place, and the left-out centre
-        is set by index (one entry per row), not by a mask over the block."""
+        is set by index (one entry per row), not by a mask over the block. ``centres``: what
+        :meth:`_centre_side` gives (computed here when ``None``)."""
         z = z.flatten(1)
-        origin = self.means.mean(0)  # ||a||^2 + ||b||^2 - 2 a.b about the centres' mean: less cancellation
-        zc, cc = z - origin, self.means - origin
-        z_norms, c_norms = zc.pow(2).sum(1), cc.pow(2).sum(1)
+        origin, product, c_norms, widths = centres if centres is not None else self._centre_side()
+        zc = z - origin
+        z_norms = zc.pow(2).sum(1)
         s = 0.5 / self.bandwidth**2
-        # -s ||z - c||^2 = 2s z.c - s ||z||^2 - s ||c||^2, at most 0
-        terms = torch.addmm((-s) * z_norms[:, None], zc * (2 * s), cc.T).sub_(s * c_norms[None]).clamp_max_(0)
-        best, nearest = terms.max(1)
-        lies_on = -best <= s * self.coincide_eps * torch.finfo(terms.dtype).eps * (z_norms + c_norms[nearest])
-        on_centre = torch.where(lies_on, nearest, torch.full_like(nearest, -1))
-        if self.adaptive:  # -||z - c_i||^2 / (2 h^2 w_i^2) - d log w_i
-            widths = self.widths.to(terms.dtype)
-            scaled = terms.mul(widths.pow(-2)[None]) if terms.requires_grad else terms.mul_(widths.pow(-2)[None])
-            terms = scaled.sub_(self.features * widths.log()[None])
-        if exclude is None:
-            exclude = on_centre
+        # -s ||z - c||^2 = 2s z.c - s ||z||^2 - s ||c||^2, at most 0: one product writes the block
+        terms = torch.cat([zc, z_norms[:, None], torch.ones_like(z_norms)[:, None]], 1).mm(product).clamp_max_(0)
+        on_centre = exclude
+        if exclude is None:  # the caller names no centre to leave out: the one each row lies on
+            on_centre = self._on_centre(terms, s * self.coincide_eps * torch.finfo(terms.dtype).eps, z_norms, c_norms)
+        if widths is not None:  # -||z - c_i||^2 / (2 h^2 w_i^2) - d log w_i
+            inverse_squares, log_normalisers = widths
+            scaled = terms.mul(inverse_squares[None]) if terms.requires_grad else terms.mul_(inverse_squares[None])
+            terms = scaled.sub_(log_normalisers[None])
+        exclude = on_centre
         column = exclude.clamp_min(0)[:, None]
-        minus_inf = torch.full_like(best[:, None], -math.inf)
+        minus_inf = torch.full_like(z_norms[:, None], -math.inf)
         left_out = torch.where(exclude[:, None] >= 0, minus_inf, terms.gather(1, column))
         terms = terms.scatter(1, column, left_out) if terms.requires_grad else terms.scatter_(1, column, left_out)
         count = self.means.shape[0] - (exclude >= 0).to(terms.dtype)
         return terms, count, on_centre
+
+    @staticmethod
+    def _on_centre(terms: Tensor, tolerance: Tensor, z_norms: Tensor, c_norms: Tensor) -> Tensor:
+        """The centre each row of ``terms`` (``-s ||z - c_i||^2``) lies on, ``-1`` for none: the
+        nearest, where its term is within ``tolerance (||z||^2 + ||c||^2)`` of 0.
+
+        Only rows within the largest tolerance of 0 can lie on a centre, so only those search
+        for the nearest (a maximum with its index costs 15 times one without); the rest of the
+        block is read once. A traced graph searches every row (its shapes cannot depend on data)."""
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            best, nearest = terms.max(1)
+            lies_on = -best <= tolerance * (z_norms + c_norms[nearest])
+            return torch.where(lies_on, nearest, torch.full_like(nearest, -1))
+        with torch.no_grad():
+            best = terms.amax(1)
+            rows = (-best <= tolerance * (z_norms + c_norms.max())).nonzero()[:, 0]
+            on_centre = torch.full(best.shape, -1, dtype=torch.long, device=terms.device)
+            if len(rows):
+                nearest = terms[rows].argmax(1)
+                lies_on = -best[rows] <= tolerance * (z_norms[rows] + c_norms[nearest])
+                on_centre[rows[lies_on]] = nearest[lies_on]
+        return on_centre
 
     @property
     def adaptive(self) -> bool:
@@ -240,17 +288,18 @@ class KernelBase(nn.Module):
     #: queries per block in :meth:`sq_distance`; ``None``: as many as keep a block of
     #: ``rows x M`` terms near :attr:`block_terms` (small enough to stay in the cache)
     block_rows: int | None = None
-    block_terms: int = 1 << 18
+    block_terms: int = 1 << 20
 
     def sq_distance(self, z: Tensor, exclude: Tensor | None = None) -> Tensor:
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # one block: the batch size stays dynamic
             return -2 * self.bandwidth**2 * log_sum_exp(self.log_terms(z, exclude))
         rows = self.block_rows or max(1, self.block_terms // self.means.shape[0])
+        centres = self._centre_side()
         parts = []
         for start in range(0, z.shape[0], rows):
             block = slice(start, start + rows)
-            terms, count, _ = self._log_kernels(z[block], None if exclude is None else exclude[block])
-            parts.append(-2 * self.bandwidth**2 * (log_sum_exp(terms) - count.log()))
+            terms, count, _ = self._log_kernels(z[block], None if exclude is None else exclude[block], centres)
+            parts.append(-2 * self.bandwidth**2 * (log_sum_exp(terms, overwrite=True) - count.log()))
         return torch.cat(parts) if parts else z.new_zeros(0)
 
     def log_normalizer(self, z: Tensor) -> Tensor:

@@ -441,7 +441,8 @@ class FlowDetector(BaseDetector):
                 probe.widths.copy_(local / narrowest)
                 for multiple in self.kernel_multiples:
                     probe.bandwidth.fill_(multiple * unit * narrowest)
-                    held_out = float(probe.log_prob(centres[picked]).double().mean())  # each without its own kernel
+                    held_out = probe.log_prob(centres[picked], exclude=picked)  # each without its own kernel
+                    held_out = float(held_out.double().mean())
                     if held_out > best:
                         best, best_h, best_widths = held_out, multiple * unit * narrowest, probe.widths.clone()
         base = KernelBase(centres.shape[1], len(centres))

@@ -114,6 +114,16 @@ def conformal_high(n: int, n_cal: int, alpha: float) -> float:
     return float(stats.betabinom.ppf(0.995, n, allowed, n_cal + 1 - allowed)) / n
 
 
+def chance_above(n: int, n_cal: int, alpha: float, high: float) -> float:
+    """The chance that split-conformal calibration with ``n_cal`` exchangeable rows flags more than
+    the share ``high`` of ``n`` fresh rows (beta-binomial, the calibration draw's spread included):
+    how often a perfectly calibrated threshold fails the binomial bar on one set."""
+    allowed = math.floor(round((n_cal + 1) * alpha, 9))
+    if allowed < 1:
+        return 0.0
+    return float(stats.betabinom.sf(round(high * n), n, allowed, n_cal + 1 - allowed))
+
+
 def measure(name: str, kind: str, train: np.ndarray, fresh: np.ndarray, thresholds: tuple[str, ...] = THRESHOLDS):
     """One row per threshold and alpha: a conformal fit per alpha (its calibration split is sized
     to it), one chi2 fit read at every alpha."""
@@ -187,10 +197,12 @@ def table(rows: list[dict[str, str]], data_sets: list[str], skipped: list[str], 
         "`alpha`; `conformal law`: the rate split-conformal calibration with `n_cal` rows gives,",
         "`floor((n_cal + 1) alpha) / (n_cal + 1)` (lower with tied scores), and the 99% upper end of",
         "the share one fit can show (the calibration draw's spread included). A `!` marks a",
-        "conformal share above the binomial upper end.",
+        "conformal share above the binomial upper end. `P(above)`: the chance of that `!` under the",
+        "conformal law itself, that is for a threshold that keeps its promise exactly (`chance_above`).",
         "",
-        "| set | n_train | n_cal | n_fresh | alpha | conformal | chi2 | binomial 99% | conformal law, 99% high |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| set | n_train | n_cal | n_fresh | alpha | conformal | chi2 | binomial 99% | conformal law, 99% high "
+        "| P(above) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for (name, alpha), pair in by_set.items():
         c, x = pair["conformal"], pair["chi2"]
@@ -199,17 +211,22 @@ def table(rows: list[dict[str, str]], data_sets: list[str], skipped: list[str], 
             f"| {name} | {c['n_train']} | {c['n_calibration']} | {c['n_fresh']} | {alpha:g} | "
             f"{float(c['share']):.4f}{mark} | {float(x['share']):.4f} | "
             f"[{float(c['binomial_low99']):.4f}, {float(c['binomial_high99']):.4f}] | "
-            f"{conformal_mean(int(c['n_calibration']), alpha):.4f}, {float(c['conformal_high99']):.4f} |"
+            f"{conformal_mean(int(c['n_calibration']), alpha):.4f}, {float(c['conformal_high99']):.4f} | "
+            f"{chance_above(int(c['n_fresh']), int(c['n_calibration']), alpha, float(c['binomial_high99'])):.3f} |"
         )
     lines += ["", "## The bar", ""]
     lines += [
         "Conformal share above the binomial 99% upper end (per alpha), and the mean share over",
         "sets against `alpha +- 0.3 alpha`. `finite` = the sets whose calibration can flag at that",
         "`alpha` at all (`n_cal + 1 >= 1/alpha`; below, split-conformal flags nothing, by design).",
+        "`expected above`: how many sets a threshold that keeps the conformal law exactly would put above",
+        "the binomial high by chance (the sum of `P(above)`), with the calibration rows used here and",
+        "with every training row calibrating (`n_cal = n_train`, what cross-conformal calibration",
+        "would reach at best).",
         "",
         "| group | alpha | sets | conformal above binomial high | conformal above its law's 99% high | "
-        "mean conformal (law) | within 0.3 alpha | mean chi2 |",
-        "|---|---:|---:|---|---|---|---|---:|",
+        "expected above (n_cal; n_train) | mean conformal (law) | within 0.3 alpha | mean chi2 |",
+        "|---|---:|---:|---|---|---|---|---|---:|",
     ]
     n_cal = {(r["set"], r["alpha"]): int(r["n_calibration"]) for r in rows if r["threshold"] == "conformal"}
     groups = {
@@ -228,13 +245,18 @@ def table(rows: list[dict[str, str]], data_sets: list[str], skipped: list[str], 
                 continue
             above = [r["set"] for r in conf if float(r["share"]) > float(r["binomial_high99"])]
             above_own = [r["set"] for r in conf if float(r["share"]) > float(r["conformal_high99"])]
+            expected = [
+                sum(chance_above(int(r["n_fresh"]), int(r[field]), alpha, float(r["binomial_high99"])) for r in conf)
+                for field in ("n_calibration", "n_train")
+            ]
             mean = float(np.mean([float(r["share"]) for r in conf]))
             law = float(np.mean([conformal_mean(n_cal[r["set"], r["alpha"]], alpha) for r in conf]))
             mean_chi2 = float(np.mean([float(r["share"]) for r in chi2])) if chi2 else float("nan")
             within = "yes" if abs(mean - alpha) <= 0.3 * alpha else "no"
             lines.append(
                 f"| {group} | {alpha:g} | {len(conf)} | {', '.join(above) or 'none'} | "
-                f"{', '.join(above_own) or 'none'} | {mean:.4f} ({law:.4f}) | {within} | {mean_chi2:.4f} |"
+                f"{', '.join(above_own) or 'none'} | {expected[0]:.2f}; {expected[1]:.2f} | {mean:.4f} ({law:.4f}) | "
+                f"{within} | {mean_chi2:.4f} |"
             )
     lines += ["", "## Sets not run", ""]
     if skipped:

@@ -25,65 +25,49 @@ as the default chooses it), so that other combinations can be scored without ref
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from probe_cells import cells, probe_parser, test_roc, write_row  # this folder is on sys.path when run
 from scipy.special import logsumexp
 
-# the z-score kernel density of the input-space probe (this folder is on sys.path when run)
+# the z-score kernel density of the input-space probe
 from tabular_input_space import kernel_scores
 
 from usfad import USFlow
-from usfad.data.adbench import load_dataset
-from usfad.data.protocol import protocol_t
-from usfad.metrics import detection_metrics
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser = probe_parser(__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--params", default="{}", help="USFlow parameters as JSON")
-    parser.add_argument("-o", "--output", required=True, help="JSON lines, appended")
     parser.add_argument("--save", type=Path, help="folder for per-row test NLLs (npz per set and seed)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     params = json.loads(args.params)
-    for dataset in args.datasets:
-        X, y = load_dataset(dataset)
-        for seed in args.seeds:
-            split = protocol_t(X, y, seed)
-            nll, fit_s = [], []
-            for k in range(args.members):
-                start = time.perf_counter()
-                det = USFlow(random_state=seed + 1000 * k, **params).fit(split.X_train)
-                nll.append(det.decision_function(split.X_test))
-                fit_s.append(round(time.perf_counter() - start, 1))
-            nll = np.stack(nll)
-
-            def roc(scores: np.ndarray, labels: np.ndarray = split.y_test) -> float:
-                return round(detection_metrics(labels, scores)["roc_auc"], 4)
-
-            row = {"dataset": dataset, "seed": seed, "n": len(split.X_train), "d": X.shape[1], "fit_s": fit_s}
-            row["member_roc"] = [roc(s) for s in nll]
-            row["mean_nll"] = [roc(nll[:k].mean(axis=0)) for k in range(1, args.members + 1)]
-            row["mixture_nll"] = [roc(-(logsumexp(-nll[:k], axis=0) - np.log(k))) for k in range(1, args.members + 1)]
-            if args.save:
-                train, test = split.X_train.astype(np.float64), split.X_test.astype(np.float64)
-                mean, scale = train.mean(0), train.std(0)
-                scale[scale == 0] = 1.0
-                zscore = kernel_scores((train - mean) / scale, (test - mean) / scale, 2000, seed)
-                row["zscore_roc"] = roc(zscore)
-                args.save.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(args.save / f"{dataset}_{seed}.npz", y=split.y_test, nll=nll, zscore_nll=zscore)
-            with open(args.output, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+    for dataset, seed, split in cells(args):
+        nll, fit_s = [], []
+        for k in range(args.members):
+            start = time.perf_counter()
+            det = USFlow(random_state=seed + 1000 * k, **params).fit(split.X_train)
+            nll.append(det.decision_function(split.X_test))
+            fit_s.append(round(time.perf_counter() - start, 1))
+        nll = np.stack(nll)
+        members = range(1, args.members + 1)
+        row = {"dataset": dataset, "seed": seed, "n": len(split.X_train), "d": split.X_train.shape[1], "fit_s": fit_s}
+        row["member_roc"] = [test_roc(split, s) for s in nll]
+        row["mean_nll"] = [test_roc(split, nll[:k].mean(axis=0)) for k in members]
+        row["mixture_nll"] = [test_roc(split, -(logsumexp(-nll[:k], axis=0) - np.log(k))) for k in members]
+        if args.save:
+            train, test = split.X_train.astype(np.float64), split.X_test.astype(np.float64)
+            mean, scale = train.mean(0), train.std(0)
+            scale[scale == 0] = 1.0
+            zscore = kernel_scores((train - mean) / scale, (test - mean) / scale, 2000, seed)
+            row["zscore_roc"] = test_roc(split, zscore)
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.save / f"{dataset}_{seed}.npz", y=split.y_test, nll=nll, zscore_nll=zscore)
+        write_row(args.output, row)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,32 @@ def test_a_state_without_widths_loads_with_width_one_and_widths_below_one_are_re
         KernelBase(2, 10).double().load_state_dict(state, strict=True)
 
 
+def test_mean_log_probs_is_log_prob_at_each_setting_and_build_kernel_takes_the_best():
+    rng = np.random.default_rng(3)
+    centres = np.concatenate([rng.normal(size=(150, 3)) * 0.3, rng.normal(size=(50, 3)) * 2 + 5])
+    base = kernel(centres, 1.0)
+    rows = torch.as_tensor(centres[::4])
+    own = torch.arange(0, 200, 4)
+    settings = [(torch.ones(200), [0.2, 0.5, 1.0]), (torch.as_tensor(1 + rng.uniform(size=200) * 3), [0.1, 0.3, 0.9])]
+    expected = np.zeros((2, 3))
+    for j, (widths, bandwidths) in enumerate(settings):
+        for k, h in enumerate(bandwidths):
+            other = kernel(centres, h)
+            other.widths.copy_(widths)
+            expected[j, k] = float(other.log_prob(rows, exclude=own).mean())
+    np.testing.assert_allclose(base.mean_log_probs(rows, settings, exclude=own).numpy(), expected, rtol=1e-12)
+    assert float(base.bandwidth) == 1.0 and (base.widths == 1).all()  # its own are left alone
+    # build_kernel keeps the setting whose held-out likelihood is highest: no candidate does better
+    chosen = USFlow().build_kernel(torch.as_tensor(centres, dtype=torch.float32), torch.Generator().manual_seed(0))
+    radii = USFlow().neighbour_radii(torch.as_tensor(centres, dtype=torch.float32))
+    everyone = torch.arange(200)
+    with torch.no_grad():
+        best = float(chosen.double().log_prob(torch.as_tensor(centres), exclude=everyone).mean())
+        for multiple in USFlow.kernel_multiples:
+            h = multiple * float(radii.median())
+            assert float(kernel(centres, h).log_prob(torch.as_tensor(centres), exclude=everyone).mean()) <= best + 1e-4
+
+
 def test_kernel_widths_grow_where_the_centres_are_sparse_and_stay_one_without_a_local_power():
     rng = np.random.default_rng(1)
     dense, sparse = rng.normal(size=(400, 3)) * 0.1, rng.normal(size=(100, 3)) * 2 + 8

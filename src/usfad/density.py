@@ -302,6 +302,35 @@ class KernelBase(nn.Module):
             parts.append(-2 * self.bandwidth**2 * (log_sum_exp(terms, overwrite=True) - count.log()))
         return torch.cat(parts) if parts else z.new_zeros(0)
 
+    def mean_log_probs(
+        self, z: Tensor, settings: list[tuple[Tensor, list[float]]], exclude: Tensor | None = None
+    ) -> Tensor:
+        """The mean :meth:`log_prob` of ``z`` under each of several widths and bandwidths over
+        these centres: ``settings`` holds ``(widths, bandwidths)`` pairs, the result is
+        ``(len(settings), len(bandwidths))`` (float64; ``bandwidths`` as long in every pair).
+
+        What choosing them by likelihood needs: each block's squared distances are computed
+        once for every setting, not once per setting. The base's own widths and bandwidth are
+        neither read nor changed."""
+        unit = KernelBase(self.features, self.means.shape[0])  # bandwidth 1, widths 1: terms -||z - c||^2 / 2
+        unit.means = self.means
+        centres = unit._centre_side()
+        totals = torch.zeros(len(settings), len(settings[0][1]), dtype=torch.float64)
+        rows = self.block_rows or max(1, self.block_terms // self.means.shape[0])
+        for start in range(0, z.shape[0], rows):
+            block = slice(start, start + rows)
+            half_sq, kept, _ = unit._log_kernels(z[block], None if exclude is None else exclude[block], centres)
+            for j, (widths, bandwidths) in enumerate(settings):
+                widths = widths.to(half_sq.dtype)
+                scaled = half_sq if bool((widths == 1).all()) else half_sq * widths.pow(-2)[None]
+                normalisers = self.features * widths.log()
+                for k, h in enumerate(bandwidths):
+                    log_k = log_sum_exp(scaled.div(h * h).sub_(normalisers[None]), overwrite=True) - kept.log()
+                    totals[j, k] += log_k.double().sum() - len(log_k) * 0.5 * self.features * math.log(
+                        2 * math.pi * h * h
+                    )
+        return totals / max(z.shape[0], 1)
+
     def log_normalizer(self, z: Tensor) -> Tensor:
         """``(d/2) log(2 pi h^2)``."""
         return 0.5 * self.features * torch.log(2 * math.pi * self.bandwidth**2)

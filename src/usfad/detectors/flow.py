@@ -431,24 +431,19 @@ class FlowDetector(BaseDetector):
         unit = float(radii[picked].median())
         unit = unit if unit > 0 else 1.0  # all centres at one point: any bandwidth ranks alike
         clip = min(self.kernel_local_clip, math.exp(self.kernel_local_nats / centres.shape[1]))
-        probe = KernelBase(centres.shape[1], centres.shape[0])
-        probe.means.copy_(centres)
-        best, best_h, best_widths = -math.inf, unit, torch.ones(centres.shape[0])
-        with torch.no_grad():
-            for power in self.kernel_local_powers:
-                local = (radii.clamp_min(1e-12 * unit) / unit).pow(power).clamp(1 / clip, clip)
-                narrowest = float(local.min())
-                probe.widths.copy_(local / narrowest)
-                for multiple in self.kernel_multiples:
-                    probe.bandwidth.fill_(multiple * unit * narrowest)
-                    held_out = probe.log_prob(centres[picked], exclude=picked)  # each without its own kernel
-                    held_out = float(held_out.double().mean())
-                    if held_out > best:
-                        best, best_h, best_widths = held_out, multiple * unit * narrowest, probe.widths.clone()
         base = KernelBase(centres.shape[1], len(centres))
         base.means.copy_(centres)
-        base.bandwidth.fill_(best_h)
-        base.widths.copy_(best_widths)
+        settings = []
+        for power in self.kernel_local_powers:
+            local = (radii.clamp_min(1e-12 * unit) / unit).pow(power).clamp(1 / clip, clip)
+            narrowest = float(local.min())
+            settings.append((local / narrowest, [multiple * unit * narrowest for multiple in self.kernel_multiples]))
+        with torch.no_grad():  # each picked centre without its own kernel
+            held_out = base.mean_log_probs(centres[picked], settings, exclude=picked)
+        best = int(torch.argmax(held_out.nan_to_num(nan=-math.inf)))  # the first of the best, in settings' order
+        widths, bandwidths = settings[best // held_out.shape[1]]
+        base.bandwidth.fill_(bandwidths[best % held_out.shape[1]])
+        base.widths.copy_(widths)
         return base
 
     #: the 5th nearest other centre sets a centre's scale (as KNN's default ``k``)

@@ -315,7 +315,7 @@ class KernelBase(nn.Module):
         unit = KernelBase(self.features, self.means.shape[0])  # bandwidth 1, widths 1: terms -||z - c||^2 / 2
         unit.means = self.means
         centres = unit._centre_side()
-        totals = torch.zeros(len(settings), len(settings[0][1]), dtype=torch.float64)
+        totals = torch.zeros(len(settings), len(settings[0][1]), dtype=torch.float64, device=z.device)
         rows = self.block_rows or max(1, self.block_terms // self.means.shape[0])
         for start in range(0, z.shape[0], rows):
             block = slice(start, start + rows)

@@ -337,3 +337,12 @@ def test_the_default_adds_the_identity_flows_kernel_wherever_a_kernel_base_score
     assert USFlow(**auto).fit(TWO_GROUPS).model_.input_base is not None
     assert USFlow(**auto, base="gaussian").fit(TWO_GROUPS).model_.input_base is None
     assert USFlow(**auto, threshold="chi2").fit(TWO_GROUPS).model_.input_base is None
+
+
+def test_a_verbose_fit_shows_the_kernel_and_scoring_phases_and_a_quiet_one_nothing(capsys):
+    X = np.random.default_rng(5).normal(size=(4200, 2))  # more rows than one scoring batch
+    USFlow(hidden_features=(8,), n_blocks=1, max_steps=5, random_state=0, verbose=True).fit(X)
+    shown = capsys.readouterr().err
+    assert "kernel densities" in shown and "scoring the training rows" in shown
+    USFlow(hidden_features=(8,), n_blocks=1, max_steps=5, random_state=0).fit(X)
+    assert capsys.readouterr().err == ""

@@ -295,7 +295,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             fit_data = data if fit_rows is None else data[fit_rows]
             self.history_ = self._fit_model(fit_data, self._train_config(), generator)
         self.model_.eval()
-        self.decision_scores_ = self._scores_of(data)
+        self.decision_scores_ = self._scores_of(data, desc="scoring the training rows")
         if calibration_rows is not None:
             self.calibration_scores_ = np.sort(self.decision_scores_[calibration_rows])
         elif hasattr(self, "calibration_scores_"):
@@ -375,17 +375,23 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return self._to_tensor(check_array(X, n_features=self.n_features_in_, fitted=type(self).__name__))
 
     @torch.no_grad()
-    def _batched(self, fn: Any, data: Tensor) -> np.ndarray:
+    def _batched(self, fn: Any, data: Tensor, desc: str | None = None) -> np.ndarray:
+        """``fn`` over ``data`` in batches of :attr:`score_batch_size` rows, as one float64
+        array; with ``desc`` and ``verbose``, a progress bar over the batches (when more than one)."""
+        from tqdm.auto import tqdm
+
         self.model_.eval()
         step = self.score_batch_size
-        parts = [fn(data[i : i + step]).cpu().double() for i in range(0, data.shape[0], step)]
+        starts = range(0, data.shape[0], step)
+        quiet = desc is None or not getattr(self, "verbose", False) or len(starts) < 2
+        parts = [fn(data[i : i + step]).cpu().double() for i in tqdm(starts, desc=desc, disable=quiet, leave=False)]
         return torch.cat(parts).numpy()
 
-    def _scores_of(self, data: Tensor) -> np.ndarray:
+    def _scores_of(self, data: Tensor, desc: str | None = None) -> np.ndarray:
         far = _beyond_float32(data)
         if bool(far.any()):  # not computed (inf - inf would make NaN): +inf by definition
             data = torch.where(far[:, None], torch.zeros((), dtype=data.dtype, device=data.device), data)
-        scores = self._batched(self._score, data)
+        scores = self._batched(self._score, data, desc)
         scores[far.cpu().numpy()] = np.inf
         if np.isnan(scores).any():
             raise DataError(

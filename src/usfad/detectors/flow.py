@@ -125,7 +125,7 @@ class FlowDetector(BaseDetector):
         held-out calibration rows, false-alarm rate at most ``alpha``; see
         :class:`~usfad.detectors.base.BaseDetector`).
     random_state, device, verbose: seed, torch device (``"auto"`` picks a GPU if any),
-        progress bar.
+        progress bars (training, the kernel densities, scoring the training rows).
     """
 
     default_flow = "usf"
@@ -400,12 +400,19 @@ class FlowDetector(BaseDetector):
         keep = self.kernel_centres_for(data.shape[0], data.shape[1])
         if data.shape[0] > keep:
             rows = torch.randperm(data.shape[0], generator=generator)[:keep].sort().values
-        centres = torch.as_tensor(self._batched(self._latent, data[rows]), dtype=torch.float32)
-        self.model_.base = self.build_kernel(centres, generator).to(self.device_)
-        self.kernel_centres_ = len(rows)
-        if self.uses_input_kernel():  # the identity flow's kernel: the same rows, standardised
-            self.model_.input_base = self.build_kernel(data[rows].float().cpu(), generator).to(self.device_)
-            self.input_centres_ = len(rows)
+        from tqdm.auto import tqdm
+
+        kernels = 2 if self.uses_input_kernel() else 1
+        bar = tqdm(total=kernels, desc="kernel densities", disable=not self.verbose, leave=False)
+        with bar:
+            centres = torch.as_tensor(self._batched(self._latent, data[rows]), dtype=torch.float32)
+            self.model_.base = self.build_kernel(centres, generator).to(self.device_)
+            self.kernel_centres_ = len(rows)
+            bar.update()
+            if self.uses_input_kernel():  # the identity flow's kernel: the same rows, standardised
+                self.model_.input_base = self.build_kernel(data[rows].float().cpu(), generator).to(self.device_)
+                self.input_centres_ = len(rows)
+                bar.update()
 
     #: ... each centre's kernel as wide as ``(r_i / median r) ** power`` times the bandwidth, ``r_i``
     #: its distance to its 5th nearest other centre (a sample-point kernel density: narrow kernels

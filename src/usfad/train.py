@@ -121,7 +121,11 @@ def fit_module(
     batch_size = max(1, min(config.batch_size, train.shape[0]))
     epochs, patience = epochs_and_patience(config, train.shape[0])
     best, best_state, waited = math.inf, None, 0
-    bar = tqdm(range(epochs), desc=config.desc, disable=not config.verbose, leave=False)
+    # the bar's length: the epochs max_steps allows, when fewer (early stopping may end it sooner still)
+    reachable = epochs
+    if config.max_steps is not None:
+        reachable = min(epochs, math.ceil(config.max_steps / steps_per_epoch(train.shape[0], config.batch_size)))
+    bar = tqdm(range(epochs), total=reachable, desc=config.desc, disable=not config.verbose, leave=False)
     for epoch in bar:
         module.train()
         perm = torch.randperm(train.shape[0], generator=generator)

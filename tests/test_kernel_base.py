@@ -346,3 +346,17 @@ def test_a_verbose_fit_shows_the_kernel_and_scoring_phases_and_a_quiet_one_nothi
     assert "kernel densities" in shown and "scoring the training rows" in shown
     USFlow(hidden_features=(8,), n_blocks=1, max_steps=5, random_state=0).fit(X)
     assert capsys.readouterr().err == ""
+
+
+def test_repeated_rows_are_scored_once_and_score_as_if_each_were_scored():
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=(300, 3))
+    X = values[rng.integers(0, 300, size=9000)]  # 9,000 rows, at most 300 distinct: as a discrete table repeats
+    det = USFlow(**SMALL, random_state=0).fit(X)
+    distinct, where = det._distinct_rows(det._to_tensor(X))
+    assert where is not None and len(distinct) <= 300
+    once = det.decision_function(X)
+    det.distinct_share = 0.0  # every row scored where it stands
+    assert det._distinct_rows(det._to_tensor(X))[1] is None
+    np.testing.assert_allclose(det.decision_function(X), once, rtol=1e-5)
+    np.testing.assert_allclose(det.decision_scores_, once, rtol=1e-5)  # decision_scores_ came through the same path

@@ -6,7 +6,8 @@ the ``src`` folder of another checkout (e.g. a ``git worktree`` of the previous 
 each case then runs with that code too, right after the current code, and the table gives
 the ratio. Cases: synthetic 10k x 20 and 100k x 50 rows (a Gaussian mixture), 230 rows of
 1000-d (the size of an image-embedding set), and the 512-d MVTec AD bottle embeddings
-under Protocol T (seed 42) when ``--data`` holds them.
+under Protocol T (seed 42) when ``--data`` holds them; on request (``--cases``), the training
+rows of 11_donors and 33_skin (Protocol T, seed 42), the largest tables, whose rows repeat.
 
 Writes ``OUT.md`` (table and, per case, the profile of the current code grouped by where
 the time goes) and ``OUT.csv``.
@@ -31,6 +32,12 @@ CASES = {
     "100k x 50": "synthetic:100000:50",
     "230 x 1000": "synthetic:230:1000",
     "MVTec bottle (180 x 512)": "adbench:MVTec-AD_bottle",
+}
+DEFAULT_CASES = list(CASES)
+# on request (--cases): the largest tables, whose rows repeat (discrete values)
+CASES |= {
+    "11_donors (408k x 10)": "adbench:11_donors",
+    "33_skin (136k x 3)": "adbench:33_skin",
 }
 
 # Run inside the subprocess: fit USFlow() with its defaults, profile it, print one JSON line.
@@ -90,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="src folder of the code to compare with")
     parser.add_argument("--data", default=os.environ.get("USFAD_DATA", "../shared/data/adbench"))
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=DEFAULT_CASES)
     parser.add_argument("-o", "--output", type=Path, required=True, help="OUT (writes OUT.md and OUT.csv)")
     args = parser.parse_args()
     here = Path(__file__).resolve().parents[1] / "src"

@@ -44,7 +44,7 @@ from scipy import stats
 from usfad import USFlow
 from usfad.data.adbench import list_datasets, load_dataset
 from usfad.data.protocol import protocol_t
-from usfad.density import chi2_nll_threshold
+from usfad.density import chi2_nll_threshold, exceedances_allowed
 
 ALPHAS = (0.01, 0.05)
 THRESHOLDS = ("conformal", "chi2")
@@ -103,12 +103,12 @@ def binomial_interval(n: int, alpha: float) -> tuple[float, float]:
 def conformal_mean(n_cal: int, alpha: float) -> float:
     """The false-alarm rate split-conformal calibration with ``n_cal`` rows gives (no ties):
     ``floor((n_cal + 1) alpha) / (n_cal + 1)``, in ``(alpha - 1/(n_cal + 1), alpha]``."""
-    return math.floor(round((n_cal + 1) * alpha, 9)) / (n_cal + 1)
+    return exceedances_allowed(n_cal, alpha) / (n_cal + 1)
 
 
 def conformal_high(n: int, n_cal: int, alpha: float) -> float:
     """99.5% quantile of the flagged share of ``n`` fresh rows under split-conformal calibration."""
-    allowed = math.floor(round((n_cal + 1) * alpha, 9))
+    allowed = exceedances_allowed(n_cal, alpha)
     if allowed < 1:
         return 0.0
     return float(stats.betabinom.ppf(0.995, n, allowed, n_cal + 1 - allowed)) / n
@@ -118,7 +118,7 @@ def chance_above(n: int, n_cal: int, alpha: float, high: float) -> float:
     """The chance that split-conformal calibration with ``n_cal`` exchangeable rows flags more than
     the share ``high`` of ``n`` fresh rows (beta-binomial, the calibration draw's spread included):
     how often a perfectly calibrated threshold fails the binomial bar on one set."""
-    allowed = math.floor(round((n_cal + 1) * alpha, 9))
+    allowed = exceedances_allowed(n_cal, alpha)
     if allowed < 1:
         return 0.0
     return float(stats.betabinom.sf(round(high * n), n, allowed, n_cal + 1 - allowed))

@@ -225,20 +225,18 @@ class KernelBase(nn.Module):
         s = 0.5 / self.bandwidth**2
         # -s ||z - c||^2 = 2s z.c - s ||z||^2 - s ||c||^2, at most 0: one product writes the block
         terms = torch.cat([zc, z_norms[:, None], torch.ones_like(z_norms)[:, None]], 1).mm(product).clamp_max_(0)
-        on_centre = exclude
         if exclude is None:  # the caller names no centre to leave out: the one each row lies on
-            on_centre = self._on_centre(terms, s * self.coincide_eps * torch.finfo(terms.dtype).eps, z_norms, c_norms)
+            exclude = self._on_centre(terms, s * self.coincide_eps * torch.finfo(terms.dtype).eps, z_norms, c_norms)
         if widths is not None:  # -||z - c_i||^2 / (2 h^2 w_i^2) - d log w_i
             inverse_squares, log_normalisers = widths
             scaled = terms.mul(inverse_squares[None]) if terms.requires_grad else terms.mul_(inverse_squares[None])
             terms = scaled.sub_(log_normalisers[None])
-        exclude = on_centre
         column = exclude.clamp_min(0)[:, None]
         minus_inf = torch.full_like(z_norms[:, None], -math.inf)
         left_out = torch.where(exclude[:, None] >= 0, minus_inf, terms.gather(1, column))
         terms = terms.scatter(1, column, left_out) if terms.requires_grad else terms.scatter_(1, column, left_out)
         count = self.means.shape[0] - (exclude >= 0).to(terms.dtype)
-        return terms, count, on_centre
+        return terms, count, exclude
 
     @staticmethod
     def _on_centre(terms: Tensor, tolerance: Tensor, z_norms: Tensor, c_norms: Tensor) -> Tensor:
@@ -316,14 +314,19 @@ class KernelBase(nn.Module):
         unit.means = self.means
         centres = unit._centre_side()
         totals = torch.zeros(len(settings), len(settings[0][1]), dtype=torch.float64, device=z.device)
+        # each setting's w^-2 (None: all widths 1) and d log w, once, not per block
+        per_width = []
+        for widths, _ in settings:
+            widths = widths.to(device=z.device, dtype=self.means.dtype)
+            per_width.append(
+                (None if bool((widths == 1).all()) else widths.pow(-2)[None], self.features * widths.log())
+            )
         rows = self.block_rows or max(1, self.block_terms // self.means.shape[0])
         for start in range(0, z.shape[0], rows):
             block = slice(start, start + rows)
             half_sq, kept, _ = unit._log_kernels(z[block], None if exclude is None else exclude[block], centres)
-            for j, (widths, bandwidths) in enumerate(settings):
-                widths = widths.to(half_sq.dtype)
-                scaled = half_sq if bool((widths == 1).all()) else half_sq * widths.pow(-2)[None]
-                normalisers = self.features * widths.log()
+            for j, ((inverse_squares, normalisers), (_, bandwidths)) in enumerate(zip(per_width, settings)):
+                scaled = half_sq if inverse_squares is None else half_sq * inverse_squares
                 for k, h in enumerate(bandwidths):
                     log_k = log_sum_exp(scaled.div(h * h).sub_(normalisers[None]), overwrite=True) - kept.log()
                     totals[j, k] += log_k.double().sum() - len(log_k) * 0.5 * self.features * math.log(

@@ -409,7 +409,7 @@ class FlowDetector(BaseDetector):
             self.model_.base = self.build_kernel(centres, generator).to(self.device_)
             self.kernel_centres_ = len(rows)
             bar.update()
-            if self.uses_input_kernel():  # the identity flow's kernel: the same rows, standardised
+            if kernels == 2:  # the identity flow's kernel: the same rows, standardised
                 self.model_.input_base = self.build_kernel(data[rows].float().cpu(), generator).to(self.device_)
                 self.input_centres_ = len(rows)
                 bar.update()

@@ -103,6 +103,14 @@ def test_bad_models_and_overrides_fail_before_any_cell() -> None:
         check_models(["usflow"], {"depth": 3})
 
 
+@pytest.mark.parametrize("seeds", [[-1], [0, 2**32]])
+def test_bad_seeds_fail_before_any_cell(tmp_path: Path, seeds: list[int]) -> None:
+    results = tmp_path / "r.jsonl"
+    with pytest.raises(ValueError, match=r"seeds must be integers from 0 to 2\*\*32 - 1, got \["):
+        run_benchmark(tmp_path, results, models=["knn"], seeds=seeds)
+    assert not results.exists()  # not even an empty result file
+
+
 def test_parse_override() -> None:
     assert parse_override("usflow.epochs=5") == ("usflow.epochs", 5)
     assert parse_override("hidden_features=[64, 64]") == ("hidden_features", (64, 64))

@@ -235,6 +235,8 @@ def run_benchmark(
     seeds = [int(s) for s in dict.fromkeys(seeds)]
     if not seeds:
         raise ValueError("no seeds given")
+    if bad := [s for s in seeds if not 0 <= s < 2**32]:  # what the splits' and models' generators accept
+        raise ValueError(f"seeds must be integers from 0 to 2**32 - 1, got {bad}")
     models = check_models(models, overrides)
     if not datasets:  # the Classical group if there is one, else every dataset found
         groups = {info.group for info in list_datasets(data)}

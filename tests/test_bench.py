@@ -106,9 +106,20 @@ def test_bad_models_and_overrides_fail_before_any_cell() -> None:
 @pytest.mark.parametrize("seeds", [[-1], [0, 2**32]])
 def test_bad_seeds_fail_before_any_cell(tmp_path: Path, seeds: list[int]) -> None:
     results = tmp_path / "r.jsonl"
-    with pytest.raises(ValueError, match=r"seeds must be integers from 0 to 2\*\*32 - 1, got \["):
+    with pytest.raises(ValueError, match=r"seeds must be integers from 0 to 4294967295, got \["):
         run_benchmark(tmp_path, results, models=["knn"], seeds=seeds)
     assert not results.exists()  # not even an empty result file
+
+
+def test_check_seeds_is_the_one_rule_for_every_grid() -> None:
+    from usfad.studies.stability import run_stability
+    from usfad.validation import check_seeds
+
+    assert check_seeds([3, "7", 0, 2**32 - 1]) == [3, 7, 0, 2**32 - 1]
+    with pytest.raises(ValueError, match="no seeds given"):
+        check_seeds([])
+    with pytest.raises(ValueError, match=r"got \[-2\]"):
+        run_stability(datasets=["14_glass"], models=["usflow"], seeds=[1, -2])
 
 
 def test_parse_override() -> None:

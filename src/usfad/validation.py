@@ -4,7 +4,8 @@
 - :func:`feature_names` and :func:`check_feature_names`: a DataFrame's column names, recorded
   at ``fit`` and compared at scoring (scikit-learn's ``feature_names_in_`` convention);
 - :class:`Constraint` and :func:`check_parameters`: hyper-parameters declared once as a table
-  of constraints, checked at ``fit``.
+  of constraints, checked at ``fit``;
+- :func:`check_seeds`: the seeds of an experiment grid, checked before its first run.
 """
 
 from __future__ import annotations
@@ -219,3 +220,18 @@ def check_parameters(params: Mapping[str, Any], constraints: Mapping[str, Constr
         constraint = constraints.get(name)
         if constraint is not None and not constraint.allows(value):
             raise ValueError(f"{name} must be {constraint.describe()}, got {value!r} ({type(value).__name__})")
+
+
+#: the seeds a split or a model accepts (numpy's and scikit-learn's generators take 32 bits)
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """``seeds`` as a list of ints, or a ``ValueError`` if there are none or one is outside :data:`SEED_RANGE`."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("no seeds given")
+    low, high = SEED_RANGE
+    if bad := [s for s in seeds if not low <= s <= high]:
+        raise ValueError(f"seeds must be integers from {low} to {high}, got {bad}")
+    return seeds

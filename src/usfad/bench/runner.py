@@ -43,6 +43,7 @@ from ..experiments.engine import (
     run_job,
 )
 from ..experiments.store import Key, ResultStore
+from ..validation import check_seeds
 from .spec import check_models, check_preset, make_model, model_params, preset_label
 
 BACKENDS = ("local", "ray")
@@ -232,11 +233,7 @@ def run_benchmark(
         raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    seeds = [int(s) for s in dict.fromkeys(seeds)]
-    if not seeds:
-        raise ValueError("no seeds given")
-    if bad := [s for s in seeds if not 0 <= s < 2**32]:  # what the splits' and models' generators accept
-        raise ValueError(f"seeds must be integers from 0 to 2**32 - 1, got {bad}")
+    seeds = check_seeds(list(dict.fromkeys(seeds)))
     models = check_models(models, overrides)
     if not datasets:  # the Classical group if there is one, else every dataset found
         groups = {info.group for info in list_datasets(data)}

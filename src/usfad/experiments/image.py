@@ -29,6 +29,7 @@ import numpy as np
 
 from ..plots import write_overlay
 from ..runtime import seeded
+from ..validation import check_seeds
 from .engine import run_job
 from .store import Key, ResultStore, row_key
 
@@ -236,6 +237,7 @@ def run_image_bench(
 
     from ..vision.detector import ImageDetector
 
+    seeds = check_seeds(seeds)
     out = Path(out)
     datasets = image_datasets(root, int(params["image_size"]), normal_classes)
     store = ResultStore(out / "results.jsonl")

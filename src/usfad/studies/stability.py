@@ -37,6 +37,7 @@ from ..experiments.engine import SerialExecutor
 from ..experiments.health import EXPLOSION_FACTOR, training_health
 from ..reporting.report import figure_section, quick_note, write_markdown
 from ..reporting.tables import markdown_table, std
+from ..validation import check_seeds
 
 DEFAULT_DATASETS = ("4_breastw", "6_cardio", "24_mnist", "25_musk", "38_thyroid")
 DEFAULT_MODELS = ("usflow", "nonusflow", "deepsvdd")
@@ -137,9 +138,7 @@ def run_stability(
     from ..data.adbench import select_datasets
 
     check_preset(preset)
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("no seeds given")
+    seeds = check_seeds(seeds)
     overrides: dict[str, Any] = {}
     for name in models:
         overrides.update(_model_overrides(name, quick, device))

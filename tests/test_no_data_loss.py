@@ -81,6 +81,19 @@ def test_score_into_a_folder_is_refused_before_scoring(tmp_path, csv, model, cap
     assert not scored
 
 
+@pytest.mark.parametrize(
+    "command", [["study", "stability"], ["bench", "--results", "{out}.jsonl"], ["image", "bench", "{tmp}"]]
+)
+def test_bad_seeds_are_refused_before_any_output_is_made(tmp_path, command, capsys):
+    out = tmp_path / "out"
+    argv = [a.format(out=out, tmp=tmp_path) for a in command]
+    if command[0] != "bench":
+        argv += ["-o", str(out)]
+    assert main([*argv, "--seeds", "1", "-1"]) != 0
+    assert "seeds must be integers from 0 to 4294967295, got [-1]" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no folder, no result file
+
+
 def test_a_failed_export_check_file_leaves_no_onnx_file(tmp_path, model, capsys):
     pytest.importorskip("onnxruntime")
     bad = tmp_path / "bad.csv"

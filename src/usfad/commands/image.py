@@ -24,6 +24,7 @@ import numpy as np
 from ..flows import FLOWS
 from ..outputs import check_output_dir, check_output_file
 from ..plots import write_overlay
+from ..validation import check_seeds
 from ..vision.detector import MAPS
 from ..vision.heads import HEADS
 from .args import int_list, positive_int, split_list
@@ -152,7 +153,7 @@ def bench(args: argparse.Namespace) -> int:
 
     models = split_list(args.models) or list(HEADS)
     flows = split_list(args.flows) or list(FLOWS)
-    seeds = int_list(args.seeds, "seeds") or [0, 1, 2]
+    seeds = check_seeds(int_list(args.seeds, "seeds") or [0, 1, 2])  # before the output folder is made
     for m in models:
         if m not in HEADS:
             raise ValueError(f"--models must be among {HEADS}, got {m!r}")

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..data.protocol import SEEDS
 from ..outputs import check_output_dir
+from ..validation import check_seeds
 from .args import int_list, print_report_written, print_tables, split_list
 
 
@@ -69,12 +70,13 @@ def run_stability_command(args: argparse.Namespace) -> int:
     )
 
     _limit_threads(args.threads)
+    seeds = check_seeds(int_list(args.seeds, "seeds"))  # before the output folder is made
     check_output_dir(args.output)
     start = time.perf_counter()
     result = run_stability(
         datasets=split_list(args.datasets) or list(DEFAULT_DATASETS),
         models=split_list(args.models) or list(DEFAULT_MODELS),
-        seeds=int_list(args.seeds, "seeds"),
+        seeds=seeds,
         data_dir=args.data,
         preset=args.preset,
         quick=args.quick,

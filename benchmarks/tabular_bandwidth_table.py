@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import wilcoxon
 
-from usfad.metrics import detection_metrics
+from usfad.metrics import roc_auc
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
         scales = [float(s) for s in cell["scales"]]
         for (i, sf), (j, si), w in itertools.product(enumerate(scales), enumerate(scales), args.weights):
             score = w * cell["flow"][i] + (1 - w) * cell["input"][j]
-            roc[(sf, si, w)][dataset].append(detection_metrics(cell["y"], score)["roc_auc"])
+            roc[(sf, si, w)][dataset].append(roc_auc(cell["y"], score))
     default = roc[(1.0, 1.0, 0.5)]
     sets = sorted(default)
     base = np.array([np.mean(default[s]) for s in sets])

@@ -8,7 +8,9 @@ is fitted (``random_state = seed``, the grid's cell); then for each variant (a J
 those attributes; ``{}`` is the default rebuilt, whose centres differ from the fit's only where
 the training rows are more than the centres) both kernels are rebuilt from the training rows
 and the test rows scored. Each output row holds the test ROC-AUC of the fitted model
-(``fitted``) and of every variant (``variants``, in the order given).
+(``fitted``) and of every variant (``variants``, in the order given). ``--table ROWS`` writes, instead, the
+mean test ROC-AUC over sets of each variant in ``ROWS`` (a file of this probe's rows, run with the
+same ``--variants``) and its sets won, tied and lost against the first variant (a tie: within 0.001).
 
     USFAD_DATA=../shared/data/adbench .venv/bin/python benchmarks/tabular_kernel_rule_probe.py \
         --datasets 6_cardio --variants '{}' '{"kernel_neighbours": 10}' -o /tmp/rules.jsonl
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
+from pathlib import Path
 
+import numpy as np
 import torch
 from probe_cells import cells, probe_parser, test_roc, write_row  # this folder is on sys.path when run
 
@@ -28,8 +33,11 @@ from usfad import USFlow
 def main() -> None:
     parser = probe_parser(__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", required=True, help="JSON objects of kernel attributes")
+    parser.add_argument("--table", type=Path, help="write the table of these rows to --output instead")
     args = parser.parse_args()
     variants = [json.loads(v) for v in args.variants]
+    if args.table:
+        return write_table(args.table, args.variants, args.output)
     for dataset, seed, split in cells(args):
         start = time.perf_counter()
         det = USFlow(random_state=seed).fit(split.X_train)
@@ -49,6 +57,33 @@ def main() -> None:
             for name in variant:
                 delattr(det, name)  # back to the class's value
         write_row(args.output, row)
+
+
+def write_table(rows_file: Path, labels: list[str], output: str) -> None:
+    """Mean ROC-AUC per variant over the sets in ``rows_file``, and w/t/l against the first variant."""
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    per_set = defaultdict(lambda: defaultdict(list))  # variant -> set -> [roc per seed]
+    for row in rows:
+        per_set["the fitted model"][row["dataset"]].append(row["fitted"])
+        for label, roc in zip(labels, row["variants"], strict=True):
+            per_set[label][row["dataset"]].append(roc)
+    sets = sorted(per_set[labels[0]])
+    base = np.array([np.mean(per_set[labels[0]][s]) for s in sets])
+    seconds = np.array([row["variant_s"] for row in rows]).sum(0)
+    lines = [
+        f"# Kernel rules on the same trained flows ({len(rows)} cells, {len(sets)} sets)",
+        "",
+        "| variant | mean ROC-AUC | vs the first w/t/l | rebuild + score s |",
+        "|---|---|---|---|",
+    ]
+    for label, s in zip(["the fitted model", *labels], [None, *seconds]):
+        means = np.array([np.mean(per_set[label][x]) for x in sets])
+        diff = means - base
+        wins, losses = int((diff > 0.001).sum()), int((diff < -0.001).sum())
+        cost = "" if s is None else f"{s:.0f}"
+        lines.append(f"| `{label}` | {means.mean():.4f} | {wins}/{len(sets) - wins - losses}/{losses} | {cost} |")
+    Path(output).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

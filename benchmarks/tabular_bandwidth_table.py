@@ -30,7 +30,8 @@ def main() -> None:
     files = sorted(args.npz.glob("*.npz"))
     for path in files:
         dataset = path.stem.rsplit("_", 1)[0]
-        cell = np.load(path)
+        with np.load(path) as npz:  # read once: an npz decompresses on every access
+            cell = {key: npz[key] for key in ("y", "scales", "flow", "input")}
         scales = [float(s) for s in cell["scales"]]
         for (i, sf), (j, si), w in itertools.product(enumerate(scales), enumerate(scales), args.weights):
             score = w * cell["flow"][i] + (1 - w) * cell["input"][j]

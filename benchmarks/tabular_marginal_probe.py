@@ -54,7 +54,8 @@ def main() -> None:
     files = sorted(args.npz.glob("*.npz"))
     for path in files:
         dataset, seed = path.stem.rsplit("_", 1)
-        cell = np.load(path)
+        with np.load(path) as npz:  # read once: an npz decompresses on every access
+            cell = {key: npz[key] for key in ("y", "scales", "flow", "input")}
         X, y = load_dataset(dataset)
         split = protocol_t(X, y, int(seed))
         train, test = split.X_train.astype(np.float64), split.X_test.astype(np.float64)

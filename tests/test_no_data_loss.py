@@ -69,7 +69,10 @@ def test_fit_checks_its_output_before_training(tmp_path, csv, where, capsys, mon
     monkeypatch.setattr(USFlow, "fit", lambda self, X, y=None: trained.append(1) or self)
     assert main(["fit", str(csv), "-o", str(out)]) == 1
     err = capsys.readouterr().err
-    assert ("does not exist" in err) if where == "missing_dir" else ("is a folder" in err)
+    if where == "missing_dir":
+        assert "does not exist" in err
+    else:  # and names a file there that would do
+        assert f"is a folder; give a file name (e.g. {tmp_path / 'model.usfad'})" in err
     assert not trained, "training ran although the model could not have been saved"
 
 
@@ -77,7 +80,7 @@ def test_score_into_a_folder_is_refused_before_scoring(tmp_path, csv, model, cap
     scored = []
     monkeypatch.setattr(USFlow, "decision_function", lambda self, X: scored.append(1))
     assert main(["score", str(model), str(csv), "-o", str(tmp_path)]) == 1
-    assert "is a folder" in capsys.readouterr().err
+    assert f"is a folder; give a file name (e.g. {tmp_path / 'scores.csv'})" in capsys.readouterr().err
     assert not scored
 
 
@@ -145,3 +148,23 @@ def test_output_checks_name_the_problem(tmp_path):
         check_output_file(f / "x.csv")
     assert check_output_file(tmp_path / "new.csv", inputs=[f, None]) == tmp_path / "new.csv"
     assert check_output_dir(tmp_path / "a" / "b").is_dir()
+
+
+def test_check_output_dir_without_creating_checks_the_same(tmp_path):
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    assert check_output_dir(tmp_path / "a" / "b", create=False) == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(OutputPathError, match="existing file"):
+        check_output_dir(f, create=False)
+    with pytest.raises(OutputPathError, match="is not a folder"):
+        check_output_dir(f / "sub", create=False)
+    with pytest.raises(OutputPathError, match="is the input"):
+        check_output_dir(f, inputs=[f], create=False)
+
+
+def test_report_on_a_missing_result_file_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "missing.jsonl"), "-o", str(out)]) == 1
+    assert "no result file at" in capsys.readouterr().err
+    assert not out.exists(), "a refused report left an empty folder behind"

@@ -32,12 +32,14 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_output_file(path: PathLike, *, inputs: Iterable[PathLike | None] = (), what: str = "output") -> Path:
+def check_output_file(
+    path: PathLike, *, inputs: Iterable[PathLike | None] = (), what: str = "output", example: str = "out"
+) -> Path:
     """Return ``path`` as a :class:`~pathlib.Path` if a file may be written there, else raise.
 
-    Raises :class:`~usfad.errors.OutputPathError` when ``path`` is an existing folder, when
-    its folder is missing or not writable, or when it is the same file as one of ``inputs``
-    (``None`` entries are skipped).
+    Raises :class:`~usfad.errors.OutputPathError` when ``path`` is an existing folder (the
+    message suggests ``path / example``), when its folder is missing or not writable, or when
+    it is the same file as one of ``inputs`` (``None`` entries are skipped).
     """
     path = Path(path)
     for source in inputs:
@@ -46,7 +48,7 @@ def check_output_file(path: PathLike, *, inputs: Iterable[PathLike | None] = (),
                 f"the {what} {path} is the input file {source}: writing there would destroy it; choose another path"
             )
     if path.is_dir():
-        raise OutputPathError(f"the {what} {path} is a folder; give a file name (e.g. {path / 'out'})")
+        raise OutputPathError(f"the {what} {path} is a folder; give a file name (e.g. {path / example})")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise OutputPathError(f"the folder of the {what} {path} does not exist ({parent}); create it first")
@@ -57,11 +59,15 @@ def check_output_file(path: PathLike, *, inputs: Iterable[PathLike | None] = (),
     return path
 
 
-def check_output_dir(path: PathLike, *, inputs: Iterable[PathLike | None] = (), what: str = "output folder") -> Path:
+def check_output_dir(
+    path: PathLike, *, inputs: Iterable[PathLike | None] = (), what: str = "output folder", create: bool = True
+) -> Path:
     """Return ``path`` if a folder of results may be made there (it is created), else raise.
 
     Refuses an existing file, an input (or a folder that is an input), and a location that
-    cannot be created or written to.
+    cannot be created or written to. ``create=False``: only checks (the nearest existing
+    folder on the way must be writable), for a command that reads its inputs before it
+    writes, so that a run refused on a bad input leaves no empty folder behind.
     """
     path = Path(path)
     for source in inputs:
@@ -69,6 +75,13 @@ def check_output_dir(path: PathLike, *, inputs: Iterable[PathLike | None] = (), 
             raise OutputPathError(f"the {what} {path} is the input {source}; choose another folder")
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"the {what} {path} is an existing file, not a folder")
+    if not create:
+        existing = next(folder for folder in (path.absolute(), *path.absolute().parents) if folder.exists())
+        if not existing.is_dir():
+            raise OutputPathError(f"the {what} {path} cannot be created: {existing} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputPathError(f"the {what} {path} cannot be written to (no permission in {existing})")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -90,7 +90,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(describe_presets())
         return 0
     overrides = dict(parse_override(text) for text in args.param)
-    check_output_file(args.results, inputs=[args.data], what="result file")
+    check_output_file(args.results, inputs=[args.data], what="result file", example="results.jsonl")
     # A plain `kill` (SIGTERM) must unwind like Ctrl-C, so the executor stops its workers.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -128,7 +128,7 @@ def run_bench(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from ..bench.report import write_report
 
-    check_output_dir(args.output, inputs=args.results)
+    check_output_dir(args.output, inputs=args.results, create=False)  # made once the results are read
     path = write_report(
         args.results,
         args.output,

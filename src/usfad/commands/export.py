@@ -129,7 +129,7 @@ def export(args: argparse.Namespace) -> int:
     from ..modelfile import model_file_format
     from ..vision.detector import FORMAT as IMAGE_FORMAT
 
-    check_output_file(args.output, inputs=[args.model, args.check_data], what="ONNX file")
+    check_output_file(args.output, inputs=[args.model, args.check_data], what="ONNX file", example="model.onnx")
     if model_file_format(args.model) == IMAGE_FORMAT:
         return _export_image(args)
     return _export_tabular(args)

@@ -56,7 +56,7 @@ def _detector_params(args: argparse.Namespace) -> dict[str, Any]:
 def fit(args: argparse.Namespace) -> int:
     from ..vision.detector import ImageDetector
 
-    check_output_file(args.output, inputs=[args.root], what="model file")
+    check_output_file(args.output, inputs=[args.root], what="model file", example="model.usfad")
     threshold = {"none": None, "conformal": "conformal"}[args.threshold]
     if args.alpha is not None and threshold is None:
         raise ValueError("--alpha sets the false-alarm rate of --threshold conformal; give both")

@@ -118,7 +118,7 @@ def fit(args: argparse.Namespace) -> int:
         return fit_sample(args)
     if _several_files(args.data):
         raise DataError(f"{args.data} names a folder or a pattern: to fit on several files, pass --sample N")
-    check_output_file(args.output, inputs=[args.data], what="model file")
+    check_output_file(args.output, inputs=[args.data], what="model file", example="model.usfad")
     X, y = read_table(args.data, label_column=args.label_column, finite=True)
     names = feature_columns(args.data, label_column=args.label_column)
     n_rows = len(X)
@@ -149,7 +149,7 @@ def fit_sample(args: argparse.Namespace) -> int:
     from ..fitting import fit_on_sample, save_with_training_data
 
     files = find_data_files(args.data)
-    check_output_file(args.output, inputs=files, what="model file")
+    check_output_file(args.output, inputs=files, what="model file", example="model.usfad")
     detector = _detector(args.model, args)
     start = time.perf_counter()
     sample = fit_on_sample(detector, files, args.sample, random_state=args.random_state, label_column=args.label_column)
@@ -206,7 +206,7 @@ def score(args: argparse.Namespace) -> int:
         if getattr(args, option) is not None:
             raise ValueError(f"--{option} goes with --backend ray")
     if args.output is not None:
-        check_output_file(args.output, inputs=[args.model, args.data], what="output")
+        check_output_file(args.output, inputs=[args.model, args.data], what="output", example="scores.csv")
     detector = load(args.model)
     stats = new_stats()
     try:

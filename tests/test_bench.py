@@ -111,6 +111,25 @@ def test_bad_seeds_fail_before_any_cell(tmp_path: Path, seeds: list[int]) -> Non
     assert not results.exists()  # not even an empty result file
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"usflow.max_steps": "abc"},
+            r"model 'usflow': max_steps must be an integer >= 1 or None or 'auto', got 'abc'",
+        ),
+        ({"epochs": 1.5}, r"model 'usflow': epochs must be an integer >= 1 or 'auto', got 1.5"),
+        ({"usflow.flow": "foo"}, r"model 'usflow': flow must be one of"),
+    ],
+)
+def test_bad_parameter_values_fail_before_any_cell(tmp_path: Path, overrides: dict, message: str) -> None:
+    """A value that would fail every cell of a model is refused once, before the grid starts."""
+    results = tmp_path / "r.jsonl"
+    with pytest.raises(ValueError, match=message):
+        run_benchmark(tmp_path, results, models=["usflow", "knn"], seeds=[0], overrides=overrides)
+    assert not results.exists()
+
+
 def test_check_seeds_is_the_one_rule_for_every_grid() -> None:
     from usfad.studies.stability import run_stability
     from usfad.validation import check_seeds
@@ -222,11 +241,12 @@ def test_resume_after_a_crash_mid_write(grid: Path, tmp_path: Path) -> None:
 @needs_data
 def test_failing_model_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
     results = tmp_path / "r.jsonl"
-    outcome = _run(results, models=["usflow", "deepsvdd"], overrides={**TINY, "usflow.batch_size": 0})
+    # a valid setting that these data cannot meet (a bad value is refused before the grid starts)
+    outcome = _run(results, models=["usflow", "deepsvdd"], overrides={**TINY, "usflow.base_components": 1000})
     assert (outcome.ok, outcome.failed) == (2, 2)
     failed = [r for r in read_results(results) if r["status"] == "failed"]
     assert {r["model"] for r in failed} == {"usflow"}
-    assert all("batch_size must be an integer >= 1, got 0" in r["error"] for r in failed)
+    assert all("base_components=1000 needs at least 2000 training rows" in r["error"] for r in failed)
 
 
 @needs_data

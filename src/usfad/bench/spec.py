@@ -227,6 +227,12 @@ def check_models(names: Iterable[str], overrides: Mapping[str, Any] | None = Non
         target, _, param = key.rpartition(".")
         if not target and not any(param in get_spec(n).accepted_params() for n in names):
             raise ValueError(f"override {key!r} matches a parameter of none of the models {names}")
+    for name in names:  # values too: a bad one would fail every cell of the model, one by one
+        if get_spec(name).family == "usfad":
+            try:
+                make_model(name, n_features=2, seed=0, overrides=overrides).check_params()
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"model {name!r}: {exc}") from None
     return names
 
 

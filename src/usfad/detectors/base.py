@@ -244,6 +244,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             constraints[name] = dataclasses.replace(constraints[name], auto=True)
         check_parameters(self.get_params(deep=False), constraints)
 
+    def check_params(self) -> None:
+        """Raise ValueError naming the first invalid hyper-parameter, without any data: what
+        ``fit`` checks first, for callers that would rather know before they plan work (a
+        benchmark grid checks every model's settings before its first cell)."""
+        self._check_common_params()
+        self._check_params()
+
     def fit(self, X: Any, y: Any = None) -> BaseDetector:
         """Fit on normal data ``X`` (``y`` is ignored: training is unsupervised).
 
@@ -251,8 +258,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         ``threshold="conformal"`` a seeded share of the rows is held out for calibration (see
         the class docstring) and everything is fitted on the rest.
         """
-        self._check_common_params()
-        self._check_params()
+        self.check_params()
         names = feature_names(X)
         X = check_array(X, min_samples=2)
         seed = self.random_state if self.random_state is not None else int(np.random.randint(2**31 - 1))
@@ -646,8 +652,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             params = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(metadata["params"]).items()}
             state = json.loads(metadata["state"])
             det = klass(**params)
-            det._check_common_params()
-            det._check_params()
+            det.check_params()
             det.device_ = resolve_device(device)
             det._restore_state(state)
             det.scaler_mean_ = _restored_vector(tensors.pop("scaler_mean"), "scaler_mean", det.n_features_in_)

@@ -1,16 +1,19 @@
 """Probe: other rules for the default USFlow's two kernels, on the same trained flow.
 
-The kernels are built after training (:meth:`usfad.FlowDetector._set_kernel_base`) from class
-attributes of the detector: ``kernel_neighbours`` (the ``k`` of each centre's ``k``-th nearest
-neighbour distance, which sets the widths and the bandwidths' unit), ``kernel_local_powers``,
-``kernel_local_clip``, ``kernel_multiples``, ``kernel_max_centres``. Per (set, seed) one default USFlow
-is fitted (``random_state = seed``, the grid's cell); then for each variant (a JSON object of
-those attributes; ``{}`` is the default rebuilt, whose centres differ from the fit's only where
-the training rows are more than the centres) both kernels are rebuilt from the training rows
-and the test rows scored. Each output row holds the test ROC-AUC of the fitted model
-(``fitted``) and of every variant (``variants``, in the order given). ``--table ROWS`` writes, instead, the
-mean test ROC-AUC over sets of each variant in ``ROWS`` (a file of this probe's rows, run with the
-same ``--variants``) and its sets won, tied and lost against the first variant (a tie: within 0.001).
+The kernels are built after training from class attributes of the detector:
+``kernel_neighbours`` (the ``k`` of each centre's ``k``-th nearest neighbour distance, which
+sets the widths and the bandwidths' unit), ``kernel_local_powers``, ``kernel_local_clip``,
+``kernel_multiples``, ``kernel_max_centres``. Per (set, seed) one default USFlow is fitted
+(``random_state = seed``, the grid's cell). Then, for each variant (a JSON object of those
+attributes; ``{}`` is the default rebuilt), both kernels are built again from the training rows
+(:func:`rebuild_kernels`, as ``fit`` builds them) and the test rows scored. The rebuilt
+default's centres differ from the fit's only where there are more training rows than centres.
+Each output row holds the test ROC-AUC of the fitted model (``fitted``) and of every variant
+(``variants``, in the order given).
+
+``--table ROWS`` writes, instead, the mean test ROC-AUC over sets of each variant in ``ROWS`` (a
+file of this probe's rows, run with the same ``--variants``) and its sets won, tied and lost
+against the first variant (a tie: within 0.001).
 
     USFAD_DATA=../shared/data/adbench .venv/bin/python benchmarks/tabular_kernel_rule_probe.py \
         --datasets 6_cardio --variants '{}' '{"kernel_neighbours": 10}' -o /tmp/rules.jsonl
@@ -44,19 +47,31 @@ def main() -> None:
         row = {"dataset": dataset, "seed": seed, "n": len(split.X_train), "d": split.X_train.shape[1]}
         row["fit_s"] = round(time.perf_counter() - start, 1)
         row["fitted"] = test_roc(split, det.decision_function(split.X_test))
-        data = det._validated(split.X_train)
         row["variants"], row["variant_s"] = [], []
         for variant in variants:
             start = time.perf_counter()
             for name, value in variant.items():
                 setattr(det, name, tuple(value) if isinstance(value, list) else value)
-            with torch.no_grad():
-                det._set_kernel_base(data, torch.Generator().manual_seed(seed))
+            rebuild_kernels(det, split.X_train, torch.Generator().manual_seed(seed))
             row["variants"].append(test_roc(split, det.decision_function(split.X_test)))
             row["variant_s"].append(round(time.perf_counter() - start, 1))
             for name in variant:
                 delattr(det, name)  # back to the class's value
         write_row(args.output, row)
+
+
+def rebuild_kernels(det: USFlow, X: np.ndarray, generator: torch.Generator) -> None:
+    """Both kernel bases built again from the training rows ``X`` as ``fit`` builds them, through
+    the public pieces (the centre count, the latents, the scaler, ``build_kernel``), the flow as trained."""
+    rows = np.arange(len(X))
+    keep = det.kernel_centres_for(*X.shape)
+    if len(X) > keep:
+        rows = torch.randperm(len(X), generator=generator)[:keep].sort().values.numpy()
+    latents = torch.as_tensor(det.latent(X[rows]), dtype=torch.float32)
+    standardised = torch.as_tensor(X[rows] / det.scaler_scale_ - det.scaler_mean_ / det.scaler_scale_)
+    with torch.no_grad():
+        det.model_.base = det.build_kernel(latents, generator)
+        det.model_.input_base = det.build_kernel(standardised.float(), generator)
 
 
 def write_table(rows_file: Path, labels: list[str], output: str) -> None:

@@ -1,15 +1,19 @@
 """What the tabular probes share: their common arguments, the (set, seed) cells they run under
-Protocol T, the test ROC-AUC they record and the JSON line they append per cell."""
+Protocol T, the test ROC-AUC they record, the JSON line they append per cell, and how their
+tables compare variants over sets (the report's win / tie / loss and Wilcoxon test)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 
+from usfad.bench.report import wilcoxon_test, win_tie_loss
 from usfad.data.adbench import load_dataset
 from usfad.data.protocol import Split, protocol_t
 from usfad.metrics import detection_metrics
@@ -43,3 +47,33 @@ def write_row(path: str, row: dict) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
+
+
+class Versus(NamedTuple):
+    """A variant against the reference over the reference's sets (each set's mean over its seeds)."""
+
+    mean: float  #: mean over those sets
+    win: int  #: sets where the variant is better by more than the tie tolerance
+    tie: int
+    loss: int
+    p: float  #: two-sided Wilcoxon signed-rank p (1 where every difference is 0)
+
+
+def compare_to(roc: Mapping[Hashable, Mapping[str, Sequence[float]]], reference: Hashable) -> dict[Hashable, Versus]:
+    """Every variant of ``roc`` (variant -> set -> ROC-AUC per seed) against ``reference``, with the
+    benchmark report's :func:`~usfad.bench.report.win_tie_loss` and
+    :func:`~usfad.bench.report.wilcoxon_test` (ties within its default tolerance, 0.001)."""
+    keys = list(roc)
+    table = pd.DataFrame({i: pd.Series({s: float(np.mean(v)) for s, v in roc[k].items()}) for i, k in enumerate(keys)})
+    ref = keys.index(reference)
+    table = table[table[ref].notna()]
+    counts = win_tie_loss(table, ref)  # the reference's wins are the variant's losses
+    out = {}
+    for i, key in enumerate(keys):
+        if i == ref:
+            out[key] = Versus(float(table[ref].mean()), 0, len(table), 0, 1.0)
+            continue
+        row = counts.loc[i]
+        p = wilcoxon_test(table, i, ref).p_value
+        out[key] = Versus(float(table[i].mean()), int(row["loss"]), int(row["tie"]), int(row["win"]), p)
+    return out

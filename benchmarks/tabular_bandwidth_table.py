@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import wilcoxon
+from probe_cells import compare_to  # this folder is on sys.path when run
 
 from usfad.metrics import roc_auc
 
@@ -36,29 +36,20 @@ def main() -> None:
         for (i, sf), (j, si), w in itertools.product(enumerate(scales), enumerate(scales), args.weights):
             score = w * cell["flow"][i] + (1 - w) * cell["input"][j]
             roc[(sf, si, w)][dataset].append(roc_auc(cell["y"], score))
-    default = roc[(1.0, 1.0, 0.5)]
-    sets = sorted(default)
-    base = np.array([np.mean(default[s]) for s in sets])
-    rows = []
-    for variant, per_set in roc.items():
-        if sorted(per_set) != sets:
-            continue
-        means = np.array([np.mean(per_set[s]) for s in sets])
-        diff = means - base
-        wins, losses = int((diff > 0.001).sum()), int((diff < -0.001).sum())
-        p = float(wilcoxon(means, base).pvalue) if np.any(diff != 0) else 1.0
-        rows.append((float(means.mean()), variant, wins, len(sets) - wins - losses, losses, p))
-    rows.sort(key=lambda r: -r[0])
-    shown = [r for r in rows if r[1] == (1.0, 1.0, 0.5)] + [r for r in rows if r[1] != (1.0, 1.0, 0.5)][: args.top]
+    default = (1.0, 1.0, 0.5)
+    versus = compare_to(roc, default)
+    ranked = sorted((v for v in versus if v != default), key=lambda v: -versus[v].mean)
+    n_sets = versus[default].tie
     lines = [
-        f"# Bandwidth scales and weights ({len(files)} cells, {len(sets)} sets)",
+        f"# Bandwidth scales and weights ({len(files)} cells, {n_sets} sets)",
         "",
         "| flow kernel's scale | input kernel's scale | flow NLL's weight | mean ROC-AUC | vs default w/t/l"
         " | Wilcoxon p |",
         "|---|---|---|---|---|---|",
     ]
-    for mean, (sf, si, w), wins, ties, losses, p in shown:
-        lines.append(f"| {sf:g} | {si:g} | {w:g} | {mean:.4f} | {wins}/{ties}/{losses} | {p:.3f} |")
+    for sf, si, w in [default, *ranked[: args.top]]:
+        v = versus[(sf, si, w)]
+        lines.append(f"| {sf:g} | {si:g} | {w:g} | {v.mean:.4f} | {v.win}/{v.tie}/{v.loss} | {v.p:.3f} |")
     args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from probe_cells import cells, probe_parser, test_roc, write_row  # this folder is on sys.path when run
+from probe_cells import cells, compare_to, probe_parser, test_roc, write_row  # this folder is on sys.path when run
 
 from usfad import USFlow
 
@@ -82,21 +82,17 @@ def write_table(rows_file: Path, labels: list[str], output: str) -> None:
         per_set["the fitted model"][row["dataset"]].append(row["fitted"])
         for label, roc in zip(labels, row["variants"], strict=True):
             per_set[label][row["dataset"]].append(roc)
-    sets = sorted(per_set[labels[0]])
-    base = np.array([np.mean(per_set[labels[0]][s]) for s in sets])
+    versus = compare_to(per_set, labels[0])
     seconds = np.array([row["variant_s"] for row in rows]).sum(0)
     lines = [
-        f"# Kernel rules on the same trained flows ({len(rows)} cells, {len(sets)} sets)",
+        f"# Kernel rules on the same trained flows ({len(rows)} cells, {versus[labels[0]].tie} sets)",
         "",
         "| variant | mean ROC-AUC | vs the first w/t/l | rebuild + score s |",
         "|---|---|---|---|",
     ]
-    for label, s in zip(["the fitted model", *labels], [None, *seconds]):
-        means = np.array([np.mean(per_set[label][x]) for x in sets])
-        diff = means - base
-        wins, losses = int((diff > 0.001).sum()), int((diff < -0.001).sum())
-        cost = "" if s is None else f"{s:.0f}"
-        lines.append(f"| `{label}` | {means.mean():.4f} | {wins}/{len(sets) - wins - losses}/{losses} | {cost} |")
+    for label, s in zip(["the fitted model", *labels], ["", *(f"{s:.0f}" for s in seconds)]):
+        v = versus[label]
+        lines.append(f"| `{label}` | {v.mean:.4f} | {v.win}/{v.tie}/{v.loss} | {s} |")
     Path(output).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

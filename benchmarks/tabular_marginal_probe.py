@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from probe_cells import compare_to  # this folder is on sys.path when run
 from scipy.special import logsumexp
 
 from usfad.data.adbench import load_dataset
@@ -80,20 +81,15 @@ def main() -> None:
         ]:
             roc[name][dataset].append(roc_auc(cell["y"], score))
         print(dataset, seed, flush=True)
-    default = roc["default: mean of flow and input NLLs"]
-    sets = sorted(default)
-    base = np.array([np.mean(default[s]) for s in sets])
+    versus = compare_to(roc, "default: mean of flow and input NLLs")
+    n_sets = versus["default: mean of flow and input NLLs"].tie
     lines = [
-        f"# A third density: the product of the features' 1-D kernel densities ({len(files)} cells, {len(sets)} sets)",
+        f"# A third density: the product of the features' 1-D kernel densities ({len(files)} cells, {n_sets} sets)",
         "",
         "| score | mean ROC-AUC | vs default w/t/l (tie: within 0.001) |",
         "|---|---|---|",
     ]
-    for name, per_set in roc.items():
-        means = np.array([np.mean(per_set[s]) for s in sets])
-        diff = means - base
-        wins, losses = int((diff > 0.001).sum()), int((diff < -0.001).sum())
-        lines.append(f"| {name} | {means.mean():.4f} | {wins}/{len(sets) - wins - losses}/{losses} |")
+    lines += [f"| {name} | {v.mean:.4f} | {v.win}/{v.tie}/{v.loss} |" for name, v in versus.items()]
     args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -13,19 +13,19 @@ signed-rank p over sets; over every (set, seed) both hold: each file's cell-seco
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import wilcoxon
+from probe_cells import compare_to  # this folder is on sys.path when run
+
+from usfad.experiments.store import read_results
 
 
 def cells(path: Path, model: str, preset: str) -> dict[tuple[str, int], dict]:
     """``(set, seed) -> row`` of the model's finished cells under ``preset``."""
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
     return {
         (r["dataset"], r["seed"]): r
-        for r in rows
+        for r in read_results(path)
         if r["model"] == model and r["preset"] == preset and r["status"] == "ok"
     }
 
@@ -44,11 +44,12 @@ def main() -> None:
     second = cells(args.second, args.model, args.second_preset)
     common = sorted(set(first) & set(second))
     sets = sorted({s for s, _ in common if all((s, seed) in second and (s, seed) in first for seed in args.seeds)})
-    a = np.array([np.mean([first[(s, seed)]["roc_auc"] for seed in args.seeds]) for s in sets])
-    b = np.array([np.mean([second[(s, seed)]["roc_auc"] for seed in args.seeds]) for s in sets])
-    diff = b - a
-    wins, losses = int((diff > 0.001).sum()), int((diff < -0.001).sum())
-    p = float(wilcoxon(b, a).pvalue) if np.any(diff != 0) else 1.0
+    roc = {
+        name: {s: [rows[(s, seed)]["roc_auc"] for seed in args.seeds] for s in sets}
+        for name, rows in (("first", first), ("second", second))
+    }
+    versus = compare_to(roc, "first")
+    a, b = versus["first"], versus["second"]
 
     def cost(rows: dict) -> float:
         return sum(rows[c]["fit_seconds"] + rows[c]["score_seconds"] for c in common)
@@ -60,11 +61,12 @@ def main() -> None:
         "",
         "| | first | second |",
         "|---|---|---|",
-        f"| mean ROC-AUC ({len(sets)} sets) | {a.mean():.4f} | {b.mean():.4f} |",
-        f"| second vs first: w/t/l, Wilcoxon p | | {wins}/{len(sets) - wins - losses}/{losses}, {p:.3f} |",
+        f"| mean ROC-AUC ({len(sets)} sets) | {a.mean:.4f} | {b.mean:.4f} |",
+        f"| second vs first: w/t/l, Wilcoxon p | | {b.win}/{b.tie}/{b.loss}, {b.p:.3f} |",
         f"| cell-seconds ({len(common)} cells) | {cost(first):.0f} | {cost(second):.0f} |",
         "",
-        "Per set (ROC-AUC, first -> second): " + ", ".join(f"{s} {x:.3f} -> {y:.3f}" for s, x, y in zip(sets, a, b)),
+        "Per set (ROC-AUC, first -> second): "
+        + ", ".join(f"{s} {np.mean(roc['first'][s]):.3f} -> {np.mean(roc['second'][s]):.3f}" for s in sets),
     ]
     args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

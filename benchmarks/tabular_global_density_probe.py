@@ -9,7 +9,9 @@ standardised rows. Both are local densities. Two global densities come almost fr
 - ``gauss``: one Gaussian over the standardised rows, scikit-learn's ``LedoitWolf`` covariance
   (a linear flow, also a USF).
 
-Per (set, seed), one default USFlow is fitted (``random_state = seed``, the grid's cell). The
+Per (set, seed), one default USFlow is fitted (``random_state = seed``, the grid's cell;
+``gaussian_weight=0``: the kernels alone, as before that parameter existed, so that each
+density is read apart; ``--binary-noise c`` sets :attr:`usfad.FlowDetector.binary_noise`). The
 output row holds the test ROC-AUC of each density alone and of the default, and each
 density's mean NLL over the training rows: the kernels' leave-one-out (each training row
 without its own kernel, as the detector scores them), ``gauss``'s from 5 folds, ``latent``'s
@@ -60,10 +62,13 @@ def gaussian_nll_folds(train: np.ndarray, folds: int = 5) -> np.ndarray:
 def main() -> None:
     parser = probe_parser(__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, help="folder for per-row NLLs (npz per set and seed)")
+    parser.add_argument("--binary-noise", type=float, help="USFlow.binary_noise (default: the class's)")
     args = parser.parse_args()
+    if args.binary_noise is not None:
+        USFlow.binary_noise = args.binary_noise
     for dataset, seed, split in cells(args):
         start = time.perf_counter()
-        det = USFlow(random_state=seed).fit(split.X_train)
+        det = USFlow(random_state=seed, gaussian_weight=0).fit(split.X_train)
         fit_s = time.perf_counter() - start
         model, d = det.model_, split.X_train.shape[1]
         start = time.perf_counter()
@@ -91,6 +96,7 @@ def main() -> None:
             "d": d,
             "fit_s": round(fit_s, 1),
             "score_s": round(time.perf_counter() - start, 1),
+            "binary_noise": USFlow.binary_noise,
             "default": test_roc(split, 0.5 * (nll["test_flow"] + nll["test_input"])),
             **{name: test_roc(split, nll[f"test_{name}"]) for name in names},
             "train_nll": {name: round(float(np.mean(nll[f"train_{name}"])), 4) for name in names},

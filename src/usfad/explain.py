@@ -238,12 +238,18 @@ def shrink_to_level(
     return torch.where(t == 1, z, m + t * (z - m))  # a row at or below the level is its own point, exactly
 
 
+def reads_beyond_latent(model: nn.Module) -> bool:
+    """Whether a flow model's score reads more than its base at the latent: a kernel of the
+    input rows (``input_base``) or the trained base beside its kernel (``trained_base``)."""
+    return getattr(model, "input_base", None) is not None or getattr(model, "trained_base", None) is not None
+
+
 def flow_parts(model: nn.Module) -> tuple[Bijection, GaussianBase | MixtureBase] | None:
     """``(flow, base)`` of a flow detector's network (attributes ``flow`` and ``base``: one
     Gaussian, a mixture or a kernel density), else ``None``; ``None`` too when the score also
-    reads a kernel of the input rows (``input_base``, ``FlowDetector(input_kernel=True)``):
-    the latent path's shortcuts read the score from ``(flow, base)`` alone."""
-    if getattr(model, "input_base", None) is not None:
+    reads a kernel of the input rows or the trained base (:func:`reads_beyond_latent`): the
+    latent path's shortcuts read the score from ``(flow, base)`` alone."""
+    if reads_beyond_latent(model):
         return None
     flow, base = getattr(model, "flow", None), getattr(model, "base", None)
     if isinstance(flow, Bijection) and isinstance(base, GaussianBase | MixtureBase):
@@ -390,6 +396,12 @@ def explain_rows(
                 f"with a kernel of the input rows (input_kernel=True): use 'mean', 'neighbours' or an array of "
                 f"rows, or fit with input_kernel=False (usfad fit --input-kernel off)"
             )
+        if baseline == "typical" and getattr(model, "trained_base", None) is not None:
+            raise ValueError(
+                f"baseline='typical' follows the latent radius of one base; {fitted} scores with its kernel and "
+                f"its trained base together (gaussian_weight > 0): use 'mean', 'neighbours' or an array of rows, "
+                f"or fit with gaussian_weight=0"
+            )
         if baseline == "typical" and typical_score is None:
             raise ValueError("baseline='typical' needs typical_score (the median training score)")
     neighbours = isinstance(baseline, str) and baseline == "neighbours"
@@ -443,7 +455,7 @@ def explain_rows(
     redo = misses(EXACT_RTOL) if exact else np.zeros(n, dtype=bool)
     if redo.any():
         again(redo, job, *scorer(torch.float64))
-    if (parts is not None and isinstance(parts[1], KernelBase)) or getattr(model, "input_base", None) is not None:
+    if (parts is not None and isinstance(parts[1], KernelBase)) or reads_beyond_latent(model):
         for factor in REFINE_FACTORS:
             loose = misses(REFINE_RTOL)
             if not loose.any():
@@ -515,8 +527,12 @@ class _Job:
                         row_score = _leaving_out(*parts, own)
                     else:
                         own = None
-                elif getattr(model, "input_base", None) is not None:  # the same, for both of its kernels
-                    own = model.input_base.own_centres(u)
+                elif reads_beyond_latent(model):  # the same, for both of its kernels (or the one beside its base)
+                    own = (
+                        model.input_base.own_centres(u)
+                        if model.input_base is not None
+                        else model.base.own_centres(model.flow(u)[0])
+                    )
                     if (own >= 0).any():
                         row_score = _model_leaving_out(model, own)
                     else:
@@ -595,8 +611,8 @@ def _leaving_out(flow: Bijection, base: KernelBase, own: Tensor) -> Score:
 
 
 def _model_leaving_out(model: nn.Module, own: Tensor) -> Score:
-    """:func:`_leaving_out` for a flow model whose score also reads a kernel of the input rows
-    (``input_base``): its ``nll`` leaves the centre out of both kernels."""
+    """:func:`_leaving_out` for a flow model whose score reads more than its base
+    (:func:`reads_beyond_latent`): its ``nll`` leaves the centre out of its kernels."""
 
     def score(points: Tensor) -> Tensor:
         return model.nll(points, own.repeat(len(points) // len(own)))

@@ -92,7 +92,11 @@ def latent_distance(detector: Any, X: Any) -> np.ndarray:
     base), the score is the mean of two USFs' NLLs, one on the latent ``z``, one on the
     standardised row ``u`` (the identity flow's latent): the distance of the pair,
     ``sqrt(D_z^2 / h_z^2 + D_u^2 / h_u^2)`` with ``D`` each kernel's soft distance and ``h``
-    its bandwidth (in bandwidths, not latent units), which a USF's NLL increases with."""
+    its bandwidth (in bandwidths, not latent units), which a USF's NLL increases with. With the
+    trained base beside the kernels (``gaussian_weight_ = w > 0``), ``sqrt((1 - w) K + w
+    D_g^2 / s^2)``, with ``K`` the kernels' term in bandwidths (``D_z^2 / h_z^2``, or the mean
+    of the pair's two) and ``D_g`` the trained base's distance at scale ``s``: the score is half
+    of it squared plus a constant."""
     base = getattr(detector.model_, "base", None)
     if base is not None and not hasattr(base, "center"):  # the base's own formula, on a float64 copy of it
         import torch  # only a fitted flow detector gets here, and it has imported torch already
@@ -101,9 +105,19 @@ def latent_distance(detector: Any, X: Any) -> np.ndarray:
         with torch.no_grad():
             sq = copy.deepcopy(base).cpu().double().sq_distance(z).clamp_min(0.0)
             input_base = getattr(detector.model_, "input_base", None)
-            if input_base is None:
+            trained = getattr(detector.model_, "trained_base", None)
+            if input_base is None and trained is None:
                 return sq.sqrt().numpy()
-            u = detector._validated(X).cpu().double()  # the standardised rows, as the network sees them
-            sq_u = copy.deepcopy(input_base).cpu().double().sq_distance(u).clamp_min(0.0)
-            return (sq / base.bandwidth.double() ** 2 + sq_u / input_base.bandwidth.double() ** 2).sqrt().numpy()
+            kernels = sq / base.bandwidth.double() ** 2
+            if input_base is not None:
+                u = detector._validated(X).cpu().double()  # the standardised rows, as the network sees them
+                sq_u = copy.deepcopy(input_base).cpu().double().sq_distance(u).clamp_min(0.0)
+                kernels = kernels + sq_u / input_base.bandwidth.double() ** 2
+                if trained is None:
+                    return kernels.sqrt().numpy()
+                kernels = kernels / 2  # the kernels' mean NLL is kernels / 2 + const
+            w = float(detector.model_.trained_weight)
+            on_trained = copy.deepcopy(trained).cpu().double()
+            sq_g = on_trained.sq_distance(z).clamp_min(0.0) / on_trained.scale.double() ** 2
+            return ((1 - w) * kernels + w * sq_g).sqrt().numpy()
     return np.linalg.norm(detector.latent(X) - latent_center(detector), axis=1)

@@ -76,6 +76,7 @@ PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     "eps": Constraint("real", low=0),
     "beta": Constraint("real", low=0),
     "svdd_weight": Constraint("real", low=0),
+    "gaussian_weight": Constraint("real", low=0, high=1),
     "standardize": Constraint("bool"),
     "random_state": Constraint("int", none=True),
     "verbose": Constraint("bool"),
@@ -172,7 +173,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     #: The fitted attributes a model file's ``state`` may restore, and what each must be;
     #: ``load`` refuses any other key (one could shadow a method). ``_extra_state`` may only
-    #: return keys declared here: ``noise_``, ``base_components_``, ``kernel_centres_`` and ``input_centres_`` are
+    #: return keys declared here: ``noise_``, ``base_components_``, ``kernel_centres_``, ``input_centres_`` and
+    #: ``gaussian_weight_`` are
     #: :class:`~usfad.detectors.flow.FlowDetector`'s,
     #: ``collapsed_`` :class:`~usfad.detectors.svdd.DeepSVDD`'s. ``feature_names_in_`` (a list
     #: of ``n_features_in_`` strings) is checked apart.
@@ -183,6 +185,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         "base_components_": Constraint("int", low=1),
         "kernel_centres_": Constraint("int", low=0),
         "input_centres_": Constraint("int", low=0),
+        "gaussian_weight_": Constraint("real", low=0, high=1),
         "collapsed_": Constraint("bool"),
     }
 

@@ -36,28 +36,48 @@ class FlowModel(nn.Module):
 
     ``input_base`` (optional): a :class:`~usfad.density.KernelBase` over the (standardised)
     training rows themselves, the base of a second USF whose flow is the identity. With it the
-    NLL is the mean of the two flows' NLLs (``FlowDetector(input_kernel=True)``)."""
+    NLL is the mean of the two flows' NLLs (``FlowDetector(input_kernel=True)``).
+
+    ``trained_base`` (optional, with a kernel ``base``): the base the flow trained with, kept
+    beside the kernels that replaced it, and ``trained_weight`` (a buffer, ``w``): the NLL is
+    then ``(1 - w)`` times the kernels' NLL plus ``w`` times the flow's NLL under its trained
+    base (``FlowDetector(gaussian_weight=...)``)."""
 
     def __init__(
         self,
         flow: Bijection,
         base: GaussianBase | GaussianMixtureBase | KernelBase,
         input_base: KernelBase | None = None,
+        trained_base: GaussianBase | GaussianMixtureBase | None = None,
+        trained_weight: float = 0.0,
     ):
         super().__init__()
         self.flow = flow
         self.base = base
         self.input_base = input_base
+        self.trained_base = None
+        self.register_buffer("trained_weight", torch.tensor(0.0), persistent=False)
+        if trained_base is not None:
+            self.keep_trained_base(trained_base, trained_weight)
+
+    def keep_trained_base(self, base: GaussianBase | GaussianMixtureBase, weight: float) -> None:
+        """Score with ``weight`` of the flow's NLL under ``base`` (and the rest of the kernels')."""
+        self.trained_base = base
+        self.register_buffer("trained_weight", torch.tensor(float(weight)).to(self.trained_weight), persistent=True)
 
     def nll(self, x: Tensor, exclude: Tensor | None = None) -> Tensor:
         """``-log p(x)`` per row. ``exclude`` (kernel bases only): the centre each row leaves out
         of both kernels' sums (:meth:`usfad.density.KernelBase.log_terms`; the two kernels' centres
-        are the same training rows, in the same order), instead of the one it lies on."""
+        are the same training rows, in the same order), instead of the one it lies on. The
+        trained base has no centres and reads no ``exclude``."""
         z, logdet = self.flow(x)
         nll = -((self.base.log_prob(z) if exclude is None else self.base.log_prob(z, exclude)) + logdet)
-        if self.input_base is None:
+        if self.input_base is not None:
+            nll = 0.5 * (nll - self.input_base.log_prob(x.flatten(1), exclude))
+        if self.trained_base is None:
             return nll
-        return 0.5 * (nll - self.input_base.log_prob(x.flatten(1), exclude))
+        w = self.trained_weight
+        return (1 - w) * nll + w * -(self.trained_base.log_prob(z) + logdet)
 
 
 class FlowDetector(BaseDetector):
@@ -102,6 +122,13 @@ class FlowDetector(BaseDetector):
         of the flow's latent alone: :func:`usfad.metrics.latent_distance` measures the pair of
         latents, and explanations take the straight path (no ``baseline="typical"``).
         ``"auto"`` (the default): whenever a kernel base scores (:meth:`uses_input_kernel`).
+    gaussian_weight: with a kernel base, the weight ``w`` in ``[0, 1]`` of the flow's NLL under the
+        base it trained with (one Gaussian by default: the USF's latent distance) in the score,
+        the kernels' NLL taking ``1 - w``; ``"auto"`` (the default): the share of the training
+        rows' non-constant features that take two values (:meth:`binary_share`). A kernel
+        density is a poor one on a lattice of binary values: its neighbourhoods are exact
+        matches and few Hamming steps, and the flow's smooth base ranks such rows better
+        (``benchmarks/results/tabular_binary/``). The number used is ``gaussian_weight_``.
     epochs, batch_size, lr, weight_decay, validation_fraction, patience, max_steps:
         training (Adam; early stopping on a validation split of the training data).
         Above 128 features the step size is ``lr * sqrt(128 / n_features)``. ``epochs`` and
@@ -140,6 +167,7 @@ class FlowDetector(BaseDetector):
         base_components: int | str = 1,
         base: str = "auto",
         input_kernel: bool | str = "auto",
+        gaussian_weight: float | str = "auto",
         epochs: int | str = "auto",
         batch_size: int = 512,
         lr: float = 1e-3,
@@ -164,6 +192,7 @@ class FlowDetector(BaseDetector):
         self.base_components = base_components
         self.base = base
         self.input_kernel = input_kernel
+        self.gaussian_weight = gaussian_weight
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -212,6 +241,12 @@ class FlowDetector(BaseDetector):
                 f"input_kernel=True averages two kernel densities' NLLs and needs a kernel base; base={self.base!r} "
                 f"with threshold={self.threshold!r} scores with a Gaussian: use base='kernel' (or 'auto' without chi2)"
             )
+        if self.gaussian_weight not in ("auto", 0) and not self.uses_kernel():
+            raise ValueError(
+                f"gaussian_weight weighs the trained base against the kernels and needs a kernel base; base="
+                f"{self.base!r} with threshold={self.threshold!r} scores with the trained base alone: leave "
+                f"gaussian_weight='auto' or use base='kernel'"
+            )
         if self.noise != "auto" and not (isinstance(self.noise, int | float) and 0 <= self.noise < math.inf):
             raise ValueError(f"noise must be a number >= 0 or 'auto', got {self.noise!r}")
         if self.mixing not in ("auto", *MIXINGS):
@@ -224,12 +259,13 @@ class FlowDetector(BaseDetector):
             "base_components_": getattr(self, "base_components_", 1),
             "kernel_centres_": getattr(self, "kernel_centres_", 0),
             "input_centres_": getattr(self, "input_centres_", 0),
+            "gaussian_weight_": getattr(self, "gaussian_weight_", 0.0),
         }
 
     #: ``lr`` applies as given up to this many features; see :meth:`_train_config`.
     lr_reference_features: int = 128
     #: ``epochs="auto"`` / ``patience="auto"``: epochs and patience, with floors in steps
-    auto_parameters = ("epochs", "patience", "base_components", "max_steps")
+    auto_parameters = ("epochs", "patience", "base_components", "max_steps", "gaussian_weight")
     auto_epochs: int = 100
     auto_min_steps: int = 500
     auto_patience: int = 10
@@ -298,9 +334,13 @@ class FlowDetector(BaseDetector):
             mixing=self._mixing(n_features),
         )
         if getattr(self, "kernel_centres_", 0):  # a model file's kernel base (fit replaces it after training)
-            inputs = getattr(self, "input_centres_", 0)
+            inputs, weight = getattr(self, "input_centres_", 0), getattr(self, "gaussian_weight_", 0.0)
             return FlowModel(
-                flow, KernelBase(n_features, self.kernel_centres_), KernelBase(n_features, inputs) if inputs else None
+                flow,
+                KernelBase(n_features, self.kernel_centres_),
+                KernelBase(n_features, inputs) if inputs else None,
+                self._base(n_features, getattr(self, "base_components_", None)) if weight > 0 else None,
+                weight,
             )
         return FlowModel(flow, self._base(n_features, getattr(self, "base_components_", None)))
 
@@ -362,10 +402,28 @@ class FlowDetector(BaseDetector):
         """
         return cls.noise_at_1000 * (max(int(n_rows), 2) / 1000.0) ** -cls.noise_exponent
 
+    #: the training noise on a column that takes two values is at least this share of the gap
+    #: between them (standardised), so that the flow sees a smooth density, not two spikes
+    binary_noise: float = 0.0
+
+    def column_noise(self, data: Tensor, noise: float) -> Tensor | None:
+        """The training noise's deviation per column of the standardised ``data``: ``noise``,
+        and at least :attr:`binary_noise` times the gap on a column that takes two values
+        (``None`` where that changes nothing)."""
+        if self.binary_noise <= 0:
+            return None
+        two, gap = self.two_valued(data)
+        if not bool(two.any()):
+            return None
+        gap_noise = self.binary_noise * gap
+        return torch.where(two, gap_noise.clamp_min(noise), torch.full_like(gap_noise, noise)).to(self.device_)
+
     def _fit_model(self, data: Tensor, config: TrainConfig, generator: torch.Generator) -> History:
         self.noise_ = self.noise_for(data.shape[0]) if self.noise == "auto" else float(self.noise)
+        self._column_noise = self.column_noise(data, self.noise_)
         self.base_components_ = self.components_for(data.shape[0], data.shape[1])
         self.kernel_centres_ = self.input_centres_ = 0
+        self.gaussian_weight_ = 0.0
         self.model_.base = self._base(data.shape[1], self.base_components_).to(self.device_)
         self.model_.input_base = None
         if self.base_components_ > 1:
@@ -393,6 +451,20 @@ class FlowDetector(BaseDetector):
     kernel_multiples: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
     kernel_selection_rows: int = 2_000
 
+    @staticmethod
+    def two_valued(data: Tensor) -> tuple[Tensor, Tensor]:
+        """``(two, gap)`` per column of ``data``: whether it takes exactly two values, and its range."""
+        low, high = data.amin(dim=0), data.amax(dim=0)
+        return ((data == low) | (data == high)).all(dim=0) & (high > low), high - low
+
+    @classmethod
+    def binary_share(cls, data: Tensor) -> float:
+        """The share of the non-constant columns of ``data`` that take exactly two values (0
+        when every column is constant): ``gaussian_weight="auto"``."""
+        two, gap = cls.two_valued(data)
+        varies = int((gap > 0).sum())
+        return float(two.sum()) / varies if varies else 0.0
+
     def _set_kernel_base(self, data: Tensor, generator: torch.Generator) -> None:
         """Replace the trained base by a :class:`~usfad.density.KernelBase` on the latents of
         (at most :meth:`kernel_centres_for` of) the rows the flow was fitted on."""
@@ -406,7 +478,12 @@ class FlowDetector(BaseDetector):
         bar = tqdm(total=kernels, desc="kernel densities", disable=not self.verbose, leave=False)
         with bar:
             centres = torch.as_tensor(self._batched(self._latent, data[rows]), dtype=torch.float32)
+            trained = self.model_.base
             self.model_.base = self.build_kernel(centres, generator).to(self.device_)
+            weight = self.binary_share(data) if self.gaussian_weight == "auto" else float(self.gaussian_weight)
+            if weight > 0:
+                self.model_.keep_trained_base(trained, weight)
+                self.gaussian_weight_ = weight
             self.kernel_centres_ = len(rows)
             bar.update()
             if kernels == 2:  # the identity flow's kernel: the same rows, standardised
@@ -471,7 +548,8 @@ class FlowDetector(BaseDetector):
         if self.noise_ > 0 and self.model_.training:
             # Gaussian noise on the (standardised) training batch: smooths the density so
             # that features taking few distinct values cannot produce spikes of likelihood.
-            batch = batch + self.noise_ * torch.randn_like(batch)
+            noise = getattr(self, "_column_noise", None)
+            batch = batch + (self.noise_ if noise is None else noise) * torch.randn_like(batch)
         return self.model_.nll(batch)
 
     def _score(self, batch: Tensor) -> Tensor:

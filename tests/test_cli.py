@@ -250,6 +250,8 @@ def test_fit_takes_base_components_and_base_for_flow_models_only(tmp_path, capsy
     assert load(model).base_components_ == 8
     assert main(["fit", str(data), "--base", "kernel", "--epochs", "1", "--quiet", "-o", str(model)]) == 0
     assert load(model).kernel_centres_ == 200
+    assert main(["fit", str(data), "--gaussian-weight", "0.25", "--epochs", "1", "--quiet", "-o", str(model)]) == 0
+    assert load(model).gaussian_weight_ == 0.25
     for bad, code, message in [
         (["--base-components", "eight"], 2, "expected 'auto' or a positive integer, got 'eight'"),
         (["--base-components", "2", "--model", "deepsvdd"], 1, "--base-components goes with a flow model"),
@@ -257,6 +259,10 @@ def test_fit_takes_base_components_and_base_for_flow_models_only(tmp_path, capsy
         (["--base", "knn"], 2, "argument --base: invalid choice: 'knn'"),
         (["--base", "kernel", "--model", "deepsvdd"], 1, "--base goes with a flow model"),
         (["--base", "kernel", "--threshold", "chi2"], 1, "base='kernel' scores with a kernel density"),
+        (["--gaussian-weight", "half"], 2, "expected 'auto' or a number in [0, 1], got 'half'"),
+        (["--gaussian-weight", "1.5"], 2, "expected 'auto' or a number in [0, 1], got '1.5'"),
+        (["--gaussian-weight", "0.5", "--model", "deepsvdd"], 1, "--gaussian-weight goes with a flow model"),
+        (["--gaussian-weight", "0.5", "--threshold", "chi2"], 1, "gaussian_weight weighs the trained base"),
     ]:
         with pytest.raises(SystemExit) if code == 2 else contextlib.nullcontext() as exit_info:
             assert main(["fit", str(data), *bad, "-o", str(tmp_path / "x.usfad")]) == code

@@ -400,7 +400,7 @@ def explain_rows(
             raise ValueError(
                 f"baseline='typical' follows the latent radius of one base; {fitted} scores with its kernel and "
                 f"its trained base together (gaussian_weight > 0): use 'mean', 'neighbours' or an array of rows, "
-                f"or fit with gaussian_weight=0"
+                f"or fit with gaussian_weight=0 (usfad fit --gaussian-weight 0)"
             )
         if baseline == "typical" and typical_score is None:
             raise ValueError("baseline='typical' needs typical_score (the median training score)")

@@ -229,7 +229,8 @@ def add_commands(subparsers: Any) -> None:
         "--baseline",
         choices=BASELINES,
         help="what the attributions start from: the training mean, (a usflow fitted with --base gaussian, or "
-        "input_kernel off) each row's point of typical score on its latent ray, or the mean of each row's "
+        "--input-kernel off and, on binary columns, --gaussian-weight 0) each row's point of typical score on its "
+        "latent ray, or the mean of each row's "
         "nearest rows of --reference (default: neighbours "
         "with --reference, else mean)",
     )

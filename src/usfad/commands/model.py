@@ -64,6 +64,19 @@ def _components(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
 
 
+def _weight(text: str) -> str | float:
+    """``--gaussian-weight``: ``auto`` or a number in [0, 1]."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 1], got {text!r}")
+    return value
+
+
 def _detector(name: str, args: argparse.Namespace) -> Any:
     from .. import detectors
 
@@ -84,6 +97,10 @@ def _detector(name: str, args: argparse.Namespace) -> Any:
         if name not in ("usflow", "nonusflow", "flow"):
             raise ValueError(f"--input-kernel goes with a flow model (usflow, nonusflow, flow), not --model {name}")
         params["input_kernel"] = args.input_kernel == "on"
+    if args.gaussian_weight is not None:
+        if name not in ("usflow", "nonusflow", "flow"):
+            raise ValueError(f"--gaussian-weight goes with a flow model (usflow, nonusflow, flow), not --model {name}")
+        params["gaussian_weight"] = args.gaussian_weight
     for key in ("epochs", "contamination", "threshold", "alpha"):
         value = getattr(args, key)
         if value is not None:
@@ -296,6 +313,14 @@ def add_commands(subparsers: Any) -> None:
         choices=("on", "off"),
         help="flow models with a kernel base: also score with a kernel density of the standardised rows, the "
         "mean of the two NLLs (default: on whenever a kernel base scores; off allows explain --baseline typical)",
+    )
+    p.add_argument(
+        "--gaussian-weight",
+        type=_weight,
+        metavar="W",
+        help="flow models with a kernel base: the weight in [0, 1] of the flow's NLL under the Gaussian it trained "
+        "with, beside the kernels' (default: auto, the share of binary columns; 0 with --input-kernel off allows "
+        "explain --baseline typical)",
     )
     p.add_argument(
         "--contamination",

@@ -416,7 +416,16 @@ def test_gaussian_weight_zero_is_the_kernels_alone_and_bad_weights_are_refused()
     plain = USFlow(**WITH_INPUT, gaussian_weight=0).fit(X)
     assert plain.model_.trained_base is None and plain.gaussian_weight_ == 0.0
     assert USFlow(**WITH_INPUT).fit(RNG.normal(size=(300, 3))).model_.trained_base is None  # no binary column
-    assert USFlow(**WITH_INPUT, gaussian_weight=1).fit(X).gaussian_weight_ == 1.0
+    # at weight 1 the kernels would weigh nothing: none is built, and the flow scores with the Gaussian it trained with
+    alone = USFlow(**WITH_INPUT, gaussian_weight=1).fit(X)
+    assert alone.gaussian_weight_ == 1.0 and alone.kernel_centres_ == 0 and alone.model_.input_base is None
+    fresh = binary_and_continuous(40, seed=2)
+    u = torch.as_tensor((fresh - alone.scaler_mean_) / alone.scaler_scale_, dtype=torch.float32)
+    with torch.no_grad():
+        z, logdet = alone.model_.flow(u)
+        trained = -(alone.model_.base.log_prob(z) + logdet)
+    np.testing.assert_allclose(alone.decision_function(fresh), trained.numpy(), rtol=1e-6)
+    assert stats.spearmanr(alone.decision_function(fresh), latent_distance(alone, fresh))[0] > 1 - 1e-9
     for bad in (1.5, -0.1, "half"):
         with pytest.raises(ValueError, match="gaussian_weight"):
             USFlow(**SMALL, gaussian_weight=bad).fit(X)

@@ -125,7 +125,9 @@ class FlowDetector(BaseDetector):
     gaussian_weight: with a kernel base, the weight ``w`` in ``[0, 1]`` of the flow's NLL under the
         base it trained with (one Gaussian by default: the USF's latent distance) in the score,
         the kernels' NLL taking ``1 - w``; ``"auto"`` (the default): the share of the training
-        rows' non-constant features that take two values (:meth:`binary_share`). A kernel
+        rows' non-constant features that take two values (:meth:`binary_share`). At ``w = 1``
+        no kernel is built and the trained base scores alone, as with ``base="gaussian"`` (but
+        with the kernel base's step budget). A kernel
         density is a poor one on a lattice of binary values: its neighbourhoods are exact
         matches and few Hamming steps, and the flow's smooth base ranks such rows better
         (``benchmarks/results/tabular_binary/``). The number used is ``gaussian_weight_``.
@@ -430,7 +432,10 @@ class FlowDetector(BaseDetector):
             self._start_mixture(data, generator)
         history = super()._fit_model(data, config, generator)
         if self.uses_kernel():
-            self._set_kernel_base(data, generator)
+            weight = self.binary_share(data) if self.gaussian_weight == "auto" else float(self.gaussian_weight)
+            self.gaussian_weight_ = weight
+            if weight < 1:  # at 1 the kernels would weigh nothing: the trained base scores alone
+                self._set_kernel_base(data, generator, weight)
         return history
 
     #: ``base="kernel"``: at most this many (seeded) training rows are the kernel's centres, and
@@ -465,9 +470,10 @@ class FlowDetector(BaseDetector):
         varies = int((gap > 0).sum())
         return float(two.sum()) / varies if varies else 0.0
 
-    def _set_kernel_base(self, data: Tensor, generator: torch.Generator) -> None:
+    def _set_kernel_base(self, data: Tensor, generator: torch.Generator, weight: float = 0.0) -> None:
         """Replace the trained base by a :class:`~usfad.density.KernelBase` on the latents of
-        (at most :meth:`kernel_centres_for` of) the rows the flow was fitted on."""
+        (at most :meth:`kernel_centres_for` of) the rows the flow was fitted on, keeping the
+        trained base beside it at ``weight`` if that is above 0."""
         rows = torch.arange(data.shape[0])
         keep = self.kernel_centres_for(data.shape[0], data.shape[1])
         if data.shape[0] > keep:
@@ -480,10 +486,8 @@ class FlowDetector(BaseDetector):
             centres = torch.as_tensor(self._batched(self._latent, data[rows]), dtype=torch.float32)
             trained = self.model_.base
             self.model_.base = self.build_kernel(centres, generator).to(self.device_)
-            weight = self.binary_share(data) if self.gaussian_weight == "auto" else float(self.gaussian_weight)
             if weight > 0:
                 self.model_.keep_trained_base(trained, weight)
-                self.gaussian_weight_ = weight
             self.kernel_centres_ = len(rows)
             bar.update()
             if kernels == 2:  # the identity flow's kernel: the same rows, standardised

@@ -44,19 +44,21 @@ def main() -> None:
         "Spearman rank correlation between the score (NLL) and the latent "
         "distance ||f(x) - c|| (`usfad.metrics.latent_distance`: on a mixture base, the radius at which one "
         "standard Gaussian has the mixture's density; on a kernel base, the default since session 16, a soft "
-        "minimum of the distances to the training latents).",
+        "minimum of the distances to the training latents; with binary columns, the distance that also weighs "
+        "in the trained Gaussian's at `gaussian_weight_`, USFlow's column `w`).",
         "",
-        "| dataset | test rows | USFlow | NonUSFlow |",
-        "|---|---|---|---|",
+        "| dataset | test rows | w | USFlow | NonUSFlow |",
+        "|---|---|---|---|---|",
     ]
     for name in args.datasets:
         split = protocol_t(*load_dataset(name, args.data), args.seed)
-        cells = []
+        cells, weight = [], 0.0
         for cls in (USFlow, NonUSFlow):
             det = cls(random_state=args.seed, **params).fit(split.X_train)
             distance = latent_distance(det, split.X_test)
             cells.append(stats.spearmanr(det.decision_function(split.X_test), distance)[0])
-        lines.append(f"| {name} | {len(split.X_test)} | {cells[0]:.6f} | {cells[1]:.6f} |")
+            weight = getattr(det, "gaussian_weight_", 0.0) if cls is USFlow else weight
+        lines.append(f"| {name} | {len(split.X_test)} | {weight:.3f} | {cells[0]:.6f} | {cells[1]:.6f} |")
         print(lines[-1], flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines) + "\n")

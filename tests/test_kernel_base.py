@@ -406,6 +406,8 @@ def test_gaussian_weight_mixes_the_trained_bases_nll_into_the_kernels_and_keeps_
     e = det.explanation(np.concatenate([fresh[:5], X[:5]]), "mean")
     share = np.abs(e.residual) / np.abs(e.scores - e.baseline_scores)
     assert np.median(share) < 5e-3 and share.max() < 2e-2
+    with pytest.raises(ValueError, match="--input-kernel off --gaussian-weight 0"):
+        det.explain(X[:2], "typical")  # both switches named at once
     with pytest.raises(ValueError, match="gaussian_weight"):
         USFlow(**SMALL).fit(X).explain(X[:2], "typical")  # the kernel and the trained base: no one latent radius
 

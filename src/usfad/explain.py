@@ -391,10 +391,16 @@ def explain_rows(
                 f"radius); {fitted} is not one: use 'mean' or an array of rows"
             )
         if baseline == "typical" and getattr(model, "input_base", None) is not None:
+            both = getattr(model, "trained_base", None) is not None  # then gaussian_weight too
             raise ValueError(
                 f"baseline='typical' follows the latent radius of a uniformly scaling flow; {fitted} also scores "
                 f"with a kernel of the input rows (input_kernel=True): use 'mean', 'neighbours' or an array of "
-                f"rows, or fit with input_kernel=False (usfad fit --input-kernel off)"
+                f"rows, or fit with input_kernel=False"
+                + (
+                    " and gaussian_weight=0 (usfad fit --input-kernel off --gaussian-weight 0)"
+                    if both
+                    else " (usfad fit --input-kernel off)"
+                )
             )
         if baseline == "typical" and getattr(model, "trained_base", None) is not None:
             raise ValueError(

@@ -252,6 +252,9 @@ def test_fit_takes_base_components_and_base_for_flow_models_only(tmp_path, capsy
     assert load(model).kernel_centres_ == 200
     assert main(["fit", str(data), "--gaussian-weight", "0.25", "--epochs", "1", "--quiet", "-o", str(model)]) == 0
     assert load(model).gaussian_weight_ == 0.25
+    assert "the flow's Gaussian weighs 0.25 in the score (--gaussian-weight)" in capsys.readouterr().out
+    assert main(["fit", str(data), "--epochs", "1", "--quiet", "-o", str(model)]) == 0
+    assert "Gaussian weighs" not in capsys.readouterr().out  # no binary column: the kernels alone, nothing to say
     for bad, code, message in [
         (["--base-components", "eight"], 2, "expected 'auto' or a positive integer, got 'eight'"),
         (["--base-components", "2", "--model", "deepsvdd"], 1, "--base-components goes with a flow model"),

@@ -157,9 +157,18 @@ def fit(args: argparse.Namespace) -> int:
     left_out = f" ({n_rows - len(X)} anomalous row(s) left out)" if n_rows > len(X) else ""
     print(
         f"fitted {type(detector).__name__} on {len(X)} rows x {X.shape[1]} features{left_out} in {seconds:.1f} s; "
-        f"threshold {detector.threshold_:.6g} ({detector.threshold}); saved to {path}"
+        f"threshold {detector.threshold_:.6g} ({detector.threshold}){_weight_note(detector)}; saved to {path}"
     )
     return 0
+
+
+def _weight_note(detector: Any) -> str:
+    """``; ...`` naming the trained Gaussian's weight in the score when binary columns set one, else ``""``."""
+    weight = getattr(detector, "gaussian_weight_", 0.0)
+    if not weight:
+        return ""
+    rule = "the share of binary columns" if detector.gaussian_weight == "auto" else "--gaussian-weight"
+    return f"; the flow's Gaussian weighs {weight:.2f} in the score ({rule})"
 
 
 def fit_sample(args: argparse.Namespace) -> int:
@@ -176,7 +185,7 @@ def fit_sample(args: argparse.Namespace) -> int:
     print(
         f"fitted {type(detector).__name__} on a sample of {len(sample.X)} of {sample.rows_seen} rows from "
         f"{len(files)} file(s) (seed {args.random_state}{left_out}) x {sample.X.shape[1]} features in {seconds:.1f} s; "
-        f"threshold {detector.threshold_:.6g} ({detector.threshold}); saved to {path}"
+        f"threshold {detector.threshold_:.6g} ({detector.threshold}){_weight_note(detector)}; saved to {path}"
     )
     return 0
 

@@ -408,8 +408,17 @@ def test_gaussian_weight_mixes_the_trained_bases_nll_into_the_kernels_and_keeps_
     assert np.median(share) < 5e-3 and share.max() < 2e-2
     with pytest.raises(ValueError, match="--input-kernel off --gaussian-weight 0"):
         det.explain(X[:2], "typical")  # both switches named at once
+    alone = USFlow(**SMALL).fit(X)  # the flow's kernel and its trained base, no input kernel
+    assert alone.model_.input_base is None and alone.gaussian_weight_ == 0.5
+    e = alone.explanation(np.concatenate([fresh[:5], X[:5]]), "mean")  # training rows leave their own kernel out
+    np.testing.assert_allclose(e.scores[5:], alone.decision_scores_[:5], rtol=1e-5)
+    # the straight path (the score is no longer one base's at the latent) crosses the flow kernel's
+    # steps in the input space: residuals up to a few per cent here (the kernel alone, on its latent path: 2e-4)
+    assert e.path == "straight"
+    share = np.abs(e.residual) / np.abs(e.scores - e.baseline_scores)
+    assert np.median(share) < 2e-2 and share.max() < 0.1
     with pytest.raises(ValueError, match="gaussian_weight"):
-        USFlow(**SMALL).fit(X).explain(X[:2], "typical")  # the kernel and the trained base: no one latent radius
+        alone.explain(X[:2], "typical")  # the kernel and the trained base: no one latent radius
 
 
 @pytest.mark.filterwarnings("ignore:X has 1 constant:UserWarning")

@@ -7,7 +7,8 @@ each case then runs with that code too, right after the current code, and the ta
 the ratio. Cases: synthetic 10k x 20 and 100k x 50 rows (a Gaussian mixture), 230 rows of
 1000-d (the size of an image-embedding set), and the 512-d MVTec AD bottle embeddings
 under Protocol T (seed 42) when ``--data`` holds them; on request (``--cases``), the training
-rows of 11_donors and 33_skin (Protocol T, seed 42), the largest tables, whose rows repeat.
+rows of 11_donors and 33_skin (Protocol T, seed 42), the largest tables, whose rows repeat, and
+of 8_celeba and 5_campaign, whose columns are mostly binary.
 
 Writes ``OUT.md`` (table and, per case, the profile of the current code grouped by where
 the time goes) and ``OUT.csv``.
@@ -38,6 +39,9 @@ DEFAULT_CASES = list(CASES)
 CASES |= {
     "11_donors (408k x 10)": "adbench:11_donors",
     "33_skin (136k x 3)": "adbench:33_skin",
+    # ... and tables with binary columns, which gaussian_weight="auto" scores differently
+    "8_celeba (139k x 39)": "adbench:8_celeba",
+    "5_campaign (26k x 62)": "adbench:5_campaign",
 }
 
 # Run inside the subprocess: fit USFlow() with its defaults, profile it, print one JSON line.

@@ -26,6 +26,7 @@ DETECTORS = {
     "usflow": lambda: USFlow(n_blocks=2, **TINY),
     "usflow-kernel": lambda: USFlow(n_blocks=2, base="kernel", **TINY),
     "usflow-kernel-widths": lambda: adaptive(USFlow(n_blocks=2, **TINY)),
+    "usflow-gaussian-weight": lambda: USFlow(n_blocks=2, gaussian_weight=0.5, **TINY),  # kernels + trained Gaussian
     "nonusflow": lambda: NonUSFlow(n_blocks=2, **TINY),
     "flow-affine": lambda: FlowDetector(flow="affine", n_blocks=2, clamp=1.9, **TINY),
     "deepsvdd": lambda: DeepSVDD(**TINY),

@@ -44,6 +44,9 @@ from ..outputs import check_output_file
 from ..validation import check_array, check_feature_names
 from .args import add_streaming_args, positive_int
 
+#: the ``--model`` names whose detectors are flows (``--base``, ``--input-kernel`` ... apply to them only)
+FLOW_MODELS = ("usflow", "nonusflow", "flow")
+
 MODELS = {
     "usflow": "USFlow",
     "nonusflow": "NonUSFlow",
@@ -85,22 +88,19 @@ def _detector(name: str, args: argparse.Namespace) -> Any:
         if name != "flow":
             raise ValueError(f"--flow goes with --model flow (--model {name} fixes its own flow)")
         params["flow"] = args.flow
-    if args.base_components is not None:
-        if name not in ("usflow", "nonusflow", "flow"):
-            raise ValueError(f"--base-components goes with a flow model (usflow, nonusflow, flow), not --model {name}")
-        params["base_components"] = args.base_components
-    if args.base is not None:
-        if name not in ("usflow", "nonusflow", "flow"):
-            raise ValueError(f"--base goes with a flow model (usflow, nonusflow, flow), not --model {name}")
-        params["base"] = args.base
-    if args.input_kernel is not None:
-        if name not in ("usflow", "nonusflow", "flow"):
-            raise ValueError(f"--input-kernel goes with a flow model (usflow, nonusflow, flow), not --model {name}")
-        params["input_kernel"] = args.input_kernel == "on"
-    if args.gaussian_weight is not None:
-        if name not in ("usflow", "nonusflow", "flow"):
-            raise ValueError(f"--gaussian-weight goes with a flow model (usflow, nonusflow, flow), not --model {name}")
-        params["gaussian_weight"] = args.gaussian_weight
+    flow_only = {  # option -> the flow models' parameter and its value
+        "base_components": args.base_components,
+        "base": args.base,
+        "input_kernel": None if args.input_kernel is None else args.input_kernel == "on",
+        "gaussian_weight": args.gaussian_weight,
+    }
+    for key, value in flow_only.items():
+        if value is None:
+            continue
+        if name not in FLOW_MODELS:
+            option = "--" + key.replace("_", "-")
+            raise ValueError(f"{option} goes with a flow model ({', '.join(FLOW_MODELS)}), not --model {name}")
+        params[key] = value
     for key in ("epochs", "contamination", "threshold", "alpha"):
         value = getattr(args, key)
         if value is not None:

@@ -55,6 +55,27 @@ def test_log_prob_is_the_kernel_density_and_a_point_on_a_centre_leaves_that_cent
         KernelBase(4, 1)
 
 
+def test_a_row_near_a_centre_keeps_its_kernel_in_float32_and_float64_alike():
+    # wide latents (as on 5_campaign): float32's rounding of ||z||^2 + ||c||^2 - 2 z.c is about 0.2 here,
+    # so the block's terms alone would take a row 0.05 from a centre for that centre; the direct
+    # distance tells them apart, and a row computed again (moved by 1e-6 of its size) still lies on it
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(50, 8)) * 30
+    step = rng.normal(size=(3, 8))
+    near = centres[:3] + 0.05 * step / np.linalg.norm(step, axis=1, keepdims=True)
+    again = centres[:3] * (1 + 1e-6 * rng.normal(size=(3, 8)))
+    z = np.concatenate([centres[:3], again, near])
+    base64 = kernel(centres, 0.2)
+    base32 = kernel(centres, 0.2).float()
+    expected = [0, 1, 2, 0, 1, 2, -1, -1, -1]
+    assert base64.own_centres(torch.as_tensor(z)).tolist() == expected
+    assert base32.own_centres(torch.as_tensor(z, dtype=torch.float32)).tolist() == expected
+    full = logsumexp([stats.multivariate_normal(c, 0.04 * np.eye(8)).logpdf(near) for c in centres], axis=0)
+    np.testing.assert_allclose(base64.log_prob(torch.as_tensor(near)).numpy(), full - math.log(50), rtol=1e-10)
+    got32 = base32.log_prob(torch.as_tensor(near, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(got32, full - math.log(50), atol=0.1)  # float32's rounding, not a missing kernel
+
+
 def test_per_centre_widths_give_the_sample_point_kernel_density_and_sq_distance_stays_non_negative():
     centres = RNG.normal(size=(30, 3)) * 2 + 10
     widths = 1 + 3 * RNG.random(30)

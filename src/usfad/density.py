@@ -180,9 +180,15 @@ class KernelBase(nn.Module):
         """The bandwidth ``h``."""
         return self.bandwidth
 
-    #: a point is on a centre when their squared distance is at most this many machine
-    #: epsilons times ``||z||^2 + ||c||^2`` (about the centres' mean): what the rounding of
-    #: ``||z||^2 + ||c||^2 - 2 z.c`` leaves of a distance of zero
+    #: a point is on a centre when their distance, ``z - c`` subtracted directly, is at most this
+    #: share of ``sqrt(1 + ||z||^2 + ||c||^2)``: a training row's latent computed again in another
+    #: batch moves by about ``5e-6`` of that (float32 network; 5_campaign and 6_cardio, batches of
+    #: 1 to 1000): a 12-fold margin. The rule reads no dtype, so a float64 copy of the kernel
+    #: (:func:`usfad.metrics.latent_distance`) leaves out the same centres
+    coincide_share: float = 2.0**-14
+    #: ... checked only for rows whose block term (``||z||^2 + ||c||^2 - 2 z.c``, about the
+    #: centres' mean) comes that near, up to its rounding: this many machine epsilons times
+    #: those squared norms
     coincide_eps: float = 64.0
 
     def _centre_side(self) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None]:
@@ -226,7 +232,7 @@ class KernelBase(nn.Module):
         # -s ||z - c||^2 = 2s z.c - s ||z||^2 - s ||c||^2, at most 0: one product writes the block
         terms = torch.cat([zc, z_norms[:, None], torch.ones_like(z_norms)[:, None]], 1).mm(product).clamp_max_(0)
         if exclude is None:  # the caller names no centre to leave out: the one each row lies on
-            exclude = self._on_centre(terms, s * self.coincide_eps * torch.finfo(terms.dtype).eps, z_norms, c_norms)
+            exclude = self._on_centre(terms, z, s, z_norms, c_norms, origin)
         if widths is not None:  # -||z - c_i||^2 / (2 h^2 w_i^2) - d log w_i
             inverse_squares, log_normalisers = widths
             scaled = terms.mul(inverse_squares[None]) if terms.requires_grad else terms.mul_(inverse_squares[None])
@@ -238,26 +244,43 @@ class KernelBase(nn.Module):
         count = self.means.shape[0] - (exclude >= 0).to(terms.dtype)
         return terms, count, exclude
 
-    @staticmethod
-    def _on_centre(terms: Tensor, tolerance: Tensor, z_norms: Tensor, c_norms: Tensor) -> Tensor:
-        """The centre each row of ``terms`` (``-s ||z - c_i||^2``) lies on, ``-1`` for none: the
-        nearest, where its term is within ``tolerance (||z||^2 + ||c||^2)`` of 0.
+    def _on_centre(
+        self, terms: Tensor, z: Tensor, s: Tensor, z_norms: Tensor, c_norms: Tensor, origin: Tensor
+    ) -> Tensor:
+        """The centre each row ``z`` of ``terms`` (``-s ||z - c_i||^2``) lies on, ``-1`` for none:
+        its nearest centre, where ``||z - c||`` subtracted directly is at most
+        :attr:`coincide_share` of ``sqrt(1 + ||z||^2 + ||c||^2)``.
 
-        Only rows within the largest tolerance of 0 can lie on a centre, so only those search
-        for the nearest (a maximum with its index costs 15 times one without); the rest of the
-        block is read once. A traced graph searches every row (its shapes cannot depend on data)."""
+        The block's terms are rounded by about ``s eps (||z||^2 + ||c||^2)`` (``s = 1 / (2 h^2)``,
+        the squared norms about the centres' mean ``origin``: ``z_norms``, ``c_norms``): too coarse
+        to tell a row from a near neighbour (on 5_campaign it took rows 0.01 apart, at a 20th of
+        the bandwidth, for the same). They only pick the rows that may lie on a centre, and only
+        those search for the nearest (a maximum with its index costs 15 times one without) and
+        measure the distance to it directly; the rest of the block is read once. A traced graph
+        measures every row (its shapes cannot depend on data)."""
+        share = self.coincide_share**2
+
+        def lies_on(rows: Tensor, nearest: Tensor) -> Tensor:
+            centre = self.means[nearest].to(z.dtype)
+            direct = (z[rows] - centre).pow(2).sum(1)
+            return direct <= share * (1 + z[rows].pow(2).sum(1) + centre.pow(2).sum(1))
+
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            best, nearest = terms.max(1)
-            lies_on = -best <= tolerance * (z_norms + c_norms[nearest])
-            return torch.where(lies_on, nearest, torch.full_like(nearest, -1))
+            nearest = terms.argmax(1)
+            every = torch.arange(z.shape[0], device=z.device)
+            return torch.where(lies_on(every, nearest), nearest, torch.full_like(nearest, -1))
         with torch.no_grad():
             best = terms.amax(1)
-            rows = (-best <= tolerance * (z_norms + c_norms.max())).nonzero()[:, 0]
+            # a distance at the coincide share, or the rounding of the block's terms, whichever is larger
+            rounding = self.coincide_eps * torch.finfo(terms.dtype).eps * (z_norms + c_norms.max())
+            # ||c||^2 <= 2 (||c - origin||^2 + ||origin||^2): no pass over the M x d centres here
+            reach = 2 * share * (1 + z.pow(2).sum(1) + 2 * (c_norms.max() + origin.pow(2).sum()))
+            rows = (-best <= s * (rounding + reach)).nonzero()[:, 0]
             on_centre = torch.full(best.shape, -1, dtype=torch.long, device=terms.device)
             if len(rows):
                 nearest = terms[rows].argmax(1)
-                lies_on = -best[rows] <= tolerance * (z_norms[rows] + c_norms[nearest])
-                on_centre[rows[lies_on]] = nearest[lies_on]
+                on = lies_on(rows, nearest)
+                on_centre[rows[on]] = nearest[on]
         return on_centre
 
     @property

@@ -140,8 +140,8 @@ class KernelBase(nn.Module):
     nearest plus at most ``2 h^2 log M``); ``NLL = sq_distance / (2 h^2) + (d/2) log(2 pi
     h^2) - kappa`` for a USF, as with :class:`GaussianBase` of scale ``h``.
 
-    **A point never counts its own kernel**: where ``z`` coincides with a centre (to the
-    rounding of the distance, :meth:`log_terms`), that centre is left out and the sum runs
+    **A point never counts its own kernel**: where ``z`` coincides with a centre (to within
+    :attr:`coincide_share` of their norms, :meth:`log_terms`), that centre is left out and the sum runs
     over the other ``M - 1``. So a training row scores the same whenever it is scored, at
     ``fit`` (``decision_scores_``, which the contamination threshold is a quantile of) or
     later from a file, as if it were fresh: with its own kernel in, every training row, the

@@ -76,6 +76,23 @@ def test_a_row_near_a_centre_keeps_its_kernel_in_float32_and_float64_alike():
     np.testing.assert_allclose(got32, full - math.log(50), atol=0.1)  # float32's rounding, not a missing kernel
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace` is deprecated:FutureWarning")
+def test_a_row_on_a_centre_finds_it_when_a_near_neighbours_rounded_term_is_larger():
+    # 40 rows, each with a neighbour 0.05 away (inside float32's rounding of the block's terms, about
+    # 0.2 here): the block may rank the neighbour first; each row must still leave out its own centre
+    rng = np.random.default_rng(2)
+    rows = rng.normal(size=(40, 8)) * 30
+    step = rng.normal(size=(40, 8))
+    neighbours = rows + 0.05 * step / np.linalg.norm(step, axis=1, keepdims=True)
+    centres = np.concatenate([neighbours, rows]).astype(np.float32)  # the neighbours come first
+    z = torch.as_tensor(centres[40:])
+    base32 = kernel(centres.astype(np.float64), 0.2).float()
+    assert base32.own_centres(z).tolist() == list(range(40, 80))
+    assert kernel(centres.astype(np.float64), 0.2).own_centres(z.double()).tolist() == list(range(40, 80))
+    traced = torch.jit.trace(lambda rows: base32.own_centres(rows), z[:3])  # an exported graph's: 8 nearest
+    assert traced(z).tolist() == list(range(40, 80))
+
+
 def test_per_centre_widths_give_the_sample_point_kernel_density_and_sq_distance_stays_non_negative():
     centres = RNG.normal(size=(30, 3)) * 2 + 10
     widths = 1 + 3 * RNG.random(30)

@@ -248,8 +248,9 @@ class KernelBase(nn.Module):
         self, terms: Tensor, z: Tensor, s: Tensor, z_norms: Tensor, c_norms: Tensor, origin: Tensor
     ) -> Tensor:
         """The centre each row ``z`` of ``terms`` (``-s ||z - c_i||^2``) lies on, ``-1`` for none:
-        its nearest centre, where ``||z - c||`` subtracted directly is at most
-        :attr:`coincide_share` of ``sqrt(1 + ||z||^2 + ||c||^2)``.
+        one whose distance ``||z - c||``, subtracted directly, is at most :attr:`coincide_share`
+        of ``sqrt(1 + ||z||^2 + ||c||^2)`` (the nearest by the block's terms where it is one,
+        else the lowest-numbered; centres that close are one point to the density).
 
         The block's terms are rounded by about ``s eps (||z||^2 + ||c||^2)`` (``s = 1 / (2 h^2)``,
         the squared norms about the centres' mean ``origin``: ``z_norms``, ``c_norms``): too coarse
@@ -257,7 +258,7 @@ class KernelBase(nn.Module):
         the bandwidth, for the same). They only pick the rows that may lie on a centre, and only
         those search for the nearest (a maximum with its index costs 15 times one without) and
         measure the distance to it directly; the rest of the block is read once. A traced graph
-        measures every row (its shapes cannot depend on data)."""
+        measures every row's 8 nearest (its shapes cannot depend on data)."""
         share = self.coincide_share**2
 
         def lies_on(rows: Tensor, nearest: Tensor) -> Tensor:
@@ -265,22 +266,35 @@ class KernelBase(nn.Module):
             direct = (z[rows] - centre).pow(2).sum(1)
             return direct <= share * (1 + z[rows].pow(2).sum(1) + centre.pow(2).sum(1))
 
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            nearest = terms.argmax(1)
-            every = torch.arange(z.shape[0], device=z.device)
-            return torch.where(lies_on(every, nearest), nearest, torch.full_like(nearest, -1))
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # the 8 nearest by the block's terms
+            top = terms.topk(min(8, terms.shape[1]), dim=1).indices
+            every = torch.arange(z.shape[0], device=z.device)[:, None].expand_as(top)
+            on = lies_on(every.reshape(-1), top.reshape(-1)).reshape(top.shape)
+            first = torch.where(on, top, torch.full_like(top, terms.shape[1])).amin(1)
+            return torch.where(first < terms.shape[1], first, torch.full_like(first, -1))
         with torch.no_grad():
             best = terms.amax(1)
-            # a distance at the coincide share, or the rounding of the block's terms, whichever is larger
+            # within the rounding of the block's terms of a distance at the coincide share
             rounding = self.coincide_eps * torch.finfo(terms.dtype).eps * (z_norms + c_norms.max())
             # ||c||^2 <= 2 (||c - origin||^2 + ||origin||^2): no pass over the M x d centres here
-            reach = 2 * share * (1 + z.pow(2).sum(1) + 2 * (c_norms.max() + origin.pow(2).sum()))
-            rows = (-best <= s * (rounding + reach)).nonzero()[:, 0]
+            reach = s * (rounding + 2 * share * (1 + z.pow(2).sum(1) + 2 * (c_norms.max() + origin.pow(2).sum())))
+            rows = (-best <= reach).nonzero()[:, 0]
             on_centre = torch.full(best.shape, -1, dtype=torch.long, device=terms.device)
             if len(rows):
                 nearest = terms[rows].argmax(1)
                 on = lies_on(rows, nearest)
                 on_centre[rows[on]] = nearest[on]
+                # a row on a centre whose rounded term lost to a near neighbour's: measure every
+                # centre within the reach of its best term, and take the lowest-numbered it lies on
+                missed = rows[~on]
+                pair_rows, pair_centres = (terms[missed] >= (best - reach)[missed, None]).nonzero(as_tuple=True)
+                if len(pair_rows):
+                    on = lies_on(missed[pair_rows], pair_centres)
+                    pair_rows, pair_centres = pair_rows[on], pair_centres[on]
+                    first = torch.full_like(missed, terms.shape[1])  # the lowest-numbered such centre
+                    first.scatter_reduce_(0, pair_rows, pair_centres, "amin")
+                    found = first < terms.shape[1]
+                    on_centre[missed[found]] = first[found]
         return on_centre
 
     @property

@@ -56,7 +56,7 @@ def test_log_prob_is_the_kernel_density_and_a_point_on_a_centre_leaves_that_cent
 
 
 def test_a_row_near_a_centre_keeps_its_kernel_in_float32_and_float64_alike():
-    # wide latents (as on 5_campaign): float32's rounding of ||z||^2 + ||c||^2 - 2 z.c is about 0.2 here,
+    # wide latents (as on 5_campaign): float32's rounding of ||z||^2 + ||c||^2 - 2 z.c is about 0.1 here,
     # so the block's terms alone would take a row 0.05 from a centre for that centre; the direct
     # distance tells them apart, and a row computed again (moved by 1e-6 of its size) still lies on it
     rng = np.random.default_rng(1)
@@ -79,7 +79,7 @@ def test_a_row_near_a_centre_keeps_its_kernel_in_float32_and_float64_alike():
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace` is deprecated:FutureWarning")
 def test_a_row_on_a_centre_finds_it_when_a_near_neighbours_rounded_term_is_larger():
     # 40 rows, each with a neighbour 0.05 away (inside float32's rounding of the block's terms, about
-    # 0.2 here): the block may rank the neighbour first; each row must still leave out its own centre
+    # 0.1 here): the block may rank the neighbour first; each row must still leave out its own centre
     rng = np.random.default_rng(2)
     rows = rng.normal(size=(40, 8)) * 30
     step = rng.normal(size=(40, 8))

@@ -4,8 +4,11 @@ The score is computed in float32, :func:`usfad.metrics.latent_distance` on a flo
 the kernels. Both leave a row's own kernel out where it lies on a training latent, so they must
 agree on which rows do (``KernelBase.coincide_share``). Per set (Protocol T, one seed) this
 prints and appends to ``-o`` one JSON line: the Spearman correlation of the two, the number of
-test rows whose ranks differ by more than 50 places, and, with ``--against`` an earlier run's
-``--save`` file of the same cell, the largest and the median change of a row's score.
+test rows whose ranks differ by more than 50 places, how far a training row's latent moves when
+it is computed alone rather than with all the training rows (the largest of ``||z_1 - z|| /
+sqrt(1 + ||z||^2)`` over the first 600: what ``coincide_share`` must allow), and, with
+``--against`` an earlier run's ``--save`` file of the same cell, the largest and the median
+change of a row's score.
 
     PYTHONPATH=<a checkout>/src .venv/bin/python benchmarks/alignment_on_centre.py \\
         --data ../shared/data/adbench --datasets 5_campaign --save /tmp/before.npz -o /tmp/on_centre.jsonl
@@ -49,6 +52,10 @@ def main() -> None:
         score = det.decision_function(split.X_test)
         distance = latent_distance(det, split.X_test)
         apart = np.abs(stats.rankdata(score) - stats.rankdata(distance)) > 50
+        rows = split.X_train[:600]
+        together = det.latent(rows)
+        alone = np.concatenate([det.latent(rows[i : i + 1]) for i in range(len(rows))])
+        shift = np.linalg.norm(alone - together, axis=1) / np.sqrt(1 + (together**2).sum(1))
         row = {
             "dataset": dataset,
             "seed": args.seed,
@@ -57,6 +64,7 @@ def main() -> None:
             "spearman": float(stats.spearmanr(score, distance).statistic),
             "rows_over_50_places_apart": int(apart.sum()),
             "test_rows": len(score),
+            "latent_shift_alone": float(shift.max()),
         }
         if args.against:
             change = np.abs(score - np.load(args.against)["score"])

@@ -181,10 +181,10 @@ class KernelBase(nn.Module):
         return self.bandwidth
 
     #: a point is on a centre when their distance, ``z - c`` subtracted directly, is at most this
-    #: share of ``sqrt(1 + ||z||^2 + ||c||^2)``: a training row's latent computed again in another
-    #: batch moves by about ``5e-6`` of that (float32 network; 5_campaign and 6_cardio, batches of
-    #: 1 to 1000): a 12-fold margin. The rule reads no dtype, so a float64 copy of the kernel
-    #: (:func:`usfad.metrics.latent_distance`) leaves out the same centres
+    #: share of ``sqrt(1 + ||z||^2 + ||c||^2)``: an order of magnitude above what a training row's
+    #: latent moves when the float32 network computes it in another batch (``latent_shift_alone`` in
+    #: ``benchmarks/results/alignment_on_centre.jsonl``). The rule reads no dtype, so a float64 copy
+    #: of the kernel (:func:`usfad.metrics.latent_distance`) leaves out the same centres
     coincide_share: float = 2.0**-14
     #: ... checked only for rows whose block term (``||z||^2 + ||c||^2 - 2 z.c``, about the
     #: centres' mean) comes that near, up to its rounding: this many machine epsilons times
@@ -253,9 +253,9 @@ class KernelBase(nn.Module):
         else the lowest-numbered; centres that close are one point to the density).
 
         The block's terms are rounded by about ``s eps (||z||^2 + ||c||^2)`` (``s = 1 / (2 h^2)``,
-        the squared norms about the centres' mean ``origin``: ``z_norms``, ``c_norms``): too coarse
-        to tell a row from a near neighbour (on 5_campaign it took rows 0.01 apart, at a 20th of
-        the bandwidth, for the same). They only pick the rows that may lie on a centre, and only
+        the squared norms about the centres' mean ``origin``: ``z_norms``, ``c_norms``): on wide
+        latents too coarse to tell a row from a near neighbour well inside the bandwidth
+        (``benchmarks/results/tabular_on_centre/``). They only pick the rows that may lie on a centre, and only
         those search for the nearest (a maximum with its index costs 15 times one without) and
         measure the distance to it directly; the rest of the block is read once. A traced graph
         measures every row's 8 nearest (its shapes cannot depend on data)."""

@@ -1,7 +1,10 @@
 """Where one USFlow fit spends its time, and how long fits take, before and after a change.
 
 Every case runs in a fresh subprocess with one thread, one after the other in this run, so
-that the ratios compare like with like on a shared, noisy machine. ``--before SRC`` names
+that the ratios compare like with like on a shared, noisy machine. ``--threads 1 2`` instead
+fits each case with each number of torch threads (and no ``--before``): what a user's
+``USFlow().fit``, which takes torch's default (one thread per core), costs against one thread,
+on an idle machine or beside other work. ``--before SRC`` names
 the ``src`` folder of another checkout (e.g. a ``git worktree`` of the previous commit):
 each case then runs with that code too, right after the current code, and the table gives
 the ratio. Cases: synthetic 10k x 20 and 100k x 50 rows (a Gaussian mixture), 230 rows of
@@ -35,8 +38,9 @@ CASES = {
     "MVTec bottle (180 x 512)": "adbench:MVTec-AD_bottle",
 }
 DEFAULT_CASES = list(CASES)
-# on request (--cases): the largest tables, whose rows repeat (discrete values)
+# on request (--cases): a small table, like most ADBench sets; the largest tables, whose rows repeat
 CASES |= {
+    "300 x 5": "synthetic:300:5",
     "11_donors (408k x 10)": "adbench:11_donors",
     "33_skin (136k x 3)": "adbench:33_skin",
     # ... and tables with binary columns, which gaussian_weight="auto" scores differently
@@ -48,9 +52,9 @@ CASES |= {
 CHILD = r"""
 import cProfile, json, pstats, sys, time
 import numpy as np, torch
-torch.set_num_threads(1)
+spec, data, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(threads)
 from usfad import USFlow
-spec, data = sys.argv[1], sys.argv[2]
 kind, *rest = spec.split(":")
 if kind == "synthetic":
     n, d = int(rest[0]), int(rest[1])
@@ -89,10 +93,10 @@ print(json.dumps({"n": X.shape[0], "d": X.shape[1], "fit_seconds": seconds, "ste
 """
 
 
-def run_case(src: Path, spec: str, data: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def run_case(src: Path, spec: str, data: str, threads: int = 1) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, spec, data], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, spec, data, str(threads)], env=env, capture_output=True, text=True, check=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -102,19 +106,25 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="src folder of the code to compare with")
     parser.add_argument("--data", default=os.environ.get("USFAD_DATA", "../shared/data/adbench"))
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=DEFAULT_CASES)
+    parser.add_argument(
+        "--threads", type=int, nargs="+", metavar="N", help="compare these numbers of torch threads (no --before)"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="OUT (writes OUT.md and OUT.csv)")
     args = parser.parse_args()
+    if args.threads and (args.before or min(args.threads) < 1):
+        parser.error("--threads takes positive counts and compares the current code alone (no --before)")
     here = Path(__file__).resolve().parents[1] / "src"
+    runs = [(f"{n} thread{'s' * (n > 1)}", here, n) for n in args.threads] if args.threads else [("after", here, 1)]
+    if args.before:
+        runs.append(("before", args.before, 1))
     rows = []
     load_start = os.getloadavg()[0]
     for case in args.cases:
         spec = CASES[case]
         if spec.startswith("adbench") and not Path(args.data).exists():
             continue
-        for label, src in (("after", here), ("before", args.before)):
-            if src is None:
-                continue
-            row = {"case": case, "code": label, **run_case(src, spec, args.data)}
+        for label, src, threads in runs:
+            row = {"case": case, "code": label, "threads": threads, **run_case(src, spec, args.data, threads)}
             rows.append(row)
             print(
                 f"{case:26s} {label:6s} fit {row['fit_seconds']:7.1f} s, {row['steps']} steps, "
@@ -123,25 +133,42 @@ def main() -> None:
             )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output.with_suffix(".csv"), "w", newline="") as f:
-        fields = ["case", "code", "n", "d", "fit_seconds", "steps", "epochs", "ms_per_step"]
+        fields = ["case", "code", "threads", "n", "d", "fit_seconds", "steps", "epochs", "ms_per_step"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows({k: r[k] for k in writer.fieldnames} for r in rows)
     lines = [
         "# One USFlow fit: time and where it goes",
         "",
-        f"`{' '.join(['benchmarks/fit_cost.py', *sys.argv[1:]])}`; one thread, each fit in its own process, "
-        "default parameters (`USFlow()`). Load average (1 min) at the start and the end of the run: "
-        f"{load_start:.1f} and {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; above the core count other work "
-        "shared the machine and the absolute times are inflated (the before/after pairs ran back to back).",
+        f"`{' '.join(['benchmarks/fit_cost.py', *sys.argv[1:]])}`; "
+        + ("torch threads as given" if args.threads else "one thread")
+        + ", each fit in its own process, default parameters (`USFlow()`). Load average (1 min) at the start and "
+        f"the end of the run: {load_start:.1f} and {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; above the "
+        "core count other work shared the machine and the absolute times are inflated (the compared fits of a case "
+        "ran back to back).",
         "",
-        "| case | before: fit s (steps) | after: fit s (steps) | after / before |",
-        "|---|---|---|---|",
     ]
+    cell = lambda r: "" if r is None else f"{r['fit_seconds']:.1f} ({r['steps']})"  # noqa: E731
+    if args.threads:
+        first = runs[0][0]
+        lines += [
+            "| case | "
+            + " | ".join(f"{label}: fit s (steps)" for label, _, _ in runs)
+            + " | "
+            + " | ".join(f"{label} / {first}" for label, _, _ in runs[1:])
+            + " |",
+            "|---|" + "---|" * (2 * len(runs) - 1),
+        ]
+    else:
+        lines += ["| case | before: fit s (steps) | after: fit s (steps) | after / before |", "|---|---|---|---|"]
     for case in dict.fromkeys(r["case"] for r in rows):
         got = {r["code"]: r for r in rows if r["case"] == case}
+        if args.threads:
+            base = got[runs[0][0]]["fit_seconds"]
+            ratios = [f"{got[label]['fit_seconds'] / base:.2f}" for label, _, _ in runs[1:]]
+            lines.append(f"| {case} | " + " | ".join([*(cell(got[label]) for label, _, _ in runs), *ratios]) + " |")
+            continue
         a, b = got.get("after"), got.get("before")
-        cell = lambda r: "" if r is None else f"{r['fit_seconds']:.1f} ({r['steps']})"  # noqa: E731
         ratio = f"{a['fit_seconds'] / b['fit_seconds']:.2f}" if a and b else ""
         lines.append(f"| {case} | {cell(b)} | {cell(a)} | {ratio} |")
     lines += ["", "Share of profiled time by where it is spent (cProfile, own time of each function):", ""]

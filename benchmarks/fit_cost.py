@@ -27,6 +27,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -140,7 +141,7 @@ def main() -> None:
     lines = [
         "# One USFlow fit: time and where it goes",
         "",
-        f"`{' '.join(['benchmarks/fit_cost.py', *sys.argv[1:]])}`; "
+        f"`{shlex.join(['benchmarks/fit_cost.py', *sys.argv[1:]])}`; "
         + ("torch threads as given" if args.threads else "one thread")
         + ", each fit in its own process, default parameters (`USFlow()`). Load average (1 min) at the start and "
         f"the end of the run: {load_start:.1f} and {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; above the "

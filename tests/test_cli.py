@@ -273,3 +273,33 @@ def test_fit_takes_base_components_and_base_for_flow_models_only(tmp_path, capsy
             assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "x.usfad").exists()
+
+
+@pytest.fixture
+def torch_threads():
+    """Give the test's torch threads back to the suite (one, see conftest) whatever the command set."""
+    import torch
+
+    yield torch
+    torch.set_num_threads(1)
+
+
+def test_fit_score_and_explain_run_on_the_threads_asked_for_and_one_by_default(tmp_path, data, torch_threads):
+    X, _ = data
+    path, model = _write(tmp_path / "train.csv", X), tmp_path / "m.usfad"
+    torch_threads.set_num_threads(2)
+    assert main(["fit", str(path), "--epochs", "1", "--quiet", "-o", str(model)]) == 0
+    assert torch_threads.get_num_threads() == 1
+    assert main(["score", str(model), str(path), "--threads", "2"]) == 0
+    assert torch_threads.get_num_threads() == 2
+    assert main(["explain", str(model), str(path), "--quiet", "-o", str(tmp_path / "e.csv")]) == 0
+    assert torch_threads.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("command", ["fit", "score", "explain"])
+def test_threads_must_be_a_positive_integer(tmp_path, capsys, command):
+    args = {"fit": ["fit", "d.csv"], "score": ["score", "m.usfad", "d.csv"], "explain": ["explain", "m.usfad", "d.csv"]}
+    with pytest.raises(SystemExit) as stop:
+        main([*args[command], "--threads", "0", "-o", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    assert "--threads: expected a positive integer, got 0" in capsys.readouterr().err

@@ -48,6 +48,30 @@ def print_report_written(path: Path, start: float) -> None:
     print(f"\nreport written to {path} ({time.perf_counter() - start:.0f} s)")
 
 
+#: torch threads of ``fit``, ``score``, ``explain`` and ``export`` unless ``--threads`` says otherwise.
+#: A tabular model's layers are small, and beside other work (a benchmark, a second fit) torch's
+#: default of one thread per core makes a fit several times slower (``benchmarks/results/fit_threads*.md``).
+DEFAULT_THREADS = 1
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's (and the BLAS/OpenMP pools') threads for this command."""
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"torch threads (default: {DEFAULT_THREADS})",
+    )
+
+
+def use_threads(args: argparse.Namespace) -> None:
+    """Set the threads ``--threads`` asks for, before any work."""
+    from ..experiments.engine import limit_threads
+
+    limit_threads(args.threads)
+
+
 def add_streaming_args(p: argparse.ArgumentParser) -> None:
     """``--chunk-size`` and ``--label-column``: the options of the commands that stream a data file."""
     p.add_argument(

@@ -42,7 +42,7 @@ from ..errors import DataError
 from ..explain import BASELINES, DEFAULT_NEIGHBOURS
 from ..outputs import check_output_dir, check_output_file
 from ..validation import check_array, check_feature_names
-from .args import add_streaming_args, positive_int
+from .args import add_streaming_args, add_threads_arg, positive_int, use_threads
 from .model import new_stats, normal_rows, scored_chunks, stopped_at_bad_row
 
 
@@ -142,6 +142,7 @@ def explain(args: argparse.Namespace) -> int:
     from ..plots import plot_attributions
 
     _check_baseline_flags(args)
+    use_threads(args)
     inputs = [args.model, args.data, args.reference]
     check_output_file(args.output, inputs=inputs, what="output")
     if args.plot is not None:
@@ -256,4 +257,5 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--plot-rows", type=positive_int, default=5, metavar="N", help="rows drawn with --plot (default: 5)")
     add_streaming_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_arg(p)
     p.set_defaults(func=explain)

@@ -42,7 +42,7 @@ from ..errors import DataError
 from ..flows import FLOWS
 from ..outputs import check_output_file
 from ..validation import check_array, check_feature_names
-from .args import add_streaming_args, positive_int
+from .args import add_streaming_args, add_threads_arg, positive_int, use_threads
 
 #: the ``--model`` names whose detectors are flows (``--base``, ``--input-kernel`` ... apply to them only)
 FLOW_MODELS = ("usflow", "nonusflow", "flow")
@@ -131,6 +131,7 @@ def _several_files(data: str) -> bool:
 
 
 def fit(args: argparse.Namespace) -> int:
+    use_threads(args)
     if args.sample is not None:
         return fit_sample(args)
     if _several_files(args.data):
@@ -231,6 +232,7 @@ def score(args: argparse.Namespace) -> int:
     for option in ("address", "workers", "format", "engine"):
         if getattr(args, option) is not None:
             raise ValueError(f"--{option} goes with --backend ray")
+    use_threads(args)
     if args.output is not None:
         check_output_file(args.output, inputs=[args.model, args.data], what="output", example="scores.csv")
     detector = load(args.model)
@@ -360,6 +362,7 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no training progress bar")
+    add_threads_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="MODEL", type=Path, help="model file to write")
     p.set_defaults(func=fit)
 
@@ -406,4 +409,5 @@ def add_commands(subparsers: Any) -> None:
         choices=("auto", "onnx", "torch"),
         help="with --backend ray: onnx (ONNX Runtime), torch, or auto: onnx when installed (default)",
     )
+    add_threads_arg(p)
     p.set_defaults(func=score)

@@ -54,14 +54,14 @@ def print_report_written(path: Path, start: float) -> None:
 DEFAULT_THREADS = 1
 
 
-def add_threads_arg(p: argparse.ArgumentParser) -> None:
+def add_threads_arg(p: argparse.ArgumentParser, note: str = "") -> None:
     """``--threads N``: torch's (and the BLAS/OpenMP pools') threads for this command."""
     p.add_argument(
         "--threads",
         type=positive_int,
         default=DEFAULT_THREADS,
         metavar="N",
-        help=f"torch threads (default: {DEFAULT_THREADS})",
+        help=f"torch threads{note} (default: {DEFAULT_THREADS})",
     )
 
 

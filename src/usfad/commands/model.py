@@ -409,5 +409,5 @@ def add_commands(subparsers: Any) -> None:
         choices=("auto", "onnx", "torch"),
         help="with --backend ray: onnx (ONNX Runtime), torch, or auto: onnx when installed (default)",
     )
-    add_threads_arg(p)
+    add_threads_arg(p, " of local scoring (Ray's workers take one each)")
     p.set_defaults(func=score)

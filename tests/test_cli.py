@@ -284,22 +284,41 @@ def torch_threads():
     torch.set_num_threads(1)
 
 
-def test_fit_score_and_explain_run_on_the_threads_asked_for_and_one_by_default(tmp_path, data, torch_threads):
+def test_fit_score_and_explain_run_on_the_threads_asked_for_and_on_the_idle_cores_by_default(
+    tmp_path, data, torch_threads, monkeypatch
+):
+    import os
+
     X, _ = data
     path, model = _write(tmp_path / "train.csv", X), tmp_path / "m.usfad"
+    monkeypatch.setattr("usfad.experiments.engine.available_cores", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))  # about 3 of the 4 cores busy
     torch_threads.set_num_threads(2)
     assert main(["fit", str(path), "--epochs", "1", "--quiet", "-o", str(model)]) == 0
     assert torch_threads.get_num_threads() == 1
-    assert main(["score", str(model), str(path), "--threads", "2"]) == 0
-    assert torch_threads.get_num_threads() == 2
+    assert main(["score", str(model), str(path), "--threads", "3"]) == 0
+    assert torch_threads.get_num_threads() == 3
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))  # more work than cores: still one thread
     assert main(["explain", str(model), str(path), "--quiet", "-o", str(tmp_path / "e.csv")]) == 0
     assert torch_threads.get_num_threads() == 1
 
 
+@pytest.mark.parametrize("load, idle", [(0.0, 4), (0.4, 4), (1.6, 2), (3.5, 1), (12.0, 1)])
+def test_idle_cores_are_the_cores_less_the_load_average_and_at_least_one(monkeypatch, load, idle):
+    import os
+
+    from usfad.experiments import engine
+
+    monkeypatch.setattr(engine, "available_cores", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert engine.idle_cores() == idle
+
+
 @pytest.mark.parametrize("command", ["fit", "score", "explain"])
-def test_threads_must_be_a_positive_integer(tmp_path, capsys, command):
+@pytest.mark.parametrize("bad", ["0", "1.5", "all"])
+def test_threads_must_be_auto_or_a_positive_integer(tmp_path, capsys, command, bad):
     args = {"fit": ["fit", "d.csv"], "score": ["score", "m.usfad", "d.csv"], "explain": ["explain", "m.usfad", "d.csv"]}
     with pytest.raises(SystemExit) as stop:
-        main([*args[command], "--threads", "0", "-o", str(tmp_path / "out")])
+        main([*args[command], "--threads", bad, "-o", str(tmp_path / "out")])
     assert stop.value.code == 2
-    assert "--threads: expected a positive integer, got 0" in capsys.readouterr().err
+    assert f"--threads: expected 'auto' or a positive integer, got '{bad}'" in capsys.readouterr().err

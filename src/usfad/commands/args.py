@@ -48,28 +48,39 @@ def print_report_written(path: Path, start: float) -> None:
     print(f"\nreport written to {path} ({time.perf_counter() - start:.0f} s)")
 
 
-#: torch threads of ``fit``, ``score``, ``explain`` and ``export`` unless ``--threads`` says otherwise.
-#: A tabular model's layers are small, and beside other work (a benchmark, a second fit) torch's
-#: default of one thread per core makes a fit several times slower (``benchmarks/results/fit_threads*.md``).
-DEFAULT_THREADS = 1
+def threads_arg(text: str) -> int | str:
+    """argparse type: ``auto`` or an integer >= 1."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
 
 
 def add_threads_arg(p: argparse.ArgumentParser, note: str = "") -> None:
-    """``--threads N``: torch's (and the BLAS/OpenMP pools') threads for this command."""
+    """``--threads N|auto``: torch's (and the BLAS/OpenMP pools') threads for this command.
+
+    ``auto``, the default, takes the cores that other work leaves idle (the 1-minute load
+    average; :func:`~usfad.experiments.engine.idle_cores`). A tabular model's layers are
+    small: on an idle machine more threads shorten a fit somewhat, and beside other work
+    torch's own default of one thread per core makes it several times longer, as the
+    threads wait for each other (``benchmarks/results/fit_threads_idle.md``,
+    ``fit_threads_loaded.md``)."""
     p.add_argument(
         "--threads",
-        type=positive_int,
-        default=DEFAULT_THREADS,
-        metavar="N",
-        help=f"torch threads{note} (default: {DEFAULT_THREADS})",
+        type=threads_arg,
+        default="auto",
+        metavar="N|auto",
+        help=f"torch threads{note} (default: auto, the cores that other work leaves idle, at least one)",
     )
 
 
 def use_threads(args: argparse.Namespace) -> None:
     """Set the threads ``--threads`` asks for, before any work."""
-    from ..experiments.engine import limit_threads
+    from ..experiments.engine import idle_cores, limit_threads
 
-    limit_threads(args.threads)
+    limit_threads(idle_cores() if args.threads == "auto" else args.threads)
 
 
 def add_streaming_args(p: argparse.ArgumentParser) -> None:

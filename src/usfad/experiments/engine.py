@@ -154,6 +154,17 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def idle_cores() -> int:
+    """The cores that other work leaves idle: :func:`available_cores` less the 1-minute load
+    average, rounded, and at least one (all of them where there is no load average)."""
+    cores = available_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover (Windows)
+        return cores
+    return max(1, min(cores, cores - round(load)))
+
+
 def limit_threads(threads: int) -> None:
     """Cap torch's and the BLAS/OpenMP pools' threads in this (worker) process."""
     threads = max(1, int(threads))

@@ -48,8 +48,8 @@ def print_report_written(path: Path, start: float) -> None:
     print(f"\nreport written to {path} ({time.perf_counter() - start:.0f} s)")
 
 
-def threads_arg(text: str) -> int | str:
-    """argparse type: ``auto`` or an integer >= 1."""
+def auto_or_positive_int(text: str) -> int | str:
+    """argparse type: ``auto`` or an integer >= 1 (``--threads``, ``--base-components``)."""
     if text == "auto":
         return text
     try:
@@ -69,7 +69,7 @@ def add_threads_arg(p: argparse.ArgumentParser, note: str = "") -> None:
     ``fit_threads_loaded.md``)."""
     p.add_argument(
         "--threads",
-        type=threads_arg,
+        type=auto_or_positive_int,
         default="auto",
         metavar="N|auto",
         help=f"torch threads{note} (default: auto, the cores that other work leaves idle, at least one)",

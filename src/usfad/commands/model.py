@@ -42,7 +42,7 @@ from ..errors import DataError
 from ..flows import FLOWS
 from ..outputs import check_output_file
 from ..validation import check_array, check_feature_names
-from .args import add_streaming_args, add_threads_arg, positive_int, use_threads
+from .args import add_streaming_args, add_threads_arg, auto_or_positive_int, positive_int, use_threads
 
 #: the ``--model`` names whose detectors are flows (``--base``, ``--input-kernel`` ... apply to them only)
 FLOW_MODELS = ("usflow", "nonusflow", "flow")
@@ -55,16 +55,6 @@ MODELS = {
     "vaeflow": "VAEFlow",
     "deepsvddvae": "DeepSVDDVAE",
 }
-
-
-def _components(text: str) -> int | str:
-    """argparse type of --base-components: ``auto`` or an integer >= 1."""
-    if text == "auto":
-        return text
-    try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
 
 
 def _weight(text: str) -> str | float:
@@ -308,7 +298,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--epochs", type=positive_int, metavar="N", help="training epochs (default: the model's)")
     p.add_argument(
         "--base-components",
-        type=_components,
+        type=auto_or_positive_int,
         metavar="K",
         help="flow models: the base density, one Gaussian (1, the default), a mixture of K, or auto (8 up to 128 "
         "features, one above)",

@@ -3,8 +3,9 @@
 Fits the default ``USFlow(random_state=seed)`` under Protocol T on a few ADBench sets, once with
 this checkout's code and once with ``--before SRC`` (the ``src`` folder of another checkout, e.g.
 a ``git worktree`` of the previous commit), each in its own process with one thread, and
-writes per (set, seed) the largest relative difference of the test scores, both kernels'
-bandwidths, and the test ROC-AUC of each, to ``OUT.md``.
+writes per (set, seed) the largest relative difference of the test scores and of the training
+rows' scores (``decision_scores_``), both kernels' bandwidths, the test ROC-AUC of each, and
+the seconds each code took to fit and to score the test rows, to ``OUT.md``.
 
     git worktree add /tmp/before 272f804
     .venv/bin/python benchmarks/same_scores.py --before /tmp/before/src --data ../shared/data/adbench \\
@@ -24,7 +25,7 @@ CELLS = [("7_Cardiotocography", 1), ("6_cardio", 0), ("2_annthyroid", 42), ("22_
 
 # Run inside the subprocess: fit each cell, save the test scores and the kernels' bandwidths.
 CHILD = r"""
-import json, sys
+import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
 from usfad import USFlow
@@ -35,11 +36,15 @@ cells, data, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 saved = {}
 for name, seed in cells:
     split = protocol_t(*load_dataset(name, data), seed)
+    start = time.perf_counter()
     det = USFlow(random_state=seed).fit(split.X_train)
+    fitted = time.perf_counter()
     scores = det.decision_function(split.X_test)
+    saved[f"{name}/{seed}/seconds"] = np.array([fitted - start, time.perf_counter() - fitted])
     saved[f"{name}/{seed}/scores"] = scores
-    bases = (det.model_.base, det.model_.input_base)
-    saved[f"{name}/{seed}/bandwidths"] = np.array([float(base.bandwidth) for base in bases])
+    saved[f"{name}/{seed}/train_scores"] = det.decision_scores_
+    bases = (det.model_.base, det.model_.input_base)  # no kernel (every column binary): NaN
+    saved[f"{name}/{seed}/bandwidths"] = np.array([float(getattr(base, "bandwidth", "nan")) for base in bases])
     saved[f"{name}/{seed}/roc"] = np.array(detection_metrics(split.y_test, scores)["roc_auc"])
 np.savez(out, **saved)
 """
@@ -72,20 +77,25 @@ def main() -> None:
         "# The same scores before and after",
         "",
         f"`{' '.join(['benchmarks/same_scores.py', *sys.argv[1:]])}`: the default `USFlow(random_state=seed)`, "
-        "Protocol T, one thread, each code in its own process.",
+        "Protocol T, one thread, each code in its own process (after first, then before, one cell after another). "
+        f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
         "",
-        "| set | seed | max relative score difference | bandwidths before (latent, input) | after | "
-        "ROC-AUC before | after |",
-        "|---|---:|---:|---|---|---:|---:|",
+        "| set | seed | max relative score difference: test rows | training rows | bandwidths before (latent, "
+        "input) | after | ROC-AUC before | after | fit s before | after | score s before | after |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, seed in cells:
         key = f"{name}/{seed}"
-        a, b = before[f"{key}/scores"], after[f"{key}/scores"]
-        diff = float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1.0)))
+        diffs = []
+        for scores in ("scores", "train_scores"):
+            a, b = before[f"{key}/{scores}"], after[f"{key}/{scores}"]
+            diffs.append(f"{float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1.0))):.2e}")
         bw = [", ".join(f"{h:.6g}" for h in run_[f"{key}/bandwidths"]) for run_ in (before, after)]
+        (fit_b, score_b), (fit_a, score_a) = before[f"{key}/seconds"], after[f"{key}/seconds"]
         lines.append(
-            f"| {name} | {seed} | {diff:.2e} | {bw[0]} | {bw[1]} | "
-            f"{float(before[f'{key}/roc']):.6f} | {float(after[f'{key}/roc']):.6f} |"
+            f"| {name} | {seed} | {diffs[0]} | {diffs[1]} | {bw[0]} | {bw[1]} | "
+            f"{float(before[f'{key}/roc']):.6f} | {float(after[f'{key}/roc']):.6f} | "
+            f"{fit_b:.1f} | {fit_a:.1f} | {score_b:.1f} | {score_a:.1f} |"
         )
     for suffix in (".after.npz", ".before.npz"):
         args.output.with_suffix(suffix).unlink()

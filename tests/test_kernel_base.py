@@ -93,6 +93,35 @@ def test_a_row_on_a_centre_finds_it_when_a_near_neighbours_rounded_term_is_large
     assert traced(z).tolist() == list(range(40, 80))
 
 
+def test_a_centre_far_out_does_not_make_every_row_search_for_the_one_it_lies_on():
+    # the rounding of a row's term grows with its own centre's norm, not with the largest: a centre
+    # 1,000 out (as 16_http's latents have) must leave rows 0.05 from a centre out of the search,
+    # while rows on a centre (recomputed, moved by 1e-7 of their size) are still found
+    rng = np.random.default_rng(3)
+    centres = np.concatenate([rng.normal(size=(300, 3)), [[1e3, 0.0, 0.0]]])
+    step = rng.normal(size=(20, 3))
+    near = centres[20:40] + 0.05 * step / np.linalg.norm(step, axis=1, keepdims=True)
+    z = torch.as_tensor(np.concatenate([centres[:20] * (1 + 1e-7 * rng.normal(size=(20, 3))), near]))
+    for dtype in (torch.float64, torch.float32):
+        base = kernel(centres, 0.01).to(dtype)
+        rows = z.to(dtype)
+        assert base.own_centres(rows).tolist() == list(range(20)) + [-1] * 20
+        origin, product, c_norms, _ = base._centre_side()
+        zc = rows - origin
+        z_norms = zc.pow(2).sum(1)
+        terms = torch.cat([zc, z_norms[:, None], torch.ones(40, 1, dtype=dtype)], 1).mm(product).clamp_max(0)
+        searched = -terms.amax(1) <= base._reach(rows, 0.5 / base.bandwidth**2, z_norms, c_norms, origin)
+        assert searched.tolist() == [True] * 20 + [False] * 20
+
+
+def test_the_nearest_centre_by_the_blocks_terms_is_the_first_of_equals_as_torch_argmax():
+    from usfad.density import _argmax_rows
+
+    terms = torch.as_tensor(RNG.integers(-3, 1, size=(50, 40)), dtype=torch.float32)
+    terms[7] = -math.inf
+    assert torch.equal(_argmax_rows(terms), terms.argmax(1))
+
+
 def test_per_centre_widths_give_the_sample_point_kernel_density_and_sq_distance_stays_non_negative():
     centres = RNG.normal(size=(30, 3)) * 2 + 10
     widths = 1 + 3 * RNG.random(30)

@@ -126,6 +126,16 @@ def log_sum_exp(terms: Tensor, overwrite: bool = False) -> Tensor:
     return shifted.clamp_min_(-NEGLIGIBLE_LOG_TERM).exp_().sum(1).log_() + top[:, 0]
 
 
+def _argmax_rows(terms: Tensor) -> Tensor:
+    """The index of each row's largest entry (the first of equals), as ``terms.argmax(1)``.
+
+    On the CPU through NumPy, which takes a fourteenth of torch's time for it on blocks of
+    20,000 columns (``benchmarks/results/block_ops.md``)."""
+    if terms.device.type != "cpu":
+        return terms.argmax(1)
+    return torch.from_numpy(terms.detach().numpy().argmax(1))
+
+
 class KernelBase(nn.Module):
     """A kernel density estimate ``(1/M) sum_i N(c_i, h^2 I)`` over ``M`` fixed centres.
 
@@ -255,10 +265,10 @@ class KernelBase(nn.Module):
         The block's terms are rounded by about ``s eps (||z||^2 + ||c||^2)`` (``s = 1 / (2 h^2)``,
         the squared norms about the centres' mean ``origin``: ``z_norms``, ``c_norms``): on wide
         latents too coarse to tell a row from a near neighbour well inside the bandwidth
-        (``benchmarks/results/tabular_on_centre/``). They only pick the rows that may lie on a centre, and only
-        those search for the nearest (a maximum with its index costs 15 times one without) and
-        measure the distance to it directly; the rest of the block is read once. A traced graph
-        measures every row's 8 nearest (its shapes cannot depend on data)."""
+        (``benchmarks/results/tabular_on_centre/``). They only pick the rows that may lie on a centre
+        (:meth:`_reach`), and only those search for the nearest (a maximum with its index costs 15
+        times one without) and measure the distance to it directly; the rest of the block is read
+        once. A traced graph measures every row's 8 nearest (its shapes cannot depend on data)."""
         share = self.coincide_share**2
 
         def lies_on(rows: Tensor, nearest: Tensor) -> Tensor:
@@ -274,21 +284,21 @@ class KernelBase(nn.Module):
             return torch.where(first < terms.shape[1], first, torch.full_like(first, -1))
         with torch.no_grad():
             best = terms.amax(1)
-            # within the rounding of the block's terms of a distance at the coincide share
-            rounding = self.coincide_eps * torch.finfo(terms.dtype).eps * (z_norms + c_norms.max())
-            # ||c||^2 <= 2 (||c - origin||^2 + ||origin||^2): no pass over the M x d centres here
-            reach = s * (rounding + 2 * share * (1 + z.pow(2).sum(1) + 2 * (c_norms.max() + origin.pow(2).sum())))
-            rows = (-best <= reach).nonzero()[:, 0]
+            rows = (-best <= self._reach(z, s, z_norms, c_norms, origin)).nonzero()[:, 0]
             on_centre = torch.full(best.shape, -1, dtype=torch.long, device=terms.device)
             if len(rows):
-                nearest = terms[rows].argmax(1)
+                candidates = terms.index_select(0, rows)  # a ninth of indexing's time (block_ops.md)
+                nearest = _argmax_rows(candidates)
                 on = lies_on(rows, nearest)
                 on_centre[rows[on]] = nearest[on]
                 # a row on a centre whose rounded term lost to a near neighbour's: measure every
                 # centre within the reach of its best term, and take the lowest-numbered it lies on
-                missed = rows[~on]
-                pair_rows, pair_centres = (terms[missed] >= (best - reach)[missed, None]).nonzero(as_tuple=True)
-                if len(pair_rows):
+                missed = (~on).nonzero()[:, 0]
+                if len(missed):
+                    reach = self._reach(z[rows[missed]], s, z_norms[rows[missed]], c_norms, origin)
+                    near = candidates.index_select(0, missed) >= (best[rows[missed]] - reach)[:, None]
+                    pair_rows, pair_centres = near.nonzero(as_tuple=True)
+                    missed = rows[missed]
                     on = lies_on(missed[pair_rows], pair_centres)
                     pair_rows, pair_centres = pair_rows[on], pair_centres[on]
                     first = torch.full_like(missed, terms.shape[1])  # the lowest-numbered such centre
@@ -296,6 +306,35 @@ class KernelBase(nn.Module):
                     found = first < terms.shape[1]
                     on_centre[missed[found]] = first[found]
         return on_centre
+
+    def _reach(self, z: Tensor, s: Tensor, z_norms: Tensor, c_norms: Tensor, origin: Tensor) -> Tensor:
+        """How far below 0 the block's term ``-s ||z - c||^2`` of a centre ``c`` that row ``z`` lies
+        on can be: ``s`` times the squared distance the coincide share allows plus the term's rounding.
+
+        Both grow with ``||c||``, which is read as the smaller of two bounds: the largest centre's
+        (``c_norms`` holds the squared norms about ``origin``), and, since ``c`` is within ``delta``
+        of ``z`` (``delta^2 <= share (1 + ||z||^2 + ||c||^2)``, so ``delta^2 <= 2 share (1 + 3
+        ||z||^2)``), ``||c||^2 <= 2 ||z||^2 + 2 delta^2``. The rounding: the rule before the second
+        bound took :attr:`coincide_eps` machine epsilons times ``||z||^2`` plus the largest centre's
+        squared norm (about the origin). A dot product of ``d + 2`` terms is off by at most ``d + 2``
+        epsilons times the sum of their sizes, here ``2 s (||z||^2 + ||c||^2)`` at most, and the
+        rounding of its inputs adds ``d / 2 + 2`` more: ``2 (d + 5)`` epsilons (or
+        :attr:`coincide_eps`, if more) times ``||z||^2 + ||c||^2`` bound it. The smaller of the two
+        roundings is taken: where it is the second, it is a bound; where the first, the rule is as
+        before. The second matters where a few centres lie far out, as on 16_http, where the first
+        alone had nearly every row searched (``benchmarks/results/kernel_scoring/``)."""
+        share = self.coincide_share**2
+        eps = torch.finfo(z.dtype).eps
+        zz = z.pow(2).sum(1)
+        delta_sq = 2 * share * (1 + 3 * zz)
+        largest = c_norms.max()
+        near = 2 * z_norms + 2 * delta_sq  # ||c - origin||^2, c within delta of z
+        rounding = torch.minimum(
+            self.coincide_eps * eps * (z_norms + largest),
+            max(self.coincide_eps, 2 * (z.shape[1] + 5)) * eps * (z_norms + torch.minimum(near, largest)),
+        )
+        c_squared = torch.minimum(2 * (largest + origin.pow(2).sum()), 2 * zz + 2 * delta_sq)  # ||c||^2
+        return s * (rounding + 2 * share * (1 + zz + c_squared))
 
     @property
     def adaptive(self) -> bool:

@@ -541,13 +541,25 @@ class FlowDetector(BaseDetector):
 
     def neighbour_radii(self, centres: Tensor) -> Tensor:
         """Each centre's distance to its :attr:`kernel_neighbours`-th nearest other centre
-        (fewer where there are fewer centres), in blocks of rows."""
+        (fewer where there are fewer centres), in blocks of rows.
+
+        The squared distances are ``torch.cdist``'s own sum (``||a||^2 + ||b||^2 - 2 a.b`` by one
+        matrix product, the same numbers), written into one buffer that every block reuses, and
+        only each row's chosen one takes a square root. A fresh ``cdist`` block of ``2^22``
+        distances each time made the allocator map and zero new memory for every block, and in a
+        fit that was half of 5_campaign's kernel building (``benchmarks/results/kernel_scoring/``)."""
         k = min(self.kernel_neighbours + 1, centres.shape[0])  # the row itself, then its nearest
         step = max(1, (1 << 22) // centres.shape[0])
-        parts = [
-            torch.cdist(centres[i : i + step], centres).topk(k, dim=1, largest=False).values[:, -1]
-            for i in range(0, centres.shape[0], step)
-        ]
+        norms = centres.pow(2).sum(1, keepdim=True)
+        ones = torch.ones_like(norms)
+        left = torch.cat([centres.mul(-2), norms, ones], 1)
+        right = torch.cat([centres, ones, norms], 1).T
+        buffer = centres.new_empty(min(step, centres.shape[0]), centres.shape[0])
+        parts = []
+        for i in range(0, centres.shape[0], step):
+            block = buffer[: min(step, centres.shape[0] - i)]
+            torch.mm(left[i : i + step], right, out=block)
+            parts.append(block.clamp_min_(0).topk(k, dim=1, largest=False).values[:, -1].sqrt())
         return torch.cat(parts)
 
     def _loss(self, batch: Tensor) -> Tensor:

@@ -96,14 +96,14 @@ class LULinear(Bijection):
             return F.conv2d(x, self.weight()[:, :, None, None]), logdet
         lower, upper = self._factors()
         rows = _as_rows(x) @ upper.T @ lower.T  # rows of (L U x)
-        y = _from_rows(rows[:, self.order], x)
+        y = _from_rows(rows.index_select(1, self.order), x)
         return y, logdet
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         if y.dim() == 4:
             return F.conv2d(y, self.inverse_weight()[:, :, None, None])
         lower, upper = self._factors()
-        cols = _as_rows(y)[:, self.inverse_order].T  # P^T y, one column per sample
+        cols = _as_rows(y).index_select(1, self.inverse_order).T  # P^T y, one column per sample
         cols = torch.linalg.solve_triangular(lower, cols, upper=False, unitriangular=True)
         cols = torch.linalg.solve_triangular(upper, cols, upper=True)
         return _from_rows(cols.T, y)
@@ -146,7 +146,12 @@ class LUConv1x1(LULinear):
 
 
 class Permutation(Bijection):
-    """A fixed permutation of the features (channels); log-det 0."""
+    """A fixed permutation of the features (channels); log-det 0.
+
+    Columns are gathered by ``index_select`` (here and in :class:`LULinear`), not by indexing
+    with the order: the same numbers, forward and backward, in a quarter of the time on 512 x
+    1,555 rows (``benchmarks/results/block_ops.md``); indexing was a fifth of a training step on
+    17_InternetAds."""
 
     constant_logdet = True
     linear = True
@@ -162,7 +167,7 @@ class Permutation(Bijection):
         self.register_buffer("inverse_order", torch.argsort(order))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return x[:, self.order], x.new_zeros(x.shape[0])
+        return x.index_select(1, self.order), x.new_zeros(x.shape[0])
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
-        return y[:, self.inverse_order]
+        return y.index_select(1, self.inverse_order)

@@ -129,7 +129,7 @@ def log_sum_exp(terms: Tensor, overwrite: bool = False) -> Tensor:
 def _argmax_rows(terms: Tensor) -> Tensor:
     """The index of each row's largest entry (the first of equals), as ``terms.argmax(1)``.
 
-    On the CPU through NumPy, which takes a fourteenth of torch's time for it on blocks of
+    On the CPU through NumPy, which takes a fifteenth of torch's time for it on blocks of
     20,000 columns (``benchmarks/results/block_ops.md``)."""
     if terms.device.type != "cpu":
         return terms.argmax(1)
@@ -287,7 +287,7 @@ class KernelBase(nn.Module):
             rows = (-best <= self._reach(z, s, z_norms, c_norms, origin)).nonzero()[:, 0]
             on_centre = torch.full(best.shape, -1, dtype=torch.long, device=terms.device)
             if len(rows):
-                candidates = terms.index_select(0, rows)  # a ninth of indexing's time (block_ops.md)
+                candidates = terms.index_select(0, rows)  # a tenth of indexing's time (block_ops.md)
                 nearest = _argmax_rows(candidates)
                 on = lies_on(rows, nearest)
                 on_centre[rows[on]] = nearest[on]

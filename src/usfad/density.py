@@ -131,7 +131,7 @@ def _argmax_rows(terms: Tensor) -> Tensor:
 
     On the CPU through NumPy, which takes a fifteenth of torch's time for it on blocks of
     20,000 columns (``benchmarks/results/block_ops.md``)."""
-    if terms.device.type != "cpu":
+    if terms.device.type != "cpu" or terms.dtype not in (torch.float32, torch.float64):
         return terms.argmax(1)
     return torch.from_numpy(terms.detach().numpy().argmax(1))
 

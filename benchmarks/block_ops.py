@@ -4,7 +4,8 @@ Each operation is timed the way usfad once did it and the way it does it now, on
 meets in the largest fits: a block of 52 rows x 20,000 kernel centres (``KernelBase`` scores
 ``2^20`` terms a block), and a batch of 512 rows x 1,555 features (17_InternetAds) whose
 columns a permutation gathers, forward and backward. Both ways give the same numbers (checked
-here); only the time differs. One thread; the median of 7 repeats of 20 calls. Writes ``OUT.md``.
+here); only the time differs. One thread; the median of 7 timings, each of as many calls as
+last about 0.25 s (``throughput.median_seconds``). Writes ``OUT.md``.
 
     .venv/bin/python benchmarks/block_ops.py -o benchmarks/results/block_ops
 """
@@ -14,21 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
-
-
-def per_call_ms(fn, reps: int = 7, calls: int = 20) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls)
-    return 1e3 * sorted(times)[reps // 2]
+from throughput import median_seconds  # this folder is on sys.path when run
 
 
 def main() -> None:
@@ -70,8 +60,8 @@ def main() -> None:
     lines = [
         "# Gathers and searches on the CPU, as usfad did them and does them",
         "",
-        f"`{' '.join(['benchmarks/block_ops.py', *sys.argv[1:]])}`: one thread, the median of 7 repeats of 20 calls; "
-        f"load average (1 min) at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
+        f"`{' '.join(['benchmarks/block_ops.py', *sys.argv[1:]])}`: one thread, the median of 7 timings of about "
+        f"0.25 s each; load average (1 min) at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
         "",
         "| operation | before | ms | now | ms | before / now | same result |",
         "|---|---|---:|---|---:|---:|---|",
@@ -84,7 +74,7 @@ def main() -> None:
     ]
     for (label, before, now), (before_name, now_name) in zip(cases, names):
         same = torch.equal(before(), now())
-        b, n = per_call_ms(before), per_call_ms(now)
+        b, n = (1e3 * median_seconds(fn, repeats=7) for fn in (before, now))
         lines.append(f"| {label} | {before_name} | {b:.3f} | {now_name} | {n:.3f} | {b / n:.1f} | {same} |")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -149,7 +149,7 @@ class Permutation(Bijection):
     """A fixed permutation of the features (channels); log-det 0.
 
     Columns are gathered by ``index_select`` (here and in :class:`LULinear`), not by indexing
-    with the order: the same numbers, forward and backward, in a quarter of the time on 512 x
+    with the order: the same numbers, forward and backward, in under a third of the time on 512 x
     1,555 rows (``benchmarks/results/block_ops.md``); indexing was a fifth of a training step on
     17_InternetAds."""
 

@@ -284,7 +284,8 @@ class KernelBase(nn.Module):
             return torch.where(first < terms.shape[1], first, torch.full_like(first, -1))
         with torch.no_grad():
             best = terms.amax(1)
-            rows = (-best <= self._reach(z, s, z_norms, c_norms, origin)).nonzero()[:, 0]
+            reach = self._reach(z, s, z_norms, c_norms, origin)
+            rows = (-best <= reach).nonzero()[:, 0]
             on_centre = torch.full(best.shape, -1, dtype=torch.long, device=terms.device)
             if len(rows):
                 candidates = terms.index_select(0, rows)  # under a fifth of indexing's time (block_ops.md)
@@ -295,8 +296,7 @@ class KernelBase(nn.Module):
                 # centre within the reach of its best term, and take the lowest-numbered it lies on
                 missed = (~on).nonzero()[:, 0]
                 if len(missed):
-                    reach = self._reach(z[rows[missed]], s, z_norms[rows[missed]], c_norms, origin)
-                    near = candidates.index_select(0, missed) >= (best[rows[missed]] - reach)[:, None]
+                    near = candidates.index_select(0, missed) >= (best - reach)[rows[missed], None]
                     pair_rows, pair_centres = near.nonzero(as_tuple=True)
                     missed = rows[missed]
                     on = lies_on(missed[pair_rows], pair_centres)

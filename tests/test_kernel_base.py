@@ -256,7 +256,7 @@ def test_training_rows_are_scored_without_their_own_kernel_at_fit_and_afterwards
 def test_the_number_of_centres_grows_with_the_rows_up_to_a_cap_that_narrows_on_wide_rows():
     det = USFlow()
     assert det.kernel_centres_for(500, 10) == 500  # every row below the cap
-    assert det.kernel_centres_for(100_000, 27) == det.kernel_max_centres == 20_000
+    assert det.kernel_centres_for(100_000, 27) == det.kernel_max_centres == 40_000
     assert det.kernel_centres_for(100_000, 1_000) == det.kernel_max_values // 1_000 == 4_000
     assert det.kernel_centres_for(100_000, 50_000) == det.kernel_min_centres == 2_000
 

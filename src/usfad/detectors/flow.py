@@ -442,8 +442,10 @@ class FlowDetector(BaseDetector):
 
     #: ``base="kernel"``: at most this many (seeded) training rows are the kernel's centres, and
     #: on wide rows at most ``kernel_max_values / d`` of them, but no fewer than
-    #: ``kernel_min_centres`` (:meth:`kernel_centres_for`): scoring costs ``centres x d`` per row
-    kernel_max_centres: int = 20_000
+    #: ``kernel_min_centres`` (:meth:`kernel_centres_for`): scoring costs ``centres x d`` per row.
+    #: More centres make a finer density; the cap bounds the cost on the largest tables
+    #: (``benchmarks/results/tabular_centres/``)
+    kernel_max_centres: int = 40_000
     kernel_max_values: int = 4_000_000
     kernel_min_centres: int = 2_000
 

@@ -2,7 +2,7 @@
 
 Until session 21 the default kept at most 2,000 seeded training rows as the centres of both
 kernels (the flow's latents and the z-scores, ``input_kernel="auto"``); it now keeps
-``USFlow.kernel_centres_for`` (up to 20,000). KNN reads every training row, and on 1_ALOI it
+``USFlow.kernel_centres_for`` (up to 20,000; 40,000 since session 29). KNN reads every training row, and on 1_ALOI it
 led USFlow by 0.09 ROC-AUC at 2,000. Four modes, each
 per (set, seed) under Protocol T, test ROC-AUC:
 

@@ -30,9 +30,7 @@ def searched(base, z: torch.Tensor) -> tuple[int, int, int]:
     before = today = on = 0
     for start in range(0, z.shape[0], 50):
         rows = z[start : start + 50]
-        zc = rows - origin
-        z_norms = zc.pow(2).sum(1)
-        terms = torch.cat([zc, z_norms[:, None], torch.ones_like(z_norms)[:, None]], 1).mm(product).clamp_max_(0)
+        terms, z_norms = base._block_terms(rows, origin, product)
         best = -terms.amax(1)
         share = base.coincide_share**2
         eps = torch.finfo(z.dtype).eps

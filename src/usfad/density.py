@@ -236,11 +236,8 @@ class KernelBase(nn.Module):
         :meth:`_centre_side` gives (computed here when ``None``)."""
         z = z.flatten(1)
         origin, product, c_norms, widths = centres if centres is not None else self._centre_side()
-        zc = z - origin
-        z_norms = zc.pow(2).sum(1)
+        terms, z_norms = self._block_terms(z, origin, product)
         s = 0.5 / self.bandwidth**2
-        # -s ||z - c||^2 = 2s z.c - s ||z||^2 - s ||c||^2, at most 0: one product writes the block
-        terms = torch.cat([zc, z_norms[:, None], torch.ones_like(z_norms)[:, None]], 1).mm(product).clamp_max_(0)
         if exclude is None:  # the caller names no centre to leave out: the one each row lies on
             exclude = self._on_centre(terms, z, s, z_norms, c_norms, origin)
         if widths is not None:  # -||z - c_i||^2 / (2 h^2 w_i^2) - d log w_i
@@ -253,6 +250,16 @@ class KernelBase(nn.Module):
         terms = terms.scatter(1, column, left_out) if terms.requires_grad else terms.scatter_(1, column, left_out)
         count = self.means.shape[0] - (exclude >= 0).to(terms.dtype)
         return terms, count, exclude
+
+    @staticmethod
+    def _block_terms(z: Tensor, origin: Tensor, product: Tensor) -> tuple[Tensor, Tensor]:
+        """``(terms, z_norms)``: ``terms[b, i] = -||z_b - c_i||^2 / (2 h^2)``, at most 0, and the
+        rows' squared norms about ``origin``, from :meth:`_centre_side`'s ``origin`` and ``product``."""
+        zc = z - origin
+        z_norms = zc.pow(2).sum(1)
+        # -s ||z - c||^2 = 2s z.c - s ||z||^2 - s ||c||^2, at most 0: one product writes the block
+        terms = torch.cat([zc, z_norms[:, None], torch.ones_like(z_norms)[:, None]], 1).mm(product).clamp_max_(0)
+        return terms, z_norms
 
     def _on_centre(
         self, terms: Tensor, z: Tensor, s: Tensor, z_norms: Tensor, c_norms: Tensor, origin: Tensor
